@@ -1,0 +1,75 @@
+"""User-facing errors: one base class, caught only by the CLI.
+
+A spec can hold many mistakes; users should fix them in one pass, so every
+stage of the compiler collects `Problem`s and raises one `SpecError` at the end.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+EXIT_SPEC_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, located as precisely as we can."""
+
+    message: str
+    field: str = ""          # dotted path, e.g. stages.teacher.temperatures[1]
+    file: str = ""
+    line: int = 0             # 1-based; 0 = unknown
+    col: int = 0
+    value: str | None = None  # the offending value, already shortened
+    hint: str = ""
+
+    def format(self) -> str:
+        loc = self.file or "<spec>"
+        if self.line:
+            loc += f":{self.line}:{self.col}"
+        parts = [f"{loc}: {self.field or '(spec)'}: {self.message}"]
+        if self.value is not None:
+            parts.append(f"    got: {self.value}")
+        if self.hint:
+            parts.append(f"    hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class DistillcError(Exception):
+    """Base for every error shown to users without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(DistillcError):
+    """A spec is invalid; carries every problem found."""
+
+    exit_code = EXIT_SPEC_ERROR
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col, p.field))
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in spec:"
+        return "\n".join([head] + [p.format() for p in self.problems])
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean "x"?' for the closest choice, or ''."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else ""
+
+
+def available(choices: Iterable[str]) -> str:
+    return "available: " + ", ".join(sorted(set(choices)))
+
+
+def short(value: object, limit: int = 80) -> str:
+    """Render a bad value for an error line: one line, bounded length."""
+    text = repr(value) if not isinstance(value, str) else repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,302 @@
+"""Spec -> Plan: resolve references, check the DAG, fix every job's inputs and outputs.
+
+Everything that can be checked before a GPU is spent is checked here, and all
+problems are reported together.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path, PurePosixPath
+
+from .errors import Problem, SpecError, available, did_you_mean, short
+from .schema import ModelRef, ReportStage, Resources, Spec, StageConfig, TaskSpec
+from .yamlload import Positions, dotted
+
+# What each kind writes, relative to its output folder. Trailing "/" = a directory.
+OUTPUTS = {
+    "generate": {"responses": "responses.jsonl"},
+    "sft": {"model": "model/"},
+    "pseudo_reward": {"labels": "labels.jsonl", "pairs": "pairs.jsonl", "stats": "stats.json"},
+    "reward_model": {"model": "model/", "metrics": "metrics.json"},
+    "rl": {"model": "model/", "log": "rl_log.jsonl"},
+    "eval": {"metrics": "metrics.json", "samples": "samples.jsonl"},
+    "report": {"html": "report.html", "md": "report.md"},
+}
+MODEL_KINDS = ("sft", "rl")   # stages whose output is a causal LM
+
+# Per-kind defaults sized for the embedded demo on a laptop; specs override per stage.
+DEFAULT_RESOURCES = {
+    "generate": Resources(gpus=0, cpus=1, mem_mb=4000, runtime_min=60),
+    "sft": Resources(gpus=0, cpus=1, mem_mb=8000, runtime_min=120),
+    "pseudo_reward": Resources(gpus=0, cpus=1, mem_mb=2000, runtime_min=30),
+    "reward_model": Resources(gpus=0, cpus=1, mem_mb=8000, runtime_min=120),
+    "rl": Resources(gpus=0, cpus=1, mem_mb=8000, runtime_min=240),
+    "eval": Resources(gpus=0, cpus=1, mem_mb=4000, runtime_min=60),
+    "report": Resources(gpus=0, cpus=1, mem_mb=2000, runtime_min=15),
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+@dataclass
+class Job:
+    config: StageConfig
+    inputs: dict[str, str]
+    outputs: dict[str, str]          # directories end with "/"
+    resources: Resources
+    log: str
+    benchmark: str
+    deps: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    jobs: list[Job]                  # in topological order, report last
+    run_dir: str
+    build_dir: str
+
+    def job(self, stage_id: str) -> Job:
+        return next(j for j in self.jobs if j.id == stage_id)
+
+
+class _Planner:
+    def __init__(self, spec: Spec, positions: Positions, file: str, root: Path):
+        self.spec, self.positions, self.file, self.root = spec, positions, file, root
+        self.spec_dir = Path(file).resolve().parent if file else root
+        self.problems: list[Problem] = []
+        self.run_dir = f"runs/{spec.name}"
+        self.build_dir = f"build/{spec.name}"
+
+    # ------------------------------------------------------------------ problems
+    def problem(self, path: tuple, message: str, value=None, hint: str = "") -> None:
+        line, col = self.positions.find(path)
+        self.problems.append(Problem(message, dotted(path), self.file, line, col,
+                                     None if value is None else short(value), hint))
+
+    def unknown(self, path: tuple, name: str, choices: list[str], what: str) -> None:
+        suggestion = did_you_mean(name, choices)
+        msg = f'unknown {what} "{name}"' + (f"; {suggestion}" if suggestion else "")
+        self.problem(path, msg, name, available(choices) if choices else f"define a {what} first")
+
+    # ------------------------------------------------------------------ references
+    def stage_ref(self, path: tuple, name: str, kinds: tuple[str, ...]) -> str | None:
+        """A reference that must name a stage of one of `kinds`."""
+        stage = self.spec.stages.get(name)
+        if stage is None:
+            self.unknown(path, name, [s for s, v in self.spec.stages.items() if v.kind in kinds],
+                         "/".join(kinds) + " stage")
+            return None
+        if stage.kind not in kinds:
+            self.problem(path, f'"{name}" is a {stage.kind} stage; this needs a {" or ".join(kinds)} stage', name)
+            return None
+        return name
+
+    def model_ref(self, path: tuple, name: str) -> ModelRef | None:
+        """A reference to a declared model or to a stage that produces one."""
+        if name in self.spec.models:
+            m = self.spec.models[name]
+            if m.init is not None:
+                return ModelRef(name=name, source="init", init=m.init, base=name)
+            return ModelRef(name=name, source="path", path=self._model_path(path, name, m.path),
+                            revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
+        stage = self.spec.stages.get(name)
+        if stage is not None and stage.kind in MODEL_KINDS:
+            base = self._lineage_base(name, set())
+            return ModelRef(name=name, source="stage", path=self.out(name, "model"), base=base or name)
+        if stage is not None:
+            self.problem(path, f'"{name}" is a {stage.kind} stage, which produces no model', name,
+                         "use a model id or an sft/rl stage")
+            return None
+        choices = list(self.spec.models) + [s for s, v in self.spec.stages.items() if v.kind in MODEL_KINDS]
+        self.unknown(path, name, choices, "model or model-producing stage")
+        return None
+
+    def _lineage_base(self, name: str, seen: set) -> str | None:
+        if name in self.spec.models or name in seen:
+            return name if name in self.spec.models else None
+        seen.add(name)
+        stage = self.spec.stages.get(name)
+        parent = getattr(stage, "model", None) or getattr(stage, "policy", None)
+        return self._lineage_base(parent, seen) if parent else None
+
+    def _model_path(self, path: tuple, name: str, value: str) -> str:
+        local = self._local(value)
+        if local.exists():
+            return str(local)
+        if value.startswith((".", "/", "~")) or not HUB_ID.match(value):
+            self.problem(path, f'model "{name}": no local directory {value!r} and not a hub id', value,
+                         "give an existing directory or a hub id such as org/name")
+        return value
+
+    def _local(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.spec_dir / p)
+
+    def out(self, stage_id: str, name: str) -> str:
+        kind = self.spec.stages[stage_id].kind
+        return f"{self.run_dir}/{stage_id}/{OUTPUTS[kind][name]}".rstrip("/")
+
+    # ------------------------------------------------------------------ task
+    def task(self) -> TaskSpec:
+        task = self.spec.task.model_copy(deep=True)
+        for split in ("gold", "dev", "distill", "test"):
+            src = getattr(task, split)
+            if src is not None and src.path is not None:
+                local = self._local(src.path).resolve()
+                if not local.is_file():
+                    self.problem(("task", split, "path"), f"no such data file: {local}", src.path,
+                                 "paths are relative to the spec's folder")
+                src.path = str(local)
+        return task
+
+    def has_gold(self) -> bool:
+        t = self.spec.task
+        return (t.synthetic is not None and t.synthetic.gold_size > 0) or t.gold is not None
+
+    # ------------------------------------------------------------------ per stage
+    def wire(self, sid: str) -> tuple[dict[str, ModelRef], dict[str, list[str]]]:
+        """Resolve a stage's references: models by role, upstream stage ids by role."""
+        st, p = self.spec.stages[sid], ("stages", sid)
+        models: dict[str, ModelRef] = {}
+        up: dict[str, list[str]] = {}
+
+        def model(role: str, name: str | None):
+            if name is None:
+                return
+            ref = self.model_ref(p + (role,), name)
+            if ref is not None:
+                models[role] = ref
+                if ref.source == "stage":
+                    up.setdefault(role, []).append(name)
+
+        def stage(role: str, name: str, kinds: tuple[str, ...], at: tuple):
+            if self.stage_ref(at, name, kinds):
+                up.setdefault(role, []).append(name)
+
+        kind = st.kind
+        if kind in ("generate", "sft", "eval"):
+            model("model", st.model)
+        if kind == "generate" and st.split == "test":
+            pass  # allowed: teacher samples on test for majority-vote accuracy
+        if kind == "sft":
+            if st.data == "gold":
+                if not self.has_gold():
+                    self.problem(p + ("data",), "data: gold needs a gold corpus in the task", st.data,
+                                 "set task.gold, or task.synthetic.gold_size > 0")
+            else:
+                stage("data", st.data, ("pseudo_reward", "generate"), p + ("data",))
+            if st.stop_at_dev_accuracy is not None and st.data != "gold":
+                self.problem(p + ("stop_at_dev_accuracy",), "stop_at_dev_accuracy reads gold dev answers, so it is "
+                             "only allowed when bootstrapping a teacher (data: gold)", st.stop_at_dev_accuracy,
+                             "remove it: distillation stages never see gold answers")
+        if kind == "pseudo_reward":
+            stage("teacher", st.teacher, ("generate",), p + ("teacher",))
+            for i, s in enumerate(st.students):
+                stage("students", s, ("generate",), p + ("students", i))
+            for name in [st.teacher] + st.students:
+                g = self.spec.stages.get(name)
+                if g is not None and g.kind == "generate" and g.split != "distill":
+                    self.problem(p, f'"{name}" samples the {g.split} split; pseudo-labels use distill questions', name,
+                                 f"set stages.{name}.split: distill")
+        if kind == "reward_model":
+            stage("data", st.data, ("pseudo_reward",), p + ("data",))
+            model("model", st.model or self._default_rm_model(sid))
+        if kind == "rl":
+            model("policy", st.policy)
+            stage("reward_model", st.reward_model, ("reward_model",), p + ("reward_model",))
+        return models, up
+
+    def _default_rm_model(self, sid: str) -> str | None:
+        pr = self.spec.stages.get(self.spec.stages[sid].data)
+        if pr is None or pr.kind != "pseudo_reward":
+            return None
+        if not pr.students:
+            self.problem(("stages", sid), "reward_model needs `model` when its pseudo_reward stage has no students",
+                         None, "set model: to the student's model id")
+            return None
+        g = self.spec.stages.get(pr.students[0])
+        return getattr(g, "model", None)
+
+
+def build_plan(spec: Spec, positions: Positions | None = None, file: str = "", root: Path | None = None) -> Plan:
+    """Check cross-stage rules and produce jobs in run order; raise SpecError on problems."""
+    root = root or Path.cwd()
+    pl = _Planner(spec, positions or Positions(), file, root)
+    stages = dict(spec.stages)
+    reports = [s for s, v in stages.items() if v.kind == "report"]
+    if len(reports) > 1:
+        pl.problem(("stages", reports[1]), "only one report stage is allowed", reports[1], f'keep "{reports[0]}"')
+    if not reports and "report" not in stages and "report" not in spec.models:
+        stages["report"] = ReportStage(kind="report")   # every workflow ends in a report
+        spec = spec.model_copy(update={"stages": stages})
+        pl.spec = spec
+    for name in set(spec.models) & set(spec.stages):
+        pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
+    task = pl.task()
+    wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != "report"}
+    order = _order(pl, wired)
+    if pl.problems:
+        raise SpecError(pl.problems)
+    jobs = [_job(pl, sid, task, *wired[sid]) for sid in order]
+    report_id = next(s for s, v in stages.items() if v.kind == "report")
+    jobs.append(_report_job(pl, report_id, task, jobs))
+    return Plan(spec=spec, jobs=jobs, run_dir=pl.run_dir, build_dir=pl.build_dir)
+
+
+def _order(pl: _Planner, wired: dict) -> list[str]:
+    graph = {sid: {u for ids in up.values() for u in ids} for sid, (_, up) in wired.items()}
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        cycle = exc.args[1]
+        pl.problem(("stages", cycle[0]), "stages form a cycle: " + " -> ".join(reversed(cycle)), cycle[0],
+                   "a stage cannot read (directly or indirectly) its own output")
+        return []
+
+
+def _job(pl: _Planner, sid: str, task: TaskSpec, models: dict, up: dict) -> Job:
+    spec, st = pl.spec, pl.spec.stages[sid]
+    inputs = {}
+    for role, ids in up.items():
+        for i, u in enumerate(ids):
+            key = role if len(ids) == 1 and role != "students" else f"{role}_{i}"
+            for name in OUTPUTS[spec.stages[u].kind]:
+                if name in ("model", "responses", "labels", "pairs"):
+                    inputs[f"{key}_{name}"] = pl.out(u, name)
+    return _make_job(pl, sid, task, models, inputs, up, st)
+
+
+def _report_job(pl: _Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:
+    inputs = {f"{j.id}_{name}": path for j in jobs for name, path in j.outputs.items()}
+    inputs.update({f"{j.id}_benchmark": j.benchmark for j in jobs})
+    up: dict[str, list[str]] = {}
+    for j in jobs:
+        up.setdefault(j.config.kind, []).append(j.id)
+    return _make_job(pl, sid, task, {}, inputs, up, pl.spec.stages[sid])
+
+
+def _make_job(pl: _Planner, sid, task, models, inputs, up, st) -> Job:
+    out_dir = f"{pl.run_dir}/{sid}"
+    outputs = {n: f"{out_dir}/{rel}" for n, rel in OUTPUTS[st.kind].items()}
+    for path in outputs.values():   # defence in depth: ids are validated, but never trust a path
+        if ".." in PurePosixPath(path).parts or not path.startswith(pl.run_dir + "/"):
+            raise SpecError([Problem("output path escapes the run folder", f"stages.{sid}", pl.file, value=path)])
+    config = StageConfig(
+        spec_name=pl.spec.name, id=sid, kind=st.kind,
+        seed=st.seed if st.seed is not None else pl.spec.seed,
+        run_dir=pl.run_dir, out_dir=out_dir, task=task, models=models,
+        inputs={k: v.rstrip("/") for k, v in inputs.items()},
+        outputs={k: v.rstrip("/") for k, v in outputs.items()},
+        upstream=up, params=st.model_dump(mode="json"),
+    )
+    defaults = DEFAULT_RESOURCES[st.kind].model_dump()
+    given = {k: v for k, v in st.resources.model_dump().items() if v is not None}
+    return Job(config=config, inputs=config.inputs, outputs=outputs, resources=Resources(**{**defaults, **given}),
+               log=f"{pl.run_dir}/logs/{sid}.log", benchmark=f"{pl.run_dir}/benchmarks/{sid}.tsv",
+               deps=sorted({u for ids in up.values() for u in ids}))

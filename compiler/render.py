@@ -1,0 +1,122 @@
+"""Plan -> build/<spec>/: the workflow, one config per stage, resources, lm-eval tasks, lock.
+
+Files are written only when their content changes, so rebuilding an unchanged
+spec touches nothing and Snakemake reruns nothing; a changed field changes one
+stage config, and Snakemake reruns that stage and what depends on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from .plan import Job, Plan
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("compiler", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+)
+LOCKED_PACKAGES = ("distillc", "pydantic", "pyyaml", "jinja2", "snakemake", "snakemake-executor-plugin-slurm",
+                   "torch", "transformers", "trl", "lm-eval", "datasets", "accelerate", "peft", "tokenizers")
+
+
+def render(plan: Plan, spec_file: str, root: Path) -> dict[str, bool]:
+    """Write the build; return {relative path: changed?} for every file it owns."""
+    build = root / plan.build_dir
+    files: dict[str, str] = {}
+    for job in plan.jobs:
+        files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
+        if job.config.kind == "eval" and job.config.params.get("hub_task") is None:
+            files[f"lm_eval/{job.id}/{_task_name(plan, job)}.yaml"] = _lm_eval_task(plan, job, root)
+    files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
+    files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
+        jobs=plan.jobs, build_dir=plan.build_dir, spec_file=Path(spec_file).name,
+        targets=list(plan.jobs[-1].outputs.values()))
+    files["spec.lock.json"] = lock_text(plan)
+    changed = {f"{plan.build_dir}/{rel}": write_if_changed(build / rel, text) for rel, text in files.items()}
+    _remove_stale(build, set(files))
+    changed["build/LATEST"] = write_if_changed(root / "build" / "LATEST", plan.spec.name + "\n")
+    return changed
+
+
+def _stage_yaml(job: Job) -> str:
+    data = job.config.model_dump(mode="json", exclude_none=False)
+    return "# Resolved stage config, written by distillc. Read with compiler.schema.StageConfig.\n" + \
+        yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
+
+
+def _job_resources(job: Job) -> dict:
+    """Snakemake resources (names the slurm executor understands) and the launcher."""
+    r = job.resources
+    res = {"mem_mb": r.mem_mb, "runtime": r.runtime_min, "cpus_per_task": r.cpus, "gpus": r.gpus}
+    if r.gpus:
+        res["gpu"] = r.gpus
+    for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("constraint", "constraint")):
+        if getattr(r, key):
+            res[name] = getattr(r, key)
+    trains = job.config.kind in ("sft", "reward_model", "rl")
+    launch = f"-m accelerate.commands.launch --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
+    return {"threads": r.cpus, "resources": res, "launch": launch}
+
+
+def _task_name(plan: Plan, job: Job) -> str:
+    return f"distillc_{plan.spec.name}_{job.id}"
+
+
+def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
+    """A local lm-eval task over the questions file the eval stage writes (absolute path)."""
+    p = job.config.params
+    data = (root / job.config.out_dir / "questions.jsonl").resolve()
+    return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
+        task=_task_name(plan, job), data_file=str(data), repeats=p["samples"],
+        sampled=p["samples"] > 1 or p["temperature"] > 0, temperature=p["temperature"] or 1.0,
+        max_new_tokens=p["max_new_tokens"], multiple_choice=plan.spec.task.format == "multiple_choice")
+
+
+def lock_text(plan: Plan) -> str:
+    resolved = plan.spec.model_dump(mode="json")
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    lock = {
+        "spec_hash": "sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
+        "spec": resolved,
+        "packages": {name: _version(name) for name in LOCKED_PACKAGES},
+        "stages": {j.id: j.config.kind for j in plan.jobs},
+    }
+    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomic write, skipped when the content is already there (keeps mtime)."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def _remove_stale(build: Path, keep: set[str]) -> None:
+    """Drop configs of stages that left the spec, so the build mirrors the spec."""
+    for sub in ("stages", "lm_eval"):
+        for f in (build / sub).rglob("*") if (build / sub).exists() else []:
+            if f.is_file() and str(f.relative_to(build)) not in keep:
+                f.unlink()
