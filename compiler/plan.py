@@ -268,8 +268,14 @@ def _job(pl: _Planner, sid: str, task: TaskSpec, models: dict, up: dict) -> Job:
             key = role if len(ids) == 1 and role != "students" else f"{role}_{i}"
             for name in OUTPUTS[spec.stages[u].kind]:
                 if name in ("model", "responses", "labels", "pairs"):
-                    inputs[f"{key}_{name}"] = pl.out(u, name)
+                    inputs[key if name == "model" else f"{key}_{name}"] = pl.out(u, name)
+    if st.kind == "eval" and st.hub_task is None:   # the local lm-eval task the renderer writes
+        inputs["lm_eval_task"] = f"{pl.build_dir}/lm_eval/{sid}/{lm_eval_task_name(spec.name, sid)}.yaml"
     return _make_job(pl, sid, task, models, inputs, up, st)
+
+
+def lm_eval_task_name(spec_name: str, stage_id: str) -> str:
+    return f"distillc_{spec_name}_{stage_id}"
 
 
 def _report_job(pl: _Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:

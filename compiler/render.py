@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from .plan import Job, Plan
+from .plan import Job, Plan, lm_eval_task_name
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
@@ -33,7 +33,7 @@ def render(plan: Plan, spec_file: str, root: Path) -> dict[str, bool]:
     for job in plan.jobs:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
         if job.config.kind == "eval" and job.config.params.get("hub_task") is None:
-            files[f"lm_eval/{job.id}/{_task_name(plan, job)}.yaml"] = _lm_eval_task(plan, job, root)
+            files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
         jobs=plan.jobs, build_dir=plan.build_dir, spec_file=Path(spec_file).name,
@@ -65,16 +65,12 @@ def _job_resources(job: Job) -> dict:
     return {"threads": r.cpus, "resources": res, "launch": launch}
 
 
-def _task_name(plan: Plan, job: Job) -> str:
-    return f"distillc_{plan.spec.name}_{job.id}"
-
-
 def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     """A local lm-eval task over the questions file the eval stage writes (absolute path)."""
     p = job.config.params
     data = (root / job.config.out_dir / "questions.jsonl").resolve()
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
-        task=_task_name(plan, job), data_file=str(data), repeats=p["samples"],
+        task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p["samples"],
         sampled=p["samples"] > 1 or p["temperature"] > 0, temperature=p["temperature"] or 1.0,
         max_new_tokens=p["max_new_tokens"], multiple_choice=plan.spec.task.format == "multiple_choice")
 

@@ -1,0 +1,115 @@
+"""What every stage CLI shares: read the resolved config, seed, write files atomically.
+
+Kept free of torch at import time so that light stages (pseudo_reward, report)
+start fast; `torch_setup` imports it on demand.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import yaml
+
+from compiler.schema import StageConfig
+
+
+def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m runtime.{kind}", description=f"Run one {kind} stage.")
+    parser.add_argument("--config", required=True, help="resolved stage config (build/<spec>/stages/<id>.yaml)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return parser.parse_args(argv)
+
+
+def load_config(path: str | Path, kind: str) -> StageConfig:
+    """Read a stage config through the same schema the compiler wrote it with."""
+    cfg = StageConfig.model_validate(yaml.safe_load(Path(path).read_text()))
+    if cfg.kind != kind:
+        raise SystemExit(f"{path}: a {cfg.kind} stage config was given to runtime.{kind}")
+    return cfg
+
+
+def start(argv: list[str] | None, kind: str):
+    """Parse args, load the config, seed Python's RNG; return (cfg, stage params, args)."""
+    args = parse_args(argv, kind)
+    cfg = load_config(args.config, kind)
+    random.seed(cfg.seed)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    log(f"{kind} stage {cfg.id!r} (spec {cfg.spec_name}, seed {cfg.seed})")
+    return cfg, cfg.stage(), args
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def torch_setup(seed: int, threads: int | None, device: str = "auto", precision: str = "auto"):
+    """Seed torch, bound its threads; return (torch device, torch dtype)."""
+    import torch
+    from transformers import set_seed
+
+    if threads:
+        torch.set_num_threads(threads)
+    set_seed(seed)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda" if use_cuda else "cpu")
+    if precision == "auto":
+        precision = "bf16" if use_cuda else "fp32"
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return dev, dtype
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temp file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def side_dir(cfg: StageConfig, name: str) -> Path:
+    """A folder beside the declared outputs (checkpoints, partial files).
+
+    Snakemake deletes a failed job's declared outputs; what lives here survives,
+    so a rerun resumes instead of starting over.
+    """
+    path = Path(cfg.out_dir) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

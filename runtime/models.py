@@ -1,0 +1,137 @@
+"""Model references -> (model, tokenizer): hub ids, local dirs, stage outputs, or `init:` blocks.
+
+An `init:` model is rebuilt identically wherever it is needed (seeded weights,
+a word-level tokenizer made deterministically from the task corpus), so stages
+share it without a shared cache. Heavy imports happen inside the functions.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+
+from compiler.schema import InitModel, ModelRef, TaskSpec
+
+from . import task as taskdata
+from .common import derive_seed
+
+SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+# No newlines: the word-level tokenizer splits on spaces only, so the template stays one line.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }} "
+    "{% elif m['role'] == 'user' %}Question: {{ m['content'] }} Answer:"
+    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+TEMPLATE_WORDS = "Question: Answer: Options: (A) #### "   # words the chat template adds
+
+
+def _pre_tokenizer():
+    from tokenizers import pre_tokenizers
+
+    # Metaspace keeps word boundaries for decoding; single digits make arithmetic learnable.
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+
+
+def build_tokenizer(task: TaskSpec, seed: int):
+    """A word-level tokenizer whose vocabulary is counted from the task corpus.
+
+    The vocabulary is sorted by (-count, token): the same corpus always gives the
+    same ids, with no dependence on a trainer's tie-breaking.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    pre = _pre_tokenizer()
+    counts: Counter = Counter()
+    for text in taskdata.corpus(task, seed):
+        counts.update(piece for piece, _ in pre.pre_tokenize_str(text.replace("\n", " ")))
+    counts.update(str(d) for d in range(10))
+    counts.update(piece for piece, _ in pre.pre_tokenize_str(TEMPLATE_WORDS))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL.values())}
+    for tok, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        vocab.setdefault(tok, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
+    tok.normalizer = normalizers.Replace("\n", " ")
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **{f"{k}_token": v for k, v in SPECIAL.items()})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(init: InitModel, vocab_size: int, seed: int):
+    """A random-init causal LM from an `init:` block."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    inter = init.intermediate_size or 2 * init.hidden_size
+    if init.arch == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=init.hidden_size, intermediate_size=inter,
+                             num_hidden_layers=init.num_layers, num_attention_heads=init.num_heads,
+                             num_key_value_heads=init.num_heads, max_position_embeddings=init.max_length,
+                             tie_word_embeddings=init.tie_embeddings, **ids)
+    else:
+        config = GPT2Config(vocab_size=vocab_size, n_embd=init.hidden_size, n_layer=init.num_layers,
+                            n_head=init.num_heads, n_inner=inter, n_positions=init.max_length,
+                            tie_word_embeddings=init.tie_embeddings, **ids)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_tokenizer(ref: ModelRef, task: TaskSpec, spec_seed: int, padding_side: str = "left"):
+    """The tokenizer of a model reference, with a pad token and the given padding side."""
+    if ref.source == "init":
+        tok = build_tokenizer(task, spec_seed)
+    else:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(ref: ModelRef, task: TaskSpec, spec_seed: int, dtype=None, padding_side: str = "left"):
+    """(model, tokenizer) for a reference; `init:` models are built, others loaded."""
+    tok = load_tokenizer(ref, task, spec_seed, padding_side)
+    if ref.source == "init":
+        model = build_model(ref.init, len(tok), derive_seed(spec_seed, "init", ref.name))
+        if dtype is not None:
+            model = model.to(dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=dtype,
+                                                     trust_remote_code=ref.trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def load_sequence_classifier(ref: ModelRef, task: TaskSpec, spec_seed: int, dtype=None):
+    """A scalar-head model (reward or value model) initialised from a reference."""
+    from transformers import AutoModelForSequenceClassification
+
+    tok = load_tokenizer(ref, task, spec_seed, padding_side="right")
+    if ref.source == "init":
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:   # build the LM, reload its body with a scalar head
+            lm, _ = load_causal_lm(ref, task, spec_seed)
+            lm.save_pretrained(tmp)
+            model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ref.path, num_labels=1, revision=ref.revision, dtype=dtype, trust_remote_code=ref.trust_remote_code)
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def save(model, tokenizer, path) -> None:
+    """Save weights and tokenizer together, so any stage (and lm-eval) can reload them."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)

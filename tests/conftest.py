@@ -1,0 +1,43 @@
+"""Shared test helpers: tests never touch the network, and build specs in a temp root."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
+    """Compile a spec (dict, YAML text or file) under `root`; return {stage id: config path}.
+
+    Stage configs use paths relative to `root` (runs/<name>/...): run stages with
+    `root` as the current directory (monkeypatch.chdir(root)).
+    """
+    from compiler.load import load_spec_with_positions
+    from compiler.plan import build_plan
+    from compiler.render import render
+
+    if isinstance(spec, Path):
+        file = spec
+    else:
+        file = root / "spec.yaml"
+        file.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
+    parsed, positions = load_spec_with_positions(file)
+    plan = build_plan(parsed, positions, str(file), root)
+    render(plan, str(file), root)
+    return {job.id: root / plan.build_dir / "stages" / f"{job.id}.yaml" for job in plan.jobs}
+
+
+@pytest.fixture
+def built(tmp_path, monkeypatch):
+    """Build a spec in tmp_path and chdir there: `configs = built(spec_dict)`."""
+    monkeypatch.chdir(tmp_path)
+    return lambda spec: build_spec(spec, tmp_path)
