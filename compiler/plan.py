@@ -295,7 +295,7 @@ def _make_job(pl: _Planner, sid, task, models, inputs, up, st) -> Job:
             raise SpecError([Problem("output path escapes the run folder", f"stages.{sid}", pl.file, value=path)])
     config = StageConfig(
         spec_name=pl.spec.name, id=sid, kind=st.kind,
-        seed=st.seed if st.seed is not None else pl.spec.seed,
+        seed=st.seed if st.seed is not None else pl.spec.seed, spec_seed=pl.spec.seed,
         run_dir=pl.run_dir, out_dir=out_dir, task=task, models=models,
         inputs={k: v.rstrip("/") for k, v in inputs.items()},
         outputs={k: v.rstrip("/") for k, v in outputs.items()},

@@ -289,7 +289,9 @@ class StageConfig(Strict):
     spec_name: str
     id: str
     kind: str
-    seed: int
+    seed: int = Field(..., description="This stage's seed (its own `seed`, else the spec's).")
+    spec_seed: int = Field(..., description="The spec's seed: task data and init models derive from it, "
+                                            "so every stage sees the same questions and the same base weights.")
     run_dir: str = Field(..., description="runs/<spec>/ (relative to the workflow root).")
     out_dir: str = Field(..., description="This stage's output folder.")
     task: TaskSpec
