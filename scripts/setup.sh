@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install distillc into it. Idempotent: a second run does nothing
+# unless pyproject.toml changed. torch==2.13.0 goes in first: a bare `torch`
+# requirement with no torch installed would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+stamp=.venv/.distillc-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import torch, transformers, trl, lm_eval, snakemake, compiler, runtime" 
+echo "$want" > "$stamp"
+echo "distillc installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh machine: install the project, the browser the report
+# test uses, then run pytest (extra arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "note: could not install chromium; the report's browser test will be skipped"
+fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m pytest -q "$@"
