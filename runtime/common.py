@@ -55,12 +55,15 @@ def derive_seed(*parts: object) -> int:
 
 def torch_setup(seed: int, threads: int | None, device: str = "auto", precision: str = "auto"):
     """Seed torch, bound its threads; return (torch device, torch dtype)."""
+    import numpy as np
     import torch
-    from transformers import set_seed
 
     if threads:
         torch.set_num_threads(threads)
-    set_seed(seed)
+    # Seed directly: transformers.set_seed imports the Trainer stack (seconds) for the same three calls.
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda" if use_cuda else "cpu")
     if precision == "auto":

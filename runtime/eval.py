@@ -1,0 +1,216 @@
+"""Eval stage: benchmark one model with lm-eval, on the spec's test split or on a hub task.
+
+lm-eval does the generation and the scoring, so that numbers are comparable with
+what others get from the same harness. The local task YAML is rendered by the
+compiler (build/<spec>/lm_eval/<id>/); this stage writes the questions file it
+points at, runs lm-eval, and turns its logged samples into the project's
+metrics.json / samples.jsonl contract. Eval may read gold answers: it is the end
+of the pipeline, and nothing downstream trains on its outputs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import task as taskdata
+from .common import atomic_write_json, log, start, torch_setup, write_jsonl
+
+PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
+METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
+DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
+
+
+def write_questions(cfg, stage) -> list[dict]:
+    """The test questions, with targets, where the rendered task YAML reads them.
+
+    The YAML holds an absolute path (lm-eval resolves relative ones against the
+    current directory): if it does not point into this stage's folder, the build
+    belongs to another checkout, and writing elsewhere would evaluate stale data.
+    """
+    rows = taskdata.gold(cfg.task, "test", cfg.spec_seed)[: stage.limit]
+    if not rows:
+        raise SystemExit("eval: the task has no test questions (set task.test or task.synthetic.test_size)")
+    task_yaml = yaml.safe_load(Path(cfg.inputs["lm_eval_task"]).read_text())
+    path = Path(task_yaml["dataset_kwargs"]["data_files"]["test"])
+    expected = (Path(cfg.out_dir) / "questions.jsonl").resolve()
+    if path.resolve() != expected:
+        raise SystemExit(f"eval: {cfg.inputs['lm_eval_task']} reads {path}, not {expected}: "
+                         "it was built in another folder; run `distillc build` again here")
+    questions = [{"question_id": r["id"], "prompt": taskdata.messages(r, cfg.task)[-1]["content"],
+                  "target": r["target"]} for r in rows]
+    write_jsonl(path, questions)
+    check_lengths(cfg, stage, rows)
+    return questions
+
+
+def check_lengths(cfg, stage, rows: list[dict]) -> None:
+    """Refuse prompts that do not fit: lm-eval would cut them from the left (losing BOS and
+    the question's start) with only a log warning, and score the damaged prompt."""
+    from lm_eval.models.utils import resolve_max_length
+
+    from .models import load_tokenizer
+    ref = cfg.models["model"]
+    tok = load_tokenizer(ref, cfg.task, cfg.spec_seed)
+    if not tok.chat_template:
+        raise SystemExit(f"eval: model {ref.name!r} has no chat template; eval and generate both prompt through it")
+    if ref.source == "init":
+        limit = ref.init.max_length
+    else:
+        from transformers import AutoConfig
+        limit = resolve_max_length(AutoConfig.from_pretrained(
+            ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code), tok)
+    prompts = [tok.apply_chat_template(taskdata.messages(r, cfg.task), add_generation_prompt=True, tokenize=False)
+               for r in rows]
+    longest = max(len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"])
+    if longest + stage.max_new_tokens > limit:
+        raise SystemExit(f"eval: the longest prompt has {longest} tokens; with max_new_tokens "
+                         f"{stage.max_new_tokens} that exceeds model {ref.name!r}'s {limit}-token context. "
+                         "Lower max_new_tokens or use a model with a longer max_length.")
+
+
+def make_lm(cfg, stage, device, dtype):
+    """(model, model_args) for simple_evaluate: "hf" by path, or an in-memory HFLM for `init:` models.
+
+    Paths go through lm-eval's own loader so its config records what was loaded;
+    `init:` models exist only in memory (models.py rebuilds them from the seed).
+    """
+    ref = cfg.models["model"]
+    if ref.source == "init":
+        from lm_eval.models.huggingface import HFLM
+
+        from .models import load_causal_lm
+        model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
+        return HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size), None
+    args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,
+            "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
+    if ref.revision:
+        args["revision"] = ref.revision
+    return "hf", args
+
+
+def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
+    """Run lm-eval on the local task (or the hub task); return (task name, result dict)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    if stage.hub_task is None:
+        task_file = Path(cfg.inputs["lm_eval_task"])
+        name, manager = task_file.stem, TaskManager(include_path=str(task_file.parent), include_defaults=False)
+        extra = {}
+    else:   # the task's own YAML decides prompts and filters; the stage sets length, temperature and shots
+        name, manager = stage.hub_task, TaskManager()
+        gen = {"max_gen_toks": stage.max_new_tokens}
+        gen |= {"do_sample": True, "temperature": stage.temperature} if stage.temperature > 0 else {"do_sample": False}
+        extra = {"num_fewshot": stage.num_fewshot, "limit": stage.limit, "gen_kwargs": gen}
+    seed = cfg.seed
+    try:
+        result = lm_eval.simple_evaluate(
+            model=lm, model_args=model_args, tasks=[name], task_manager=manager, device=device.type,
+            batch_size=stage.batch_size, log_samples=True, apply_chat_template=True,
+            system_instruction=cfg.task.system_prompt or None, random_seed=seed, numpy_random_seed=seed,
+            torch_random_seed=seed, fewshot_random_seed=seed, **extra)
+    except (ConnectionError, OSError) as exc:
+        if stage.hub_task is None:
+            raise
+        raise SystemExit(f"eval: hub_task {name!r} could not fetch its dataset (or the model) from the Hugging Face "
+                         f"hub: {type(exc).__name__}: {exc}. Hub tasks need network access (unset HF_HUB_OFFLINE and "
+                         "HF_DATASETS_OFFLINE) or the dataset already in the local cache.") from None
+    if name not in result.get("results", {}):
+        raise SystemExit(f"eval: lm-eval returned no results for {name!r} (a task group? name one task)")
+    return name, result
+
+
+def scores(results: dict) -> tuple[str, dict]:
+    """(metric name, {filter: {"accuracy", "stderr"}}) from lm-eval's "metric,filter" keys."""
+    metric = next((m for m in METRICS if any(k.startswith(m + ",") for k in results)), None)
+    if metric is None:
+        raise SystemExit(f"eval: the task reports none of {METRICS}: {sorted(results)}")
+    out = {}
+    for key, value in results.items():
+        name, _, filt = key.partition(",")
+        if name == metric and filt:
+            stderr = results.get(f"{metric}_stderr,{filt}")
+            out[filt] = {"accuracy": float(value),
+                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None}
+    return metric, out
+
+
+def primary(filters) -> str:
+    """The filter behind "accuracy": greedy or single-sample, else the task's first (e.g. strict-match)."""
+    return next((f for f in PRIMARY_FILTERS if f in filters), next(iter(filters)))
+
+
+def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dict] | None,
+                task_name: str, fmt: str) -> list[dict]:
+    """One row per question from lm-eval's logged samples (one entry per question and filter).
+
+    Responses come from `resps` (all repeats); "correct" is lm-eval's own score
+    under the primary filter, so accuracy == mean(correct) by construction.
+    "answers" are runtime.task.extract_answer's, like everywhere else in the pipeline.
+    """
+    by_doc: dict[int, dict[str, dict]] = {}
+    for s in logged:
+        by_doc.setdefault(s["doc_id"], {})[s["filter"]] = s
+    rows = []
+    for doc_id in sorted(by_doc):
+        entries = by_doc[doc_id]
+        s = entries[first]
+        responses = [r if isinstance(r, str) else str(r) for inst in s["resps"] for r in inst]
+        qid = questions[doc_id]["question_id"] if questions is not None else f"{task_name}-{doc_id}"
+        row = {"question_id": qid, "target": str(s["target"]), "responses": responses,
+               "answers": [taskdata.extract_answer(r, fmt) for r in responses], "correct": bool(s[metric])}
+        if "majority" in entries:
+            row["majority_correct"] = bool(entries["majority"][metric])
+        rows.append(row)
+    return rows
+
+
+def provenance(result: dict, name: str, model_args: dict | None, stage) -> dict:
+    """A small record of what lm-eval ran: versions, seeds, the task hash as lm-eval computes it."""
+    from lm_eval.utils import hash_string
+
+    config = result.get("config", {})
+    logged = result["samples"][name]
+    keep = ("batch_size", "random_seed", "numpy_seed", "torch_seed", "fewshot_seed", "limit", "gen_kwargs",
+            "model_num_parameters", "model_revision", "model_sha")
+    return {
+        "lm_eval_version": result.get("lm_eval_version"),
+        "transformers_version": result.get("transformers_version"),
+        "task_version": result.get("versions", {}).get(name),
+        "task_hash": hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in logged)),
+        "n_shot": result.get("n-shot", {}).get(name),
+        "n_samples": result.get("n-samples", {}).get(name),
+        "model_args": model_args, "model_dtype": str(config.get("model_dtype")),
+        "config": {k: config.get(k) for k in keep},
+        "eot_token_id": result.get("eot_token_id"), "max_length": result.get("max_length"),
+        "tokenizer_bos_token": result.get("tokenizer_bos_token"),
+        "tokenizer_eos_token": result.get("tokenizer_eos_token"),
+        "git_hash": result.get("git_hash"), "repeats": stage.samples,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, stage, args = start(argv, "eval")
+    if stage.hub_task is not None and stage.samples > 1:
+        raise SystemExit("eval: samples > 1 (majority vote) needs the spec's own test split; "
+                         f"remove hub_task {stage.hub_task!r} or set samples: 1")
+    device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
+    questions = write_questions(cfg, stage) if stage.hub_task is None else None
+    lm, model_args = make_lm(cfg, stage, device, dtype)
+    name, result = run_lm_eval(cfg, stage, lm, model_args, device)
+    metric, filters = scores(result["results"][name])
+    first = primary(filters)
+    rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format)
+    metrics = {"model": cfg.models["model"].name, "stage": cfg.id, "task": name, "n": len(rows),
+               "accuracy": filters[first]["accuracy"], "stderr": filters[first]["stderr"],
+               "metric": metric, "filter": first, "metrics": filters,
+               "lm_eval": provenance(result, name, model_args, stage)}
+    write_jsonl(cfg.outputs["samples"], rows)
+    atomic_write_json(cfg.outputs["metrics"], metrics)
+    log(f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"
+        + "".join(f"; {f} {v['accuracy']:.4f}" for f, v in filters.items() if f != first))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""report: the last stage: one self-contained HTML page, a Markdown twin and summary.json.
+
+Everything is computed here, after the fact, from the files the other stages left
+(a missing file means the stage was not run or is not in the spec: "not run").
+Gold answers are read only here and in eval, to judge the pseudo-labels.
+Every section up to Provenance depends only on those files (fixed bootstrap seed,
+PNG metadata stripped), so identical inputs give byte-identical tables; the
+sections after report_page.ENV_MARKER (run times, git commit, hardware) describe the
+environment and may differ between runs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from . import task as taskdata
+from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
+from .report_page import NAMES, render
+
+RANK = {"rl": 3, "sft": 2, "student": 1, "teacher": 0}          # later in the pipeline = compared first
+HIGHLIGHT = [("rl", "sft"), ("rl", "teacher"), ("sft", "teacher"), ("sft", "student")]
+
+
+# ----------------------------------------------------------------------------- statistics
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """95% Wilson score interval: unlike p +- 1.96*stderr it stays inside [0, 1] for small n."""
+    if n <= 0:
+        return None, None
+    p, d = k / n, 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: binomial(b + c, 1/2) tail on the discordant pairs."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
+
+
+def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tuple[float, float]:
+    """95% percentile CI of mean(x - y), resampling questions (pairs stay together)."""
+    import numpy as np
+
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    rng, means = np.random.default_rng(seed), []
+    for done in range(0, samples, 256):          # chunks bound memory on large test sets
+        idx = rng.integers(0, len(d), size=(min(256, samples - done), len(d)))
+        means.append(d[idx].mean(axis=1))
+    lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def same_answer(answer, target) -> bool:
+    if answer is None or target is None:
+        return False
+    if str(answer).strip() == str(target).strip():
+        return True
+    try:
+        return float(answer) == float(target)
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- reading
+def read(path) -> dict | list | None:
+    """A JSON/JSONL input if it exists, else None (not run, or not produced by this spec)."""
+    if not path or not Path(path).is_file():
+        return None
+    return read_jsonl(path) if str(path).endswith(".jsonl") else json.loads(Path(path).read_text())
+
+
+def benchmark(path) -> dict | None:
+    """Snakemake's benchmark tsv -> {wall_s, max_rss_mb, cpu_s} (NA -> None)."""
+    if not path or not Path(path).is_file():
+        return None
+    rows = list(csv.DictReader(Path(path).read_text().splitlines(), delimiter="\t"))
+
+    def num(key):
+        try:
+            return float(rows[0][key])
+        except (IndexError, KeyError, TypeError, ValueError):
+            return None
+    return {"wall_s": num("s"), "max_rss_mb": num("max_rss"), "cpu_s": num("cpu_time")}
+
+
+def gold_targets(cfg, split: str) -> dict[str, str] | None:
+    """question id -> gold target, or None when the split has no local answers (never downloads)."""
+    src = getattr(cfg.task, split, None)
+    if cfg.task.synthetic is None and (src is None or src.path is None):
+        return None
+    rows = taskdata.gold(cfg.task, split, cfg.spec_seed)
+    return {r["id"]: r["target"] for r in rows if "target" in r} or None
+
+
+def question_texts(cfg) -> dict[str, str]:
+    src = cfg.task.test
+    if cfg.task.synthetic is None and (src is None or src.path is None):
+        return {}
+    return {r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed)}
+
+
+def lineage(spec: dict, name: str) -> list[str]:
+    """[name, parent, ..., base model]: sft/rl stages point at the model they started from."""
+    chain, stages = [], spec.get("stages", {})
+    while name and name not in chain:
+        chain.append(name)
+        st = stages.get(name) or {}
+        name = (st.get("model") or st.get("policy")) if st.get("kind") in ("sft", "rl") else None
+    return chain
+
+
+def stage_model(spec: dict, sid: str) -> str:
+    return (spec.get("stages", {}).get(sid) or {}).get("model", "?")
+
+
+def roles(spec: dict) -> dict[str, str]:
+    """Model or stage name -> teacher | student | sft | rl, read off the pipeline's wiring."""
+    stages = spec.get("stages", {})
+    teachers, students, out = set(), set(), {}
+    for st in stages.values():
+        if st.get("kind") == "pseudo_reward":
+            teachers.add((stages.get(st["teacher"]) or {}).get("model"))
+            students.update((stages.get(s) or {}).get("model") for s in st.get("students", []))
+    for sid, st in stages.items():
+        if st.get("kind") == "rl":
+            out[sid] = "rl"
+        elif st.get("kind") == "sft":
+            out[sid] = "teacher" if st.get("data") == "gold" else "sft"
+            if st.get("data") != "gold":
+                students.add(lineage(spec, sid)[-1])
+    out.update({m: "student" for m in students if m and m not in out})
+    out.update({m: "teacher" for m in teachers if m})
+    return out
+
+
+# ----------------------------------------------------------------------------- computing
+def collect(cfg, st) -> dict:
+    """Every number the report shows, as plain data (this is summary.json)."""
+    lock = read(Path("build") / cfg.spec_name / "spec.lock.json") or {}
+    spec, up = lock.get("spec", {}), cfg.upstream
+    role_of = roles(spec)
+    evals = []
+    for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
+        model = stage_model(spec, e)
+        evals.append({"stage": e, "model": model, "role": role_of.get(model, "other"),
+                      "metrics": read(cfg.inputs.get(f"{e}_metrics")),
+                      "samples": read(cfg.inputs.get(f"{e}_samples")) or []})
+    gold = gold_targets(cfg, "distill")
+    return {
+        "spec": cfg.spec_name, "spec_hash": lock.get("spec_hash"), "packages": lock.get("packages", {}),
+        "seeds": {"spec": cfg.spec_seed, "report": cfg.seed,
+                  "stage_overrides": {s: v["seed"] for s, v in spec.get("stages", {}).items()
+                                      if v.get("seed") is not None}},
+        "accuracy": [accuracy_row(e) for e in evals],
+        "comparisons": comparisons(evals, spec, st.bootstrap_samples, cfg.seed),
+        "voting": voting(cfg, evals, spec, gold),
+        "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold) for p in up.get("pseudo_reward", [])},
+        "reward_models": {r: read(cfg.inputs.get(f"{r}_metrics")) for r in up.get("reward_model", [])},
+        "curves": curves(cfg),
+        "examples": examples(evals, st.examples_per_model, question_texts(cfg)),
+        "resources": {s: benchmark(cfg.inputs.get(f"{s}_benchmark"))
+                      for s in sorted({i for ids in up.values() for i in ids})},
+        "environment": environment(),
+    }
+
+
+def accuracy_row(e: dict) -> dict:
+    m = e["metrics"]
+    row = {k: e[k] for k in ("stage", "model", "role")}
+    if m is None:
+        return row | {"status": "not run"}
+    n, acc = m.get("n", 0), m.get("accuracy")
+    lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
+    filters = m.get("metrics", {})
+    return row | {"status": "ok", "task": m.get("task"), "n": n, "accuracy": acc, "stderr": m.get("stderr"),
+                  "ci95": [lo, hi], "majority": (filters.get("majority") or {}).get("accuracy"),
+                  "single": (filters.get("single") or {}).get("accuracy")}
+
+
+def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[dict]:
+    """Every pair of evals sharing questions; the method's key pairs first (highlighted)."""
+    have = [e for e in evals if e["samples"]]
+    out = []
+    for i, first in enumerate(have):
+        for second in have[i + 1:]:
+            later = RANK.get(second["role"], -1) > RANK.get(first["role"], -1)
+            a, b = (second, first) if later else (first, second)   # later-stage model first: diff = later - earlier
+            ca = {r["question_id"]: int(bool(r["correct"])) for r in a["samples"]}
+            cb = {r["question_id"]: int(bool(r["correct"])) for r in b["samples"]}
+            shared = sorted(set(ca) & set(cb))
+            if not shared:
+                continue
+            x, y = [ca[q] for q in shared], [cb[q] for q in shared]
+            key = (a["role"], b["role"])
+            hl = key in HIGHLIGHT and (b["role"] == "teacher" or b["model"] in lineage(spec, a["model"]))
+            only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
+            lo, hi = paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
+            out.append({"a": a["stage"], "b": b["stage"], "highlight": hl,
+                        "label": f"{NAMES.get(a['role'], a['model'])} vs {NAMES.get(b['role'], b['model'])}",
+                        "n": len(shared), "acc_a": sum(x) / len(x), "acc_b": sum(y) / len(y),
+                        "diff": (sum(x) - sum(y)) / len(x), "ci95": [lo, hi], "a_only": only_a, "b_only": only_b,
+                        "p_mcnemar": mcnemar_exact(only_a, only_b)})
+    order = {k: i for i, k in enumerate(HIGHLIGHT)}
+    by_stage = {e["stage"]: e for e in evals}
+    return sorted(out, key=lambda c: (not c["highlight"],
+                                      order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99)))
+
+
+def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
+    """Single sample vs majority vote: from sampled evals, and on the distill questions with gold."""
+    from_evals = [{"stage": e["stage"], "model": e["model"], "n": e["metrics"].get("n"),
+                   "single": e["metrics"]["metrics"]["single"]["accuracy"],
+                   "majority": e["metrics"]["metrics"]["majority"]["accuracy"]}
+                  for e in evals if e["metrics"] and {"single", "majority"} <= set(e["metrics"].get("metrics", {}))]
+    stages = spec.get("stages", {})
+    teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})
+    distill = {}
+    for g in teachers:
+        rows = read(cfg.inputs.get(f"{g}_responses"))
+        if rows and gold:
+            distill[g] = vote_accuracy(rows, gold)
+    return {"evals": from_evals, "distill": distill}
+
+
+def vote_accuracy(rows: list[dict], gold: dict) -> dict:
+    """Per-sample accuracy, majority-vote accuracy (ties: smallest answer) and pass@k."""
+    by_q: dict[str, list] = {}
+    for r in rows:
+        if r["question_id"] in gold:
+            by_q.setdefault(r["question_id"], []).append(r["answer"])
+    single, majority, any_ok = [], [], []
+    for q, answers in by_q.items():
+        ok = [same_answer(a, gold[q]) for a in answers]
+        counts = Counter(a for a in answers if a is not None)
+        top = min(counts, key=lambda a: (-counts[a], a)) if counts else None
+        single += ok
+        majority.append(same_answer(top, gold[q]))
+        any_ok.append(any(ok))
+    n = len(by_q)
+    return {"questions": n, "samples": len(single), "single": sum(single) / max(1, len(single)),
+            "majority": sum(majority) / max(1, n), "pass_at_k": sum(any_ok) / max(1, n)}
+
+
+def pseudo_label_quality(cfg, p: str, gold) -> dict:
+    """Precision of the pseudo-labels and of the positive labels against gold, and coverage."""
+    labels, stats = read(cfg.inputs.get(f"{p}_labels")), read(cfg.inputs.get(f"{p}_stats")) or {}
+    if labels is None:
+        return {"status": "not run"}
+    kept = {r["question_id"]: r["pseudo_label"] for r in labels}
+    total = (stats.get("questions") or {}).get("total")
+    out = {"status": "ok", "kept": len(kept), "total": total, "coverage": len(kept) / total if total else None,
+           "mean_agreement": stats.get("mean_agreement"), "gold": gold is not None, "by_role": {}}
+    if gold is None:
+        return out
+    judged = [q for q in kept if q in gold]
+    out["precision"] = sum(same_answer(kept[q], gold[q]) for q in judged) / len(judged) if judged else None
+    for role in ("all", "teacher", "student"):
+        mine = [r for r in labels if r["question_id"] in gold and role in ("all", r["role"])]
+        correct = [r for r in mine if same_answer(r["answer"], gold[r["question_id"]])]
+        positive = [r for r in mine if r["label"] == 1]
+        if mine:
+            out["by_role"][role] = {
+                "responses": len(mine), "positive_rate": len(positive) / len(mine),
+                "positive_precision": sum(same_answer(r["answer"], gold[r["question_id"]]) for r in positive)
+                / len(positive) if positive else None,
+                "positive_recall": sum(r["label"] == 1 for r in correct) / len(correct) if correct else None}
+    return out
+
+
+def curves(cfg) -> dict:
+    """Loss per logged step of sft/reward_model stages, reward/KL per step of rl stages."""
+    out = {}
+    for kind in ("sft", "reward_model"):
+        for s in cfg.upstream.get(kind, []):
+            rows = read(Path(cfg.inputs.get(f"{s}_model", "-")) / "train_log.jsonl")
+            out[s] = {"kind": kind, "rows": [{"step": r.get("step", i), "loss": r["loss"]}
+                                             for i, r in enumerate(rows or []) if "loss" in r]} if rows else None
+    for s in cfg.upstream.get("rl", []):
+        rows = read(cfg.inputs.get(f"{s}_log"))
+        out[s] = {"kind": "rl", "rows": [{k: r.get(k) for k in ("step", "reward", "kl", "entropy")}
+                                         for r in rows]} if rows else None
+    return out
+
+
+def examples(evals: list[dict], k: int, texts: dict) -> dict:
+    """The same first k shared questions for every model, so that answers line up."""
+    have = [e for e in evals if e["samples"]]
+    shared = sorted(set.intersection(*[{r["question_id"] for r in e["samples"]} for e in have])) if have else []
+    out = {}
+    for e in have:
+        rows = {r["question_id"]: r for r in e["samples"]}
+        ids = shared[:k] if len(shared) >= k else sorted(rows)[:k]
+        out[e["stage"]] = [{"question_id": q, "question": texts.get(q, ""), "target": rows[q].get("target"),
+                            "response": (rows[q].get("responses") or [""])[0], "correct": bool(rows[q].get("correct"))}
+                           for q in ids]
+    return out
+
+
+def environment() -> dict:
+    """Git commit and hardware, cheaply: no torch import (its version comes from metadata)."""
+    def cmd(*args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    gpus = cmd("nvidia-smi", "--query-gpu=name", "--format=csv,noheader") if shutil.which("nvidia-smi") else None
+    commit = cmd("git", "rev-parse", "HEAD") or "unknown"
+    if commit != "unknown" and cmd("git", "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {"git_commit": commit, "platform": platform.platform(),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch_version,
+            "gpus": gpus.splitlines() if gpus else []}
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv=None) -> None:
+    cfg, st, _ = start(argv, "report")
+    summary = collect(cfg, st)
+    html, md = render(summary, st.bootstrap_samples)
+    atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)   # beside the outputs, for tools and tests
+    atomic_write_text(cfg.outputs["md"], md)
+    atomic_write_text(cfg.outputs["html"], html)
+    ok = [a for a in summary["accuracy"] if a["status"] == "ok"]
+    log(f"report: {len(ok)}/{len(summary['accuracy'])} evals, {len(summary['comparisons'])} comparisons "
+        f"-> {cfg.outputs['html']}")
+
+
+if __name__ == "__main__":
+    main()

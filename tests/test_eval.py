@@ -1,0 +1,200 @@
+"""Eval stage: lm-eval on the rendered local task, scored like the rest of the pipeline."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime import task as taskdata
+from runtime.common import read_jsonl
+
+TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 9, "gold_size": 600, "dev_size": 0,
+                      "distill_size": 8, "test_size": 24}}
+TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}
+
+
+def spec(models: dict, stages: dict, **task) -> dict:
+    return {"name": "ev", "seed": 0, "task": TASK | task, "models": models, "stages": stages}
+
+
+def run(config: Path) -> tuple[dict, list[dict]]:
+    from runtime import eval as stage
+    stage.main(["--config", str(config), "--threads", "1"])
+    out = Path(yaml.safe_load(config.read_text())["out_dir"])
+    return json.loads((out / "metrics.json").read_text()), read_jsonl(out / "samples.jsonl")
+
+
+def gold_rows(config: Path) -> list[dict]:
+    from compiler.schema import StageConfig
+    cfg = StageConfig.model_validate(yaml.safe_load(config.read_text()))
+    return taskdata.gold(cfg.task, "test", cfg.spec_seed)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory) -> Path:
+    """A tiny Llama trained on the gold split until it answers some test questions (~250 steps, 1 thread).
+
+    Trained on whole chat-formatted solutions ending in EOS, so it also learns to stop.
+    """
+    import torch
+
+    from compiler.schema import InitModel, ModelRef, TaskSpec
+    from runtime import models
+
+    torch.set_num_threads(1)
+    task = TaskSpec.model_validate(TASK)
+    ref = ModelRef(name="m", source="init", base="m", init=InitModel(hidden_size=64, num_layers=1, num_heads=4,
+                                                                      max_length=64))
+    model, tok = models.load_causal_lm(ref, task, 0, padding_side="right")
+    rows = taskdata.gold(task, "gold", 0)
+    texts = [tok.apply_chat_template(taskdata.messages(r, task) + [{"role": "assistant", "content": r["answer"]}],
+                                     tokenize=False) for r in rows]
+    enc = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(250):
+        idx = torch.randint(len(rows), (32,), generator=gen)
+        model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx], labels=labels[idx]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    path = tmp_path_factory.mktemp("trained") / "model"
+    models.save(model.eval(), tok, path)
+    return path
+
+
+def test_untrained_init_model_end_to_end(built, monkeypatch):
+    """Random init model: contract shapes, gold targets, and lm-eval's prompts == generate's (one BOS)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from runtime import models
+
+    seen = []
+    original = HFLM._model_generate
+
+    def spy(self, context, max_length, stop, **kw):
+        seen.extend(ids[m.bool()].tolist() for ids, m in zip(context, kw["attention_mask"]))
+        return original(self, context, max_length, stop, **kw)
+
+    monkeypatch.setattr(HFLM, "_model_generate", spy)
+    configs = built(spec({"rand": {"init": TINY}}, {"ev_rand": {"kind": "eval", "model": "rand", "max_new_tokens": 8,
+                                                                 "batch_size": 7}}, system_prompt="How many?"))
+    metrics, rows = run(configs["ev_rand"])
+    gold = gold_rows(configs["ev_rand"])
+    assert metrics["n"] == len(gold) == 24 and len(rows) == 24
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["metrics"]) == {"greedy"}
+    assert [r["question_id"] for r in rows] == [g["id"] for g in gold]
+    assert [r["target"] for r in rows] == [g["target"] for g in gold]
+    assert all(len(r["responses"]) == 1 == len(r["answers"]) for r in rows)
+    assert metrics["lm_eval"]["lm_eval_version"] and len(metrics["lm_eval"]["task_hash"]) == 64
+
+    from compiler.schema import TaskSpec
+    task = TaskSpec.model_validate(TASK | {"system_prompt": "How many?"})
+    tok = models.build_tokenizer(task, 0)
+    expected = [tok(tok.apply_chat_template(taskdata.messages(g, task), add_generation_prompt=True, tokenize=False),
+                    add_special_tokens=False)["input_ids"] for g in gold]
+    assert sorted(seen) == sorted(expected)                    # the chat template with the system prompt
+    assert all(ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1 for ids in seen)
+
+
+@pytest.mark.parametrize("fmt,cases", [
+    ("gsm8k", ["3 + 4 = 7. ####", "#### 12 apples 5", "2 + 5 = 7.5", "12. #### 3.", "no number", "-4 #### -3 x"]),
+    ("multiple_choice", ["(B) #### C", "A B ####", "x #### D.", "none", "A ####B"]),
+])
+def test_rendered_filter_extracts_like_the_pipeline(built, fmt, cases):
+    """The task YAML's regex picks the same answer as task.extract_answer (else eval and labels disagree)."""
+    from lm_eval.filters.extraction import RegexFilter
+
+    configs = built(spec({"rand": {"init": TINY}}, {"ev_rand": {"kind": "eval", "model": "rand"}}, format=fmt))
+    task_yaml = yaml.safe_load(Path(yaml.safe_load(configs["ev_rand"].read_text())["inputs"]["lm_eval_task"])
+                               .read_text())
+    regex = task_yaml["filter_list"][0]["filter"][0]
+    got = list(RegexFilter(regex["regex_pattern"], regex["group_select"]).apply([[c] for c in cases], None))
+    assert [g[0] for g in got] == [taskdata.extract_answer(c, fmt) or "[invalid]" for c in cases]
+
+
+def test_scoring_agrees_with_extracted_answers(built, trained_dir):
+    """A trained local model: correct == (extract_answer == target) on every row, accuracy == mean(correct)."""
+    configs = built(spec({"local": {"path": str(trained_dir)}},
+                         {"ev_local": {"kind": "eval", "model": "local", "max_new_tokens": 32, "batch_size": 8}}))
+    metrics, rows = run(configs["ev_local"])
+    assert all(r["correct"] == (r["answers"][0] == r["target"]) for r in rows)
+    assert metrics["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert metrics["accuracy"] > 0                              # it really answers some questions
+    assert metrics["lm_eval"]["model_args"]["pretrained"] == str(trained_dir.resolve())
+    # it stops at EOS: answers end with "#### N" although 32 tokens would allow more text
+    assert sum(bool(re.search(r"#### \d+$", r["responses"][0])) for r in rows) >= len(rows) // 2
+
+
+def test_sampled_eval_reports_single_and_majority(built, trained_dir):
+    configs = built(spec({"local": {"path": str(trained_dir)}},
+                         {"ev_vote": {"kind": "eval", "model": "local", "samples": 4, "temperature": 1.0,
+                                      "max_new_tokens": 32, "batch_size": 16}}))
+    metrics, rows = run(configs["ev_vote"])
+    assert set(metrics["metrics"]) == {"single", "majority"}
+    assert metrics["accuracy"] == metrics["metrics"]["single"]["accuracy"]
+    assert all(len(r["responses"]) == 4 == len(r["answers"]) for r in rows)
+    assert len({tuple(r["responses"]) for r in rows if len(set(r["responses"])) > 1}) > 0   # really sampled
+    for r in rows:
+        assert r["correct"] == (r["answers"][0] == r["target"])
+        votes = Counter(a if a is not None else "[invalid]" for a in r["answers"])
+        assert r["majority_correct"] == (votes.most_common(1)[0][0] == r["target"])
+    assert metrics["metrics"]["majority"]["accuracy"] == pytest.approx(
+        sum(r["majority_correct"] for r in rows) / len(rows))
+
+
+def test_local_directory_matches_stage_output(built, trained_dir):
+    """The same weights given as a `path:` model and as an sft stage's output give the same eval."""
+    configs = built(spec({"local": {"path": str(trained_dir)}, "base": {"init": TINY}},
+                         {"tuned": {"kind": "sft", "model": "base", "data": "gold"},
+                          "ev_path": {"kind": "eval", "model": "local", "max_new_tokens": 32, "limit": 10},
+                          "ev_stage": {"kind": "eval", "model": "tuned", "max_new_tokens": 32, "limit": 10}}))
+    stage_model = Path(yaml.safe_load(configs["ev_stage"].read_text())["inputs"]["model"])
+    shutil.copytree(trained_dir, stage_model)                   # stands in for the sft stage's output
+    by_path, rows_path = run(configs["ev_path"])
+    by_stage, rows_stage = run(configs["ev_stage"])
+    assert (by_path["model"], by_stage["model"]) == ("local", "tuned")
+    assert by_path["n"] == by_stage["n"] == 10
+    assert by_path["accuracy"] == by_stage["accuracy"]
+    assert rows_path == rows_stage
+
+
+def test_prompt_that_would_be_truncated_is_refused(built):
+    """lm-eval would silently cut the prompt's start (and its BOS): the stage refuses before running."""
+    from runtime import eval as stage
+
+    short = TINY | {"max_length": 32}
+    configs = built(spec({"short": {"init": short}}, {"ev_short": {"kind": "eval", "model": "short",
+                                                                   "max_new_tokens": 16}}))
+    with pytest.raises(SystemExit, match="max_new_tokens 16.*32-token context"):
+        stage.main(["--config", str(configs["ev_short"]), "--threads", "1"])
+
+
+def test_hub_task_refuses_majority_vote(built):
+    """samples > 1 needs the rendered local task (its majority filter): refused before any loading."""
+    from runtime import eval as stage
+
+    configs = built(spec({"rand": {"init": TINY}},
+                         {"ev_vote": {"kind": "eval", "model": "rand", "hub_task": "gsm8k", "samples": 2}}))
+    with pytest.raises(SystemExit, match="samples > 1"):
+        stage.main(["--config", str(configs["ev_vote"]), "--threads", "1"])
+
+
+@pytest.mark.slow   # lm-eval indexes its ~14k bundled task files first: 25-50 s on 2 busy cores
+def test_hub_task_offline_fails_clearly(built, monkeypatch):
+    """hub_task goes to lm-eval's own task by name; with no network the stage says what to do."""
+    from runtime import eval as stage
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    configs = built(spec({"rand": {"init": TINY}},
+                         {"ev_hub": {"kind": "eval", "model": "rand", "hub_task": "gsm8k", "limit": 2}}))
+    with pytest.raises(SystemExit, match="hub_task 'gsm8k'.*network access"):
+        stage.main(["--config", str(configs["ev_hub"]), "--threads", "1"])
+    assert not Path("runs/ev/ev_hub/metrics.json").exists()
