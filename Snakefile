@@ -5,7 +5,8 @@ from pathlib import Path
 _spec = config.get("spec") or Path("build/LATEST").read_text().strip()
 
 
-include: f"build/{_spec}/workflow.smk"
+# Resolved against the working directory (snakemake -d), not this file's folder.
+include: str(Path(f"build/{_spec}/workflow.smk").resolve())
 
 
 # Snakemake's default target must be a rule of this file, not of an included one.

@@ -58,10 +58,15 @@ class SpecError(DistillcError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ' Did you mean "x"?' for the closest choice, or ''."""
-    choices = sorted(set(choices))
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    return f'did you mean "{close[0]}"?' if close else ""
+    """Return 'did you mean "x"?' for the closest choice, or ''.
+
+    Besides close spellings, a unique prefix counts: "kl" -> "kl_coef".
+    """
+    word, choices = str(word), sorted(set(choices))
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close and len(word) >= 2:
+        close = [c for c in choices if c.startswith(word)]
+    return f'did you mean "{close[0]}"?' if len(close) == 1 else ""
 
 
 def available(choices: Iterable[str]) -> str:

@@ -66,8 +66,9 @@ class Plan:
 
 
 class _Planner:
-    def __init__(self, spec: Spec, positions: Positions, file: str, root: Path):
+    def __init__(self, spec: Spec, positions: Positions, file: str, root: Path, unchecked: frozenset = frozenset()):
         self.spec, self.positions, self.file, self.root = spec, positions, file, root
+        self.unchecked = unchecked   # ids of entries that failed validation: references to them are not judged
         self.spec_dir = Path(file).resolve().parent if file else root
         self.problems: list[Problem] = []
         self.run_dir = f"runs/{spec.name}"
@@ -75,7 +76,8 @@ class _Planner:
 
     # ------------------------------------------------------------------ problems
     def problem(self, path: tuple, message: str, value=None, hint: str = "") -> None:
-        line, col = self.positions.find(path)
+        whole_entry = len(path) == 2 and path[0] in ("models", "stages")   # point at its id
+        line, col = self.positions.key_position(path) if whole_entry else self.positions.find(path)
         self.problems.append(Problem(message, dotted(path), self.file, line, col,
                                      None if value is None else short(value), hint))
 
@@ -88,29 +90,34 @@ class _Planner:
     def stage_ref(self, path: tuple, name: str, kinds: tuple[str, ...]) -> str | None:
         """A reference that must name a stage of one of `kinds`."""
         stage = self.spec.stages.get(name)
+        if name in self.unchecked:
+            return None
+        fitting = [s for s, v in self.spec.stages.items() if v.kind in kinds]
         if stage is None:
-            self.unknown(path, name, [s for s, v in self.spec.stages.items() if v.kind in kinds],
-                         "/".join(kinds) + " stage")
+            self.unknown(path, name, fitting, "/".join(kinds) + " stage")
             return None
         if stage.kind not in kinds:
-            self.problem(path, f'"{name}" is a {stage.kind} stage; this needs a {" or ".join(kinds)} stage', name)
+            self.problem(path, f'"{name}" is {_a(stage.kind)} stage; this needs {_a(" or ".join(kinds))} stage', name,
+                         available(fitting) if fitting else f"add {_a(kinds[0])} stage and name it here")
             return None
         return name
 
     def model_ref(self, path: tuple, name: str) -> ModelRef | None:
         """A reference to a declared model or to a stage that produces one."""
+        if name in self.unchecked:
+            return None
         if name in self.spec.models:
             m = self.spec.models[name]
             if m.init is not None:
                 return ModelRef(name=name, source="init", init=m.init, base=name)
-            return ModelRef(name=name, source="path", path=self._model_path(path, name, m.path),
+            return ModelRef(name=name, source="path", path=self._model_path(m.path),
                             revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
         stage = self.spec.stages.get(name)
         if stage is not None and stage.kind in MODEL_KINDS:
             base = self._lineage_base(name, set())
             return ModelRef(name=name, source="stage", path=self.out(name, "model"), base=base or name)
         if stage is not None:
-            self.problem(path, f'"{name}" is a {stage.kind} stage, which produces no model', name,
+            self.problem(path, f'"{name}" is {_a(stage.kind)} stage, which produces no model', name,
                          "use a model id or an sft/rl stage")
             return None
         choices = list(self.spec.models) + [s for s, v in self.spec.stages.items() if v.kind in MODEL_KINDS]
@@ -125,14 +132,18 @@ class _Planner:
         parent = getattr(stage, "model", None) or getattr(stage, "policy", None)
         return self._lineage_base(parent, seen) if parent else None
 
-    def _model_path(self, path: tuple, name: str, value: str) -> str:
+    def _model_path(self, value: str) -> str:
         local = self._local(value)
-        if local.exists():
-            return str(local)
-        if value.startswith((".", "/", "~")) or not HUB_ID.match(value):
-            self.problem(path, f'model "{name}": no local directory {value!r} and not a hub id', value,
-                         "give an existing directory or a hub id such as org/name")
-        return value
+        return str(local) if local.is_dir() else value
+
+    def check_model_paths(self) -> None:
+        """Every declared path, used or not: an existing directory, else something shaped like a hub id."""
+        for name, m in self.spec.models.items():
+            if m.path is None or self._local(m.path).is_dir():
+                continue
+            if m.path.startswith((".", "/", "~")) or not HUB_ID.fullmatch(m.path):
+                self.problem(("models", name, "path"), f"no local directory {m.path!r}, and not a hub id", m.path,
+                             "give an existing directory (relative to the spec's folder), or a hub id such as org/name")
 
     def _local(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -182,8 +193,13 @@ class _Planner:
         kind = st.kind
         if kind in ("generate", "sft", "eval"):
             model("model", st.model)
-        if kind == "generate" and st.split == "test":
-            pass  # allowed: teacher samples on test for majority-vote accuracy
+        no_test = self.spec.task.synthetic is None and self.spec.task.test is None
+        if kind == "generate" and st.split == "test" and no_test:   # test samples: majority-vote accuracy
+            self.problem(p + ("split",), "split: test, but the task has no test questions", st.split,
+                         "add task.test, or sample split: distill")
+        if kind == "eval" and st.hub_task is None and no_test:
+            self.problem(p, "eval scores the task's test questions, but the task has none", None,
+                         "add task.test (questions with answers), or set hub_task")
         if kind == "sft":
             if st.data == "gold":
                 if not self.has_gold():
@@ -226,27 +242,49 @@ class _Planner:
 
 def build_plan(spec: Spec, positions: Positions | None = None, file: str = "", root: Path | None = None) -> Plan:
     """Check cross-stage rules and produce jobs in run order; raise SpecError on problems."""
-    root = root or Path.cwd()
-    pl = _Planner(spec, positions or Positions(), file, root)
-    stages = dict(spec.stages)
-    reports = [s for s, v in stages.items() if v.kind == "report"]
-    if len(reports) > 1:
-        pl.problem(("stages", reports[1]), "only one report stage is allowed", reports[1], f'keep "{reports[0]}"')
-    if not reports and "report" not in stages and "report" not in spec.models:
-        stages["report"] = ReportStage(kind="report")   # every workflow ends in a report
-        spec = spec.model_copy(update={"stages": stages})
-        pl.spec = spec
-    for name in set(spec.models) & set(spec.stages):
-        pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
-    task = pl.task()
-    wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != "report"}
-    order = _order(pl, wired)
+    pl = _Planner(spec, positions or Positions(), file, root or Path.cwd())
+    task, wired, order = _check(pl)
     if pl.problems:
         raise SpecError(pl.problems)
+    spec, stages = pl.spec, pl.spec.stages
     jobs = [_job(pl, sid, task, *wired[sid]) for sid in order]
     report_id = next(s for s, v in stages.items() if v.kind == "report")
     jobs.append(_report_job(pl, report_id, task, jobs))
     return Plan(spec=spec, jobs=jobs, run_dir=pl.run_dir, build_dir=pl.build_dir)
+
+
+def check_references(spec: Spec, positions: Positions, file: str, unchecked: frozenset) -> list[Problem]:
+    """The cross-stage checks alone, for a spec whose broken entries (`unchecked`) were left out."""
+    pl = _Planner(spec, positions, file, Path.cwd(), unchecked)
+    _check(pl)
+    return pl.problems
+
+
+def _check(pl: _Planner) -> tuple[TaskSpec, dict, list[str]]:
+    """Every cross-stage rule; problems collect on the planner. Adds the implicit report stage."""
+    spec = pl.spec
+    stages = dict(spec.stages)
+    reports = [s for s, v in stages.items() if v.kind == "report"]
+    if len(reports) > 1:
+        pl.problem(("stages", reports[1]), "only one report stage is allowed", reports[1], f'keep "{reports[0]}"')
+    if not reports and ("report" in stages or "report" in spec.models):
+        pl.problem(("stages" if "report" in stages else "models", "report"),
+                   'there is no report stage, and the id "report" is taken, so none can be added',
+                   "report", "add a stage with `kind: report` under another id")
+    elif not reports:
+        stages["report"] = ReportStage(kind="report")   # every workflow ends in a report
+        pl.spec = spec.model_copy(update={"stages": stages})
+    for name in sorted(set(spec.models) & set(spec.stages)):
+        pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
+    pl.check_model_paths()
+    task = pl.task()
+    wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != "report"}
+    return task, wired, _order(pl, wired)
+
+
+def _a(word: str) -> str:
+    """The article as the word is said: "an eval", "an sft", "a generate"."""
+    return ("an " if word.startswith(("a", "e", "i", "o", "u", "sft", "rl")) else "a ") + word
 
 
 def _order(pl: _Planner, wired: dict) -> list[str]:

@@ -56,7 +56,8 @@ def _job_resources(job: Job) -> dict:
     r = job.resources
     res = {"mem_mb": r.mem_mb, "runtime": r.runtime_min, "cpus_per_task": r.cpus, "gpus": r.gpus}
     if r.gpus:
-        res["gpu"] = r.gpus
+        # sbatch --gpus=N may spread N GPUs over several nodes; the launcher needs them on one.
+        res.update(gpu=r.gpus, nodes=1)
     for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("constraint", "constraint")):
         if getattr(r, key):
             res[name] = getattr(r, key)

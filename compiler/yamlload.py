@@ -18,6 +18,11 @@ from .errors import Problem, SpecError
 MAX_BYTES = 1_000_000      # a spec is a page of text; anything bigger is a mistake
 MAX_NODES = 100_000        # nodes after alias expansion: stops "billion laughs"
 MAX_ALIASES = 100
+MAX_DEPTH = 32             # a spec nests 5 levels; deeper is an attack on the recursive steps after this
+# Tags a spec may hold (most only by implicit resolution). Anything else, e.g.
+# !!python/object, is refused by name instead of being silently read as plain data.
+_CORE = "tag:yaml.org,2002:"
+ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary", "map", "seq")}
 
 Path_ = tuple  # a path into the document: ("stages", "teacher", "temperatures", 1)
 
@@ -62,7 +67,16 @@ class _Builder:
             if self.aliases > MAX_ALIASES:
                 raise _TooBig()
         self._seen_ids.add(id(node))
+        if len(path) > MAX_DEPTH:
+            line, col = _mark(node)
+            raise SpecError([Problem(f"the spec nests more than {MAX_DEPTH} levels deep", dotted(path[:3]) + "...",
+                                     self.file, line, col, hint="a spec is a few levels of keys; flatten this")])
         self.positions.setdefault(path, _mark(node))
+        if node.tag not in ALLOWED_TAGS:
+            tag = "!!" + node.tag[len(_CORE):] if node.tag.startswith(_CORE) else node.tag
+            self._problem(node, path, f"the YAML tag {tag} is not allowed",
+                          "a spec holds plain values only: remove the tag", value=tag)
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -89,9 +103,9 @@ class _Builder:
             out[key] = self.build(value_node, path + (key,))
         return out
 
-    def _problem(self, node: yaml.Node, path: Path_, message: str, hint: str) -> None:
+    def _problem(self, node: yaml.Node, path: Path_, message: str, hint: str, value: str | None = None) -> None:
         line, col = _mark(node)
-        self.problems.append(Problem(message, dotted(path), self.file, line, col, hint=hint))
+        self.problems.append(Problem(message, dotted(path), self.file, line, col, value, hint))
 
 
 class _TooBig(Exception):
@@ -132,15 +146,21 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[dict, Position
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = f"YAML syntax error: {exc.problem or exc.context}"
-        raise SpecError([Problem(msg, "", file, line, col,
-                                 hint="check indentation, colons and quotes near this line")]) from None
+        if exc.context and exc.context_mark and exc.problem:   # where the unclosed thing began
+            msg += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        hint = ("indent with spaces: YAML forbids tabs" if "\\t" in msg
+                else "check indentation, colons and quotes near this line")
+        raise SpecError([Problem(msg, "", file, line, col, hint=hint)]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([Problem(f"YAML error: {exc}", "", file)]) from None
+        raise SpecError([Problem(f"YAML error: {exc}", "", file, 1, 1, hint="check the YAML syntax")]) from None
+    except RecursionError:   # PyYAML composes nested collections recursively
+        raise SpecError([Problem(f"the spec nests more than {MAX_DEPTH} levels deep", "", file, 1, 1,
+                                 hint="a spec is a few levels of keys; flatten this")]) from None
     if node is None or not isinstance(node, yaml.MappingNode):
         line, col = _mark(node) if node is not None else (1, 1)
-        kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "nothing")
+        kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "only comments")
         raise SpecError([Problem(f"the top level of a spec must be a mapping of keys, but this file holds {kind}",
                                  "", file, line, col, hint="a spec starts with `name: ...`, `task: ...`, `stages: ...`")])
     builder = _Builder(file)
@@ -155,16 +175,21 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[dict, Position
 
 
 def _read_bytes(path: Path, file: str) -> bytes:
+    """Read at most MAX_BYTES + 1: stat() sizes lie for pipes and devices (/dev/zero)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError([Problem(f"the spec is {size} bytes; at most {MAX_BYTES} are allowed", "", file,
-                                     hint="a spec is a short text file; put data in jsonl files it points to")])
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([Problem("no such file", "", file, hint="check the path")]) from None
     except IsADirectoryError:
-        raise SpecError([Problem("this is a directory, not a spec file", "", file)]) from None
+        raise SpecError([Problem("this is a directory, not a spec file", "", file,
+                                 hint="give the spec's .yaml file")]) from None
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read the file: {exc.strerror}", "", file, hint="check the path")]) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError([Problem(f"the spec is larger than {MAX_BYTES} bytes", "", file, 1, 1,
+                                 hint="a spec is a short text file; put data in jsonl files it points to")])
+    return raw
 
 
 def _decode(raw: bytes, file: str) -> str:

@@ -1,0 +1,136 @@
+"""The planner's wiring, and `distillc plan`'s account of what a run would redo and why."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler import cli
+from compiler.errors import SpecError
+from compiler.load import load_spec_with_positions
+from compiler.plan import OUTPUTS, build_plan
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def plan_of(spec: Path, root: Path):
+    parsed, positions = load_spec_with_positions(spec)
+    return build_plan(parsed, positions, str(spec), root)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    shutil.copy(REPO / "specs" / "tiny.yaml", tmp_path / "tiny.yaml")
+    return tmp_path / "tiny.yaml"
+
+
+def test_jobs_run_in_dependency_order_and_end_in_the_report(tiny, tmp_path):
+    plan = plan_of(tiny, tmp_path)
+    ids = [j.id for j in plan.jobs]
+    assert sorted(ids) == sorted(plan.spec.stages) and ids[-1] == "report"
+    for i, job in enumerate(plan.jobs[:-1]):
+        assert set(job.deps) <= set(ids[:i]), job.id
+    report = plan.jobs[-1]
+    assert {u for ids_ in report.config.upstream.values() for u in ids_} == set(ids[:-1])
+    assert all(j.benchmark in report.inputs.values() for j in plan.jobs[:-1])
+
+
+def test_inputs_are_the_upstream_outputs_by_role(tiny, tmp_path):
+    plan = plan_of(tiny, tmp_path)
+    rl, rewards, sft = plan.job("student_rl"), plan.job("rewards"), plan.job("student_sft")
+    assert rl.inputs == {"policy": "runs/tiny/student_sft/model", "reward_model": "runs/tiny/rm/model"}
+    assert rl.config.models["policy"].source == "stage" and rl.config.models["policy"].base == "student"
+    assert rewards.inputs["teacher_responses"] == "runs/tiny/teacher_samples/responses.jsonl"
+    assert rewards.inputs["students_0_responses"] == "runs/tiny/student_samples/responses.jsonl"
+    assert rewards.inputs["students_1_responses"] == "runs/tiny/sft_samples/responses.jsonl"
+    assert sft.inputs == {"data_labels": "runs/tiny/teacher_votes/labels.jsonl",
+                          "data_pairs": "runs/tiny/teacher_votes/pairs.jsonl"}
+    assert plan.job("eval_rl").inputs["lm_eval_task"].startswith("build/tiny/lm_eval/eval_rl/")
+    for job in plan.jobs:
+        assert set(job.outputs) == set(OUTPUTS[job.config.kind])
+        assert all(p.startswith(f"runs/tiny/{job.id}/") for p in job.outputs.values())
+
+
+def test_a_report_stage_is_added_when_missing(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nmodels: {m: {init: {}}}\nstages:\n  ev: {kind: eval, model: m}\n")
+    plan = plan_of(spec, tmp_path)
+    assert [(j.id, j.config.kind) for j in plan.jobs] == [("ev", "eval"), ("report", "report")]
+
+
+def test_model_paths_resolve_against_the_spec_folder(tmp_path):
+    (tmp_path / "weights").mkdir()
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nmodels: {local: {path: weights}, hub: {path: org/name, revision: v1}}\n"
+                    "stages:\n  a: {kind: eval, model: local}\n  b: {kind: eval, model: hub}\n")
+    plan = plan_of(spec, tmp_path / "elsewhere")
+    assert plan.job("a").config.models["model"].path == str(tmp_path / "weights")
+    hub = plan.job("b").config.models["model"]
+    assert (hub.path, hub.revision, hub.source) == ("org/name", "v1", "path")
+
+
+def test_eval_without_test_questions_is_refused(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"question": "1 + 1?"}\n')
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\ntask: {distill: {path: q.jsonl}}\nmodels: {m: {init: {}}}\n"
+                    "stages:\n  ev: {kind: eval, model: m}\n  hub: {kind: eval, model: m, hub_task: gsm8k}\n"
+                    "  samples: {kind: generate, model: m, split: test}\n")
+    with pytest.raises(SpecError) as err:
+        plan_of(spec, tmp_path)
+    assert [p.field for p in err.value.problems] == ["stages.ev", "stages.samples.split"]
+    assert all("task.test" in p.hint for p in err.value.problems)
+
+
+# ------------------------------------------------------------------ distillc plan
+def states(capsys, spec: Path, root: Path) -> dict[str, str]:
+    """Stage id -> 'ok' or the rerun reason, from `distillc plan`'s output."""
+    assert cli.main(["plan", str(spec), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  (\w+) +\w+ +<- .*?(ok|RUN  \((.*)\))$", out, re.M)
+    assert len(rows) == len(out.splitlines()) - 2, out
+    return {sid: reason or state for sid, state, reason in rows}
+
+
+def fake_outputs(plan, root: Path) -> None:
+    """Outputs present and newer than the build, in run order (as a finished run leaves them)."""
+    start = time.time() - 1000
+    for f in (root / "build").rglob("*"):
+        os.utime(f, (start, start))
+    for i, job in enumerate(plan.jobs):
+        for out in job.outputs.values():
+            path = root / out.rstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir() if out.endswith("/") else path.write_text("fake\n")
+            os.utime(path, (start + 10 + i, start + 10 + i))
+
+
+def test_plan_explains_what_would_rerun_and_why(tiny, tmp_path, capsys):
+    ids = [j.id for j in plan_of(tiny, tmp_path).jobs]
+    assert states(capsys, tiny, tmp_path) == {sid: "not built yet" for sid in ids}
+
+    assert cli.main(["build", str(tiny), "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert set(states(capsys, tiny, tmp_path).values()) == {"outputs missing"}
+    plan = plan_of(tiny, tmp_path)
+    fake_outputs(plan, tmp_path)
+    assert set(states(capsys, tiny, tmp_path).values()) == {"ok"}
+
+    tiny.write_text(re.sub(r"(student_sft: \{.*epochs: )3", r"\g<1>4", tiny.read_text()))
+    now = states(capsys, tiny, tmp_path)
+    assert now["student_sft"] == "its config changed since the last build"
+    assert now["sft_samples"] == now["eval_sft"] == "upstream reruns: student_sft"
+    assert now["student_rl"] == "upstream reruns: rm, student_sft"
+    assert now["teacher"] == now["teacher_votes"] == now["eval_teacher"] == "ok"
+
+    assert cli.main(["build", str(tiny), "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    after = states(capsys, tiny, tmp_path)
+    assert after["student_sft"] == "config is newer than its outputs"
+    assert {sid for sid, s in after.items() if s != "ok"} == {sid for sid, s in now.items() if s != "ok"}
+
+    shutil.rmtree(tmp_path / "runs/tiny/teacher/model")
+    assert states(capsys, tiny, tmp_path)["teacher"] == "outputs missing"
