@@ -61,7 +61,7 @@ def _run(args) -> int:
         print(describe(plan, root))
     else:
         from .render import render
-        changed = render(plan, args.spec, root)
+        changed = render(plan, root)
         n = sum(changed.values())
         print(f"built {plan.build_dir}/ from {args.spec}: {len(plan.jobs)} stages, {n} file(s) changed")
         print("run it:  snakemake --cores 2        (or: snakemake --profile profiles/slurm)")

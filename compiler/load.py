@@ -21,7 +21,7 @@ def load_spec(path: str | Path) -> Spec:
 
 def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
     """Like load_spec, also returning where each value sits (for the planner's errors)."""
-    data, positions = load_yaml(path)
+    data, positions = _unwrap_lock(*load_yaml(path))
     file, errors = str(path), []
     booleans = _booleans_as_numbers(data, positions, file)
     problems = _bad_ids(data, positions, file) + booleans
@@ -34,6 +34,19 @@ def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
     if problems:
         raise SpecError(problems + _reference_problems(data, errors, positions, file))
     return spec, positions
+
+
+def _unwrap_lock(data: dict, positions: Positions) -> tuple[dict, Positions]:
+    """A lock file (build/<name>/spec.lock.json) holds the resolved spec: build from that."""
+    if not (isinstance(data, dict) and "spec_hash" in data and isinstance(data.get("spec"), dict)):
+        return data, positions
+    inner = Positions()
+    for key, where in positions.items():
+        if key[:1] == ("spec",):
+            inner[key[1:]] = where
+        elif key[:2] == ("#key", "spec"):
+            inner[("#key",) + key[2:]] = where
+    return data["spec"], inner
 
 
 def _valid_id(key: str) -> bool:

@@ -60,6 +60,7 @@ class Plan:
     jobs: list[Job]                  # in topological order, report last
     run_dir: str
     build_dir: str
+    resolved: Spec                   # paths made absolute: what the lock file records
 
     def job(self, stage_id: str) -> Job:
         return next(j for j in self.jobs if j.id == stage_id)
@@ -250,7 +251,15 @@ def build_plan(spec: Spec, positions: Positions | None = None, file: str = "", r
     jobs = [_job(pl, sid, task, *wired[sid]) for sid in order]
     report_id = next(s for s, v in stages.items() if v.kind == "report")
     jobs.append(_report_job(pl, report_id, task, jobs))
-    return Plan(spec=spec, jobs=jobs, run_dir=pl.run_dir, build_dir=pl.build_dir)
+    return Plan(spec=spec, jobs=jobs, run_dir=pl.run_dir, build_dir=pl.build_dir, resolved=_resolved(pl, task))
+
+
+def _resolved(pl: _Planner, task: TaskSpec) -> Spec:
+    """The spec with data and model paths made absolute: the lock holds it, and it rebuilds
+    the same workflow from anywhere (`distillc build build/<name>/spec.lock.json`)."""
+    models = {name: m.model_copy(update={"path": pl._model_path(m.path)}) if m.path else m
+              for name, m in pl.spec.models.items()}
+    return pl.spec.model_copy(update={"task": task, "models": models})
 
 
 def check_references(spec: Spec, positions: Positions, file: str, unchecked: frozenset) -> list[Problem]:

@@ -26,7 +26,7 @@ LOCKED_PACKAGES = ("distillc", "pydantic", "pyyaml", "jinja2", "snakemake", "sna
                    "torch", "transformers", "trl", "lm-eval", "datasets", "accelerate", "peft", "tokenizers")
 
 
-def render(plan: Plan, spec_file: str, root: Path) -> dict[str, bool]:
+def render(plan: Plan, root: Path) -> dict[str, bool]:
     """Write the build; return {relative path: changed?} for every file it owns."""
     build = root / plan.build_dir
     files: dict[str, str] = {}
@@ -36,7 +36,7 @@ def render(plan: Plan, spec_file: str, root: Path) -> dict[str, bool]:
             files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
-        jobs=plan.jobs, build_dir=plan.build_dir, spec_file=Path(spec_file).name,
+        jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
         targets=list(plan.jobs[-1].outputs.values()))
     files["spec.lock.json"] = lock_text(plan)
     changed = {f"{plan.build_dir}/{rel}": write_if_changed(build / rel, text) for rel, text in files.items()}
@@ -77,7 +77,7 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
 
 
 def lock_text(plan: Plan) -> str:
-    resolved = plan.spec.model_dump(mode="json")
+    resolved = plan.resolved.model_dump(mode="json")
     canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     lock = {
         "spec_hash": "sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
@@ -85,7 +85,7 @@ def lock_text(plan: Plan) -> str:
         "packages": {name: _version(name) for name in LOCKED_PACKAGES},
         "stages": {j.id: j.config.kind for j in plan.jobs},
     }
-    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+    return json.dumps(lock, indent=2) + "\n"   # spec order kept: it fixes the run order
 
 
 def _version(name: str) -> str | None:

@@ -241,6 +241,13 @@ class EvalStage(StageBase):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
 
+    @model_validator(mode="after")
+    def _vote_needs_local_task(self):
+        if self.hub_task is not None and self.samples > 1:
+            raise ValueError("samples > 1 (majority vote) needs the spec's own test split; "
+                             "remove hub_task or set samples: 1")
+        return self
+
 
 class ReportStage(StageBase):
     """The last stage: one self-contained HTML page and a Markdown twin."""

@@ -32,7 +32,7 @@ def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
         file.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
     parsed, positions = load_spec_with_positions(file)
     plan = build_plan(parsed, positions, str(file), root)
-    render(plan, str(file), root)
+    render(plan, root)
     return {job.id: root / plan.build_dir / "stages" / f"{job.id}.yaml" for job in plan.jobs}
 
 
