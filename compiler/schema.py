@@ -155,6 +155,13 @@ class GenerateStage(StageBase):
     batch_size: int = Field(256, ge=1, description="Prompts per generate call (x samples).")
     max_questions: int | None = Field(None, ge=1, description="Answer only the first N questions.")
 
+    @model_validator(mode="after")
+    def _distinct_temperatures(self):
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"temperatures repeat ({self.temperatures}): a temperature's samples share one seed; "
+                             "raise samples_per_temperature instead")
+        return self
+
 
 class SftStage(StageBase):
     """Supervised fine-tuning (TRL SFTTrainer), completion-only loss."""

@@ -1,0 +1,216 @@
+"""sft: supervised fine-tuning with TRL's SFTTrainer, loss on the completion only.
+
+Three data sources: `gold` (the demo-teacher bootstrap: the one training stage
+that reads gold answers, plus gold dev for early stopping), a pseudo_reward stage
+(every teacher response that agrees with the majority vote) or a generate stage
+(every non-empty response). Checkpoints live beside the output so that a killed
+run resumes; the final model is written atomically, merged if LoRA was used.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import models
+from . import task as taskdata
+from .common import log, read_jsonl, side_dir, start, torch_setup, write_jsonl
+from .generate import fingerprint, prompts, sample
+
+DEV_BATCH = 64        # dev questions per greedy generate call
+LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
+
+
+# ----------------------------------------------------------------------------- data
+def _row(messages: list[dict], completion: str) -> dict:
+    """A prompt-completion conversational row: TRL masks the prompt out of the loss."""
+    return {"prompt": messages, "completion": [{"role": "assistant", "content": completion}]}
+
+
+def _distill_prompts(cfg) -> dict[str, list[dict]]:
+    """Question id -> chat prompt, from the answer-free door."""
+    return {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
+
+
+def training_rows(cfg, stage) -> list[dict]:
+    """The rows this stage trains on, chosen by where its data comes from."""
+    if stage.data == "gold":
+        gold = taskdata.gold(cfg.task, "gold", cfg.spec_seed)
+        rows = [_row(taskdata.messages(r, cfg.task), r["answer"]) for r in gold]
+    else:
+        if "data_labels" in cfg.inputs:       # all majority-agreeing teacher samples, not one per question
+            picked = [r for r in read_jsonl(cfg.inputs["data_labels"]) if r["role"] == "teacher" and r["label"] == 1]
+        elif "data_responses" in cfg.inputs:
+            picked = read_jsonl(cfg.inputs["data_responses"])
+        else:
+            raise SystemExit(f"sft stage {cfg.id!r}: no data_labels or data_responses input in its config")
+        picked = [r for r in picked if r["text"].strip()]
+        prompts_by_id = _distill_prompts(cfg)
+        missing = sorted({r["question_id"] for r in picked} - set(prompts_by_id))
+        if missing:
+            raise SystemExit(f"sft stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
+                             f"(e.g. {missing[:3]}); sft trains only on distill-split samples")
+        rows = [_row(prompts_by_id[r["question_id"]], r["text"]) for r in picked]
+    if not rows:
+        raise SystemExit(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
+                         "(no agreeing teacher samples, or all responses empty)")
+    return rows
+
+
+# ----------------------------------------------------------------------------- dev accuracy
+def dev_accuracy(model, tok, task, dev: list[dict], max_new_tokens: int) -> float:
+    """Greedy accuracy on gold dev questions (left-padded batches)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(dev), DEV_BATCH):
+        batch = dev[i: i + DEV_BATCH]
+        outs = sample(model, tok, prompts(batch, task, tok), 0.0, 1, max_new_tokens)
+        correct += sum(taskdata.extract_answer(text, task.format) == r["target"] for r, (text, _) in zip(batch, outs))
+    model.train(was_training)
+    return correct / len(dev)
+
+
+def max_new_tokens(tok, dev: list[dict]) -> int:
+    """Room for the longest gold dev answer, plus a little slack."""
+    return max((len(tok(r["answer"], add_special_tokens=False)["input_ids"]) for r in dev), default=0) + 8
+
+
+def stop_rules(stage, dev: list[dict], gen_tok, task):
+    """A TrainerCallback for the spec's stop rules: max_time_s and a dev-accuracy target.
+
+    Dev accuracy goes into the trainer's log history, so it is checkpointed with
+    the run and lands in train_log.jsonl.
+    """
+    from transformers import TrainerCallback
+
+    budget = max_new_tokens(gen_tok, dev)
+
+    class StopRules(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.monotonic()   # max_time_s counts this process's training time
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if stage.max_time_s and time.monotonic() - self.t0 >= stage.max_time_s:
+                log(f"step {state.global_step}: max_time_s {stage.max_time_s} reached, stopping")
+                control.should_training_stop = True
+            if dev and state.global_step % stage.eval_every_steps == 0:
+                acc = dev_accuracy(model, gen_tok, task, dev, budget)
+                state.log_history.append({"step": state.global_step, "dev_accuracy": acc})
+                log(f"step {state.global_step}: dev accuracy {acc:.3f} ({len(dev)} questions)")
+                if stage.stop_at_dev_accuracy is not None and acc >= stage.stop_at_dev_accuracy:
+                    log(f"dev accuracy target {stage.stop_at_dev_accuracy} reached, stopping")
+                    control.should_training_stop = True
+
+    return StopRules()
+
+
+# ----------------------------------------------------------------------------- checkpoints and output
+def last_checkpoint(cfg) -> str | None:
+    """The newest complete checkpoint an earlier run of this very config left, if any.
+
+    The Trainer writes checkpoints in place, trainer_state.json last: a kill while
+    saving leaves a folder without a readable state, which is dropped here.
+    """
+    ckpt_dir = side_dir(cfg, "checkpoints")
+    stamp, stamp_file = fingerprint(cfg), ckpt_dir / "fingerprint.txt"
+    if stamp_file.exists() and stamp_file.read_text() != stamp:
+        log("checkpoints come from another config or other inputs: starting over")
+        shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir()
+    stamp_file.write_text(stamp)
+    complete = []
+    for d in sorted(ckpt_dir.glob("checkpoint-*"), key=lambda d: int(d.name.rsplit("-", 1)[-1])):
+        try:
+            json.loads((d / "trainer_state.json").read_text())
+            complete.append(d)
+        except (OSError, ValueError):
+            log(f"dropping incomplete checkpoint {d}")
+            shutil.rmtree(d)
+    return str(complete[-1]) if complete else None
+
+
+def save_model_dir(model, tok, out: str, log_rows: list[dict]) -> None:
+    """Write the model dir beside its final place, then rename: no half-written model is ever visible."""
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}."))
+    tmp.chmod(0o755)
+    models.save(model, tok, tmp)
+    write_jsonl(tmp / "train_log.jsonl", log_rows)
+    if out_path.exists():
+        old = out_path.with_name(f".{out_path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_path.rename(old)
+        tmp.rename(out_path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_path)
+
+
+def sft_config(cfg, stage, device, dtype, out_dir: Path):
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir), num_train_epochs=stage.epochs, max_steps=stage.max_steps or -1,
+        learning_rate=stage.learning_rate, per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum, max_length=stage.max_length,
+        logging_steps=LOGGING_STEPS, logging_first_step=True, disable_tqdm=True,
+        save_strategy="steps", save_steps=stage.save_every_steps, save_total_limit=1,
+        report_to="none", use_cpu=device.type == "cpu", seed=cfg.seed,
+        # recomputing activations saves GPU memory; on CPU it only costs time
+        activation_checkpointing=device.type != "cpu",
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+    )
+
+
+def lora_config(stage):
+    if stage.lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    cfg, stage, args = start(argv, "sft")
+    device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    rows = training_rows(cfg, stage)
+    ref = cfg.models["model"]
+    model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype, padding_side="right")
+    # dev answers are read only when bootstrapping a teacher from gold (the compiler enforces it)
+    dev = taskdata.gold(cfg.task, "dev", cfg.spec_seed) if stage.data == "gold" else []
+    gen_tok = models.load_tokenizer(ref, cfg.task, cfg.spec_seed, padding_side="left")
+    log(f"{len(rows)} training rows from {stage.data!r}" + (f", {len(dev)} dev questions" if dev else ""))
+    resume = last_checkpoint(cfg)
+    trainer = SFTTrainer(model=model, args=sft_config(cfg, stage, device, dtype, side_dir(cfg, "checkpoints")),
+                         train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=lora_config(stage), callbacks=[stop_rules(stage, dev, gen_tok, cfg.task)])
+    if resume:
+        log(f"resumed from checkpoint step {resume.rsplit('-', 1)[-1]} ({resume})")
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    history = trainer.state.log_history
+    log(f"trained to step {trainer.state.global_step} in {time.perf_counter() - t0:.1f} s")
+    step = trainer.state.global_step
+    if dev and not any(r.get("dev_accuracy") is not None and r["step"] == step for r in history):
+        # the final model's dev accuracy, for the record
+        acc = dev_accuracy(trainer.model, gen_tok, cfg.task, dev, max_new_tokens(gen_tok, dev))
+        history.append({"step": step, "dev_accuracy": acc})
+        log(f"final dev accuracy {acc:.3f}")
+    final = trainer.model.merge_and_unload() if stage.lora is not None else trainer.model
+    save_model_dir(final, tok, cfg.outputs["model"], history)
+    shutil.rmtree(side_dir(cfg, "checkpoints"))    # done: a forced rerun starts fresh
+    log(f"wrote {cfg.outputs['model']}")
+
+
+if __name__ == "__main__":
+    main()
