@@ -1,0 +1,149 @@
+"""pseudo_reward: the paper's label-free rewards (majority vote over teacher samples).
+
+For each distillation question the teacher's most common extracted answer is the
+pseudo-label; questions where too few teacher samples agree are dropped, since a
+weak majority is more often wrong. Every teacher and student response of a kept
+question is then labelled 1 (its answer matches the pseudo-label) or 0, and
+preference pairs put a positive above a student negative.
+
+Gold answers are never read: only the responses files and `task.questions`
+(which strips answers) are used. Pure Python, so it starts fast and its outputs
+are byte-identical for identical inputs.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from itertools import chain, zip_longest
+
+from . import task as taskdata
+from .common import atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
+
+HISTOGRAM_BINS = 10
+
+
+def vote(answers: list[str | None]) -> tuple[str | None, float]:
+    """(majority answer, share of ALL samples voting for it); None answers never vote.
+
+    Ties go to the smallest answer string: arbitrary but deterministic, and
+    independent of sample order. No usable answer at all gives (None, 0.0).
+    """
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None, 0.0
+    best = min(counts, key=lambda a: (-counts[a], a))
+    return best, counts[best] / len(answers)
+
+
+def load_sources(cfg) -> list[tuple[str, str, list[dict]]]:
+    """[(role, source stage id, rows)]: the teacher first, then students in spec order."""
+    sources = [("teacher", cfg.upstream["teacher"][0], read_jsonl(cfg.inputs["teacher_responses"]))]
+    for i, sid in enumerate(cfg.upstream.get("students", [])):
+        sources.append(("student", sid, read_jsonl(cfg.inputs[f"students_{i}_responses"])))
+    return sources
+
+
+def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
+    """question id -> labelled-row skeletons, in (source, sample_id) order."""
+    known = set(order)
+    grouped: dict[str, list[dict]] = {}
+    for role, source, rows in sources:
+        for r in sorted(rows, key=lambda r: r["sample_id"]):
+            if r["question_id"] not in known:
+                raise SystemExit(f"{source}: question {r['question_id']!r} is not in the distill split; "
+                                 "were the responses made from another task?")
+            grouped.setdefault(r["question_id"], []).append(
+                {"question_id": r["question_id"], "source": source, "role": role, "sample_id": r["sample_id"],
+                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"]})
+    return grouped
+
+
+def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
+    """Up to `cap` (chosen, rejected) pairs for one question's labelled rows.
+
+    Rejected responses are student negatives (the mistakes the student must learn
+    to avoid); teacher negatives stand in only when no student response is wrong.
+    Chosen are teacher and student positives, interleaved so that both kinds of
+    pair (teacher+ vs student-, student+ vs student-) survive the cap.
+    """
+    positives = [r for r in rows if r["label"] == 1]
+    rejected = [r for r in rows if r["label"] == 0 and r["role"] == "student"] or \
+               [r for r in rows if r["label"] == 0]
+    rng = random.Random(seed)
+    by_role: dict[str, list[tuple]] = {"teacher": [], "student": []}
+    seen = set()
+    for c in positives:
+        for r in rejected:
+            if c["text"] != r["text"] and (c["text"], r["text"]) not in seen:
+                seen.add((c["text"], r["text"]))
+                by_role[c["role"]].append((c, r))
+    for group in by_role.values():
+        rng.shuffle(group)
+    interleaved = [p for p in chain.from_iterable(zip_longest(by_role["teacher"], by_role["student"])) if p]
+    return [{"question_id": c["question_id"], "chosen": c["text"], "rejected": r["text"],
+             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved[:cap]]
+
+
+def label_all(cfg, st):
+    """(labels, pairs, stats) for the stage: the whole method, no I/O."""
+    order = [q["id"] for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
+    sources = load_sources(cfg)
+    grouped = group_by_question(sources, order)
+    labels, pairs, agreements, dropped, no_answer = [], [], [], [], []
+    for qid in order:
+        rows = grouped.get(qid)
+        teacher = [r["answer"] for r in rows or [] if r["role"] == "teacher"]
+        if not teacher:
+            continue   # not sampled (e.g. generate's max_questions): not a question of this run
+        label, agreement = vote(teacher)
+        agreements.append(agreement)
+        if label is None or agreement < st.min_agreement:
+            (no_answer if label is None else dropped).append(qid)
+            continue
+        for r in rows:
+            r |= {"pseudo_label": label, "agreement": agreement, "label": int(r["answer"] == label)}
+        labels += rows
+        pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
+    stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
+    return labels, pairs, stats
+
+
+def summarise(st, sources, labels, pairs, agreements, dropped, no_answer) -> dict:
+    """What the report shows about pseudo-labels: coverage, agreement, balance, pairs."""
+    counts = [0] * HISTOGRAM_BINS
+    for a in agreements:
+        counts[min(int(a * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+    balance = {}
+    for role, source, _ in sources:
+        mine = [r["label"] for r in labels if r["source"] == source]
+        balance[source] = {"role": role, "positive": sum(mine), "negative": len(mine) - sum(mine),
+                           "positive_rate": sum(mine) / len(mine) if mine else None}
+    kinds = Counter(f"{p['chosen_source']}>{p['rejected_source']}" for p in pairs)
+    return {
+        "questions": {"total": len(agreements), "kept": len(agreements) - len(dropped) - len(no_answer),
+                      "dropped": len(dropped) + len(no_answer), "dropped_low_agreement": dropped,
+                      "dropped_no_answer": no_answer},
+        "min_agreement": st.min_agreement,
+        "agreement_histogram": {"edges": [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)], "counts": counts},
+        "mean_agreement": sum(agreements) / len(agreements) if agreements else None,
+        "labels": balance,
+        "pairs": {"total": len(pairs), "by_sources": dict(sorted(kinds.items())),
+                  "per_question_cap": st.pairs_per_question},
+    }
+
+
+def main(argv=None) -> None:
+    cfg, st, _ = start(argv, "pseudo_reward")
+    labels, pairs, stats = label_all(cfg, st)
+    q = stats["questions"]
+    log(f"questions: {q['total']} answered by the teacher, {q['kept']} kept, {q['dropped']} dropped "
+        f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs")
+    if not labels:
+        log("warning: no question kept: lower min_agreement or sample the teacher more")
+    write_jsonl(cfg.outputs["labels"], labels)
+    write_jsonl(cfg.outputs["pairs"], pairs)
+    atomic_write_json(cfg.outputs["stats"], stats)
+
+
+if __name__ == "__main__":
+    main()

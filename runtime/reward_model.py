@@ -1,0 +1,226 @@
+"""reward_model: a scalar-head model trained on the pseudo-labels (no gold).
+
+pairwise (the paper's): TRL RewardTrainer, Bradley-Terry loss on (chosen, rejected)
+pairs. pointwise: binary cross-entropy of the scalar on each response's 0/1 label,
+through a small Trainer subclass, because RewardTrainer only takes pairs and the
+built-in num_labels=1 loss is MSE, which would not give a logit-scale reward.
+
+Questions (not pairs) are held out, so that no held-out pair shares a prompt with
+a training pair; both losses hold out the same questions and are scored the same
+way: pairwise accuracy, score(chosen) > score(rejected).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from . import models
+from . import task as taskdata
+from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup, write_jsonl
+
+CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
+
+
+# ----------------------------------------------------------------------------- shared with rl
+def checkpoint_dir(cfg, name: str = "checkpoints") -> Path:
+    """side_dir(cfg, name), emptied when the config or the input files changed since it was written.
+
+    Resuming a checkpoint made for other data or settings would silently mix two runs.
+    `resources` are left out of the fingerprint: a job killed at its time limit and
+    rerun with more time should resume.
+    """
+    path = side_dir(cfg, name)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(cfg.model_dump(mode="json", exclude={"params": {"resources"}}), sort_keys=True).encode())
+    for file in (f for key in sorted(cfg.inputs) for f in _files(Path(cfg.inputs[key]))):
+        stat = file.stat()
+        digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    stamp = path / "fingerprint.txt"
+    if not stamp.exists() or stamp.read_text() != digest.hexdigest():
+        shutil.rmtree(path)
+        path.mkdir(parents=True)
+        stamp.write_text(digest.hexdigest())
+    return path
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def last_checkpoint(path: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(path))
+    if found:
+        log(f"resuming from {found}")
+    return found
+
+
+def finished_state(checkpoint: str | None):
+    """The TrainerState of a checkpoint that had completed training, else None.
+
+    Resumed from such a checkpoint, Trainer (transformers 5.24) trains one step
+    too many (it checks max_steps only after a step): load it instead of training.
+    """
+    if not checkpoint:
+        return None
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    return state if state.global_step >= state.max_steps else None
+
+
+def train_or_load(trainer, ckpt: Path):
+    """(trained model, TrainerState): resume from the last checkpoint, or load a finished one."""
+    found = last_checkpoint(ckpt)
+    state = finished_state(found)
+    if state is not None:
+        return type(trainer.model).from_pretrained(found), state
+    trainer.train(resume_from_checkpoint=found)
+    return trainer.model, trainer.state
+
+
+def save_model_dir(model, tok, out: str | Path, log_rows: list[dict]) -> None:
+    """Save weights, tokenizer and train_log.jsonl beside `out`, then swap the folder in."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    models.save(model, tok, tmp)
+    write_jsonl(tmp / "train_log.jsonl", log_rows)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def train_log(state) -> list[dict]:
+    """One row per logging step ({"step", "loss", ...}), from the trainer's own history."""
+    return [{"step": row["step"], **row} for row in state.log_history if "loss" in row]
+
+
+# ----------------------------------------------------------------------------- data
+def split_questions(qids, fraction: float, seed: int) -> tuple[set, set]:
+    """(train, held-out) question ids: a seeded shuffle, at least one on each side when possible."""
+    qids = sorted(set(qids))
+    random.Random(derive_seed(seed, "reward_model", "holdout")).shuffle(qids)
+    n = min(max(1, round(fraction * len(qids))), len(qids) - 1) if len(qids) >= 2 else 0
+    return set(qids[n:]), set(qids[:n])
+
+
+def assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def preference_rows(pairs: list[dict], prompts: dict) -> list[dict]:
+    """Conversational rows as RewardTrainer reads them."""
+    return [{"prompt": prompts[p["question_id"]], "chosen": assistant(p["chosen"]),
+             "rejected": assistant(p["rejected"])} for p in pairs]
+
+
+def pointwise_rows(labels: list[dict], prompts: dict, tok, max_length: int) -> list[dict]:
+    rows = []
+    for r in labels:
+        text = tok.apply_chat_template(prompts[r["question_id"]] + assistant(r["text"]), tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_length:   # as RewardTrainer does: drop, never cut off the scored last token
+            rows.append({"input_ids": ids, "labels": float(r["label"])})
+    return rows
+
+
+# ----------------------------------------------------------------------------- training
+def trainer_args(cfg, st, device, dtype, ckpt: Path) -> dict:
+    import torch
+
+    return dict(output_dir=str(ckpt), num_train_epochs=st.epochs, max_steps=st.max_steps or -1,
+                learning_rate=st.learning_rate, per_device_train_batch_size=st.batch_size,
+                logging_steps=0.05, save_strategy="steps", save_steps=CHECKPOINT_EVERY, save_total_limit=1,
+                report_to="none", use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+                bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True)
+
+
+def pairwise_trainer(model, tok, rows, args: dict, max_length: int):
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    return RewardTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                         args=RewardConfig(max_length=max_length, **args))
+
+
+def pointwise_trainer(model, tok, rows, args: dict):
+    import torch.nn.functional as F
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    class PointwiseTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels").float()
+            outputs = model(**inputs)
+            loss = F.binary_cross_entropy_with_logits(outputs.logits.squeeze(-1), labels)
+            return (loss, outputs) if return_outputs else loss
+
+    return PointwiseTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                            data_collator=DataCollatorWithPadding(tok), args=TrainingArguments(**args))
+
+
+def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_length: int) -> list[float]:
+    """The scalar reward of each full conversation (right padding: the head reads the last real token)."""
+    import torch
+
+    model.eval()
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(conversations), batch_size):
+            texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations[i:i + batch_size]]
+            enc = tok(texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False,
+                      return_tensors="pt").to(model.device)
+            out += model(**enc).logits[:, 0].float().tolist()
+    return out
+
+
+def pair_accuracy(model, tok, rows: list[dict], st) -> float | None:
+    if not rows:
+        return None
+    chosen = scores(model, tok, [r["prompt"] + r["chosen"] for r in rows], st.batch_size, st.max_length)
+    rejected = scores(model, tok, [r["prompt"] + r["rejected"] for r in rows], st.batch_size, st.max_length)
+    return sum(c > r for c, r in zip(chosen, rejected)) / len(rows)
+
+
+def main(argv=None) -> None:
+    cfg, st, args = start(argv, "reward_model")
+    device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
+    prompts = {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
+    pairs, labels = read_jsonl(cfg.inputs["data_pairs"]), read_jsonl(cfg.inputs["data_labels"])
+    train_q, eval_q = split_questions([r["question_id"] for r in pairs + labels], st.eval_fraction, cfg.seed)
+    train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
+    eval_pairs = preference_rows([p for p in pairs if p["question_id"] in eval_q], prompts)
+    model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
+    ckpt = checkpoint_dir(cfg)
+    hp = trainer_args(cfg, st, device, dtype, ckpt)
+    if st.loss == "pairwise":
+        if not train_pairs:
+            raise SystemExit(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
+                             "question with both a positive and a negative response")
+        trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length)
+    else:
+        rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
+        if not rows:
+            raise SystemExit(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
+        trainer = pointwise_trainer(model, tok, rows, hp)
+    log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
+        f"{len(train_pairs)} / {len(eval_pairs)} pairs")
+    model, state = train_or_load(trainer, ckpt)
+    history = train_log(state)
+    metrics = {"loss_type": st.loss, "loss": history[-1]["loss"] if history else None, "steps": state.global_step,
+               "train_accuracy": pair_accuracy(model, tok, train_pairs, st), "train_pairs": len(train_pairs),
+               "eval_accuracy": pair_accuracy(model, tok, eval_pairs, st), "eval_pairs": len(eval_pairs),
+               "train_questions": len(train_q), "eval_questions": len(eval_q)}
+    log(f"pairwise accuracy: train {metrics['train_accuracy']}, held-out {metrics['eval_accuracy']} "
+        f"({len(eval_pairs)} pairs)")
+    save_model_dir(model, tok, cfg.outputs["model"], history)
+    atomic_write_json(cfg.outputs["metrics"], metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""rl: optimise the SFT student against the learned reward model, KL-penalised to itself.
+
+ppo (the paper's): trl.experimental.ppo (trl 1.12) with the policy, a frozen copy of
+it as the KL reference, the reward model, and a value model initialised from the
+reward model. grpo / rloo: TRL's GRPOTrainer / RLOOTrainer with the reward model
+as the reward function; they need no value model.
+
+rl_log.jsonl has one row per step: "reward" (mean reward-model score of the
+sampled responses; for ppo minus missing_eos_penalty on responses that never
+stopped, as TRL scores them), "kl", "entropy", "loss", plus the trainer's other
+metrics under TRL's names. TRL logs ppo's kl and entropy summed over a response,
+grpo/rloo's averaged per token; grpo with kl_coef 0 computes no kl (null).
+
+Resume: GRPO/RLOO resume from Trainer checkpoints. PPOTrainer.train() in trl 1.12
+cannot resume, so every save_every_steps the policy, value model and log are
+saved beside the outputs, and a rerun restarts from them for the remaining
+episodes (the learning rate continues its linear decay; Adam's moments restart).
+PPOTrainer builds its own Accelerator without mixed precision, so PPO trains in
+fp32 whatever `precision` says; grpo/rloo follow it.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import shutil
+from pathlib import Path
+
+from . import models
+from . import task as taskdata
+from .common import derive_seed, log, read_jsonl, start, torch_setup, write_jsonl
+from .reward_model import checkpoint_dir, save_model_dir, train_or_load
+
+MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
+PPO_NAMES = {"objective/scores": "reward", "objective/kl": "kl", "objective/entropy": "entropy",
+             "loss/policy_avg": "loss"}
+TIMING = {"eps", "step_time"}   # wall-clock dependent: left out so that logs are reproducible
+
+
+def to_row(logs: dict, step: int, names: dict) -> dict:
+    row = {"step": step, "kl": None}
+    row.update({names.get(k, k): v for k, v in logs.items() if k not in TIMING and k != "step"})
+    return row
+
+
+def log_callback(names: dict, offset: int = 0):
+    """A TrainerCallback that prints step, reward and kl of every logged step to stderr."""
+    from transformers import TrainerCallback
+
+    class LogLine(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            row = to_row(logs or {}, state.global_step + offset, names)
+            if "reward" in row:
+                kl = "n/a" if row["kl"] is None else f"{row['kl']:.4f}"
+                log(f"step {row['step']}: reward {row['reward']:.4f} kl {kl} entropy {row.get('entropy', 0):.3f}")
+    return LogLine()
+
+
+def history_rows(state, names: dict, offset: int = 0) -> list[dict]:
+    """rl_log rows from the trainer's log history (the final summary row has no reward: left out)."""
+    rows = [to_row(r, r["step"] + offset, names) for r in state.log_history]
+    return [r for r in rows if "reward" in r]
+
+
+def load_reward_model(path: str, policy_tok=None):
+    """The reward model (frozen) and its tokenizer; PPO scores policy token ids directly, so vocabularies must match."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(path)
+    if policy_tok is not None and tok.get_vocab() != policy_tok.get_vocab():
+        raise SystemExit(f"the reward model {path} has another vocabulary than the policy; PPO scores the policy's "
+                         "tokens directly: train the reward model from the same base model, or use grpo/rloo")
+    tok.padding_side = "right"
+    rm.config.pad_token_id = tok.pad_token_id
+    return rm.eval(), tok
+
+
+def trainer_args(st, device, dtype) -> dict:
+    import torch
+
+    return dict(learning_rate=st.learning_rate, temperature=st.temperature, report_to="none",
+                use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+                disable_tqdm=True, logging_steps=1)
+
+
+# ----------------------------------------------------------------------------- ppo
+def prompt_ids(prompts: list[list[dict]], tok) -> list[list[int]]:
+    texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def snapshot(dir_: Path, policy, value, tok, rows: list[dict], step: int) -> None:
+    """Save what a PPO restart needs into dir_/latest, swapping the folder in whole."""
+    tmp, latest = dir_ / "latest.tmp", dir_ / "latest"
+    shutil.rmtree(tmp, ignore_errors=True)
+    models.save(policy, tok, tmp / "policy")
+    value.save_pretrained(tmp / "value")
+    write_jsonl(tmp / "rl_log.jsonl", rows)
+    (tmp / "progress.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(latest, ignore_errors=True)
+    tmp.rename(latest)
+
+
+def ppo_start(cfg, latest: Path):
+    """(policy, value model, rl_log rows so far, steps done): the last snapshot's, else fresh ones."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if not (latest / "progress.json").exists():
+        policy, _ = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed)
+        value, _ = load_reward_model(cfg.inputs["reward_model"])   # the value model starts as the reward model
+        return policy, value, [], 0
+    done = json.loads((latest / "progress.json").read_text())["step"]
+    log(f"restarting from {latest} after step {done}")
+    return (AutoModelForCausalLM.from_pretrained(latest / "policy"),
+            AutoModelForSequenceClassification.from_pretrained(latest / "value"),
+            read_jsonl(latest / "rl_log.jsonl"), done)
+
+
+def ppo_config(cfg, st, out: Path, done: int, total: int, device, dtype):
+    from trl.experimental.ppo import PPOConfig
+
+    return PPOConfig(output_dir=str(out), total_episodes=(total - done) * st.batch_size,
+                     response_length=st.response_length, per_device_train_batch_size=st.batch_size,
+                     local_rollout_forward_batch_size=st.batch_size, num_mini_batches=st.mini_batches,
+                     num_ppo_epochs=st.ppo_epochs, kl_coef=st.kl_coef, stop_token="eos",
+                     missing_eos_penalty=MISSING_EOS_PENALTY, num_sample_generations=0, save_strategy="no",
+                     seed=derive_seed(cfg.seed, "rl", done) if done else cfg.seed,
+                     **{**trainer_args(st, device, dtype),   # linear decay continues where it stopped
+                        "learning_rate": st.learning_rate * (total - done) / total})
+
+
+def run_ppo(cfg, st, prompts, device, dtype):
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl.experimental.ppo import PPOTrainer
+
+    ckpt = checkpoint_dir(cfg)
+    ref, tok = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed, padding_side="left")
+    reward, _ = load_reward_model(cfg.inputs["reward_model"], tok)
+    policy, value, previous, done = ppo_start(cfg, ckpt / "latest")
+    total = math.ceil(st.episodes / st.batch_size)
+    if done >= total:
+        return policy, tok, previous
+    data = Dataset.from_dict({"input_ids": prompt_ids(prompts, tok)})
+    if len(data) < st.batch_size:
+        raise SystemExit(f"{len(data)} distill questions but batch_size {st.batch_size}: lower batch_size")
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            step = done + state.global_step
+            if step % st.save_every_steps == 0 and step < total:
+                snapshot(ckpt, policy, value, tok, previous + history_rows(state, PPO_NAMES, done), step)
+
+    trainer = PPOTrainer(args=ppo_config(cfg, st, ckpt / "trainer", done, total, device, dtype),
+                         processing_class=tok, model=policy, ref_model=ref, reward_model=reward, value_model=value,
+                         train_dataset=data, eval_dataset=data.select(range(st.batch_size)),
+                         callbacks=[log_callback(PPO_NAMES, done), Snapshot()])
+    gc.freeze()   # PPOTrainer runs gc.collect() twice a step: ~0.7 s each over the libraries' objects
+    trainer.train()
+    gc.unfreeze()
+    return policy, tok, previous + history_rows(trainer.state, PPO_NAMES, done)
+
+
+# ----------------------------------------------------------------------------- grpo / rloo
+def policy_path(cfg) -> str:
+    """A folder holding the policy: GRPO/RLOO load their KL reference from the policy's own path."""
+    ref = cfg.models["policy"]
+    if ref.source != "init":
+        return ref.path
+    path = checkpoint_dir(cfg, "init_policy")
+    if not (path / "config.json").exists():
+        models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)
+    return str(path)
+
+
+def run_group(cfg, st, prompts, device, dtype):
+    """GRPO or RLOO: batch_size completions per rollout (batch_size / num_generations prompts)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[st.algorithm]
+    path = policy_path(cfg)
+    policy, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    reward, reward_tok = load_reward_model(cfg.inputs["reward_model"])
+    if st.batch_size % st.mini_batches:
+        raise SystemExit(f"batch_size ({st.batch_size}) must be a multiple of mini_batches ({st.mini_batches})")
+    rollouts = math.ceil(st.episodes / st.batch_size)
+    ckpt = checkpoint_dir(cfg)
+    args = config_cls(output_dir=str(ckpt), max_steps=rollouts * st.mini_batches * st.ppo_epochs,
+                      per_device_train_batch_size=st.batch_size // st.mini_batches,
+                      steps_per_generation=st.mini_batches, num_iterations=st.ppo_epochs,
+                      num_generations=st.num_generations, max_completion_length=st.response_length,
+                      beta=st.kl_coef, save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
+                      seed=cfg.seed, **trainer_args(st, device, dtype))
+    trainer = trainer_cls(model=policy, reward_funcs=reward, reward_processing_classes=reward_tok, args=args,
+                          processing_class=tok, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                          callbacks=[log_callback({})])
+    policy, state = train_or_load(trainer, ckpt)
+    return policy, tok, history_rows(state, {})
+
+
+def main(argv=None) -> None:
+    cfg, st, args = start(argv, "rl")
+    device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
+    prompts = [taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
+    run = run_ppo if st.algorithm == "ppo" else run_group
+    policy, tok, rows = run(cfg, st, prompts, device, dtype)
+    if rows:
+        log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
+    save_model_dir(policy, tok, cfg.outputs["model"], rows)
+    write_jsonl(cfg.outputs["log"], rows)
+
+
+if __name__ == "__main__":
+    main()
