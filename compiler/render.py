@@ -34,6 +34,7 @@ def render(plan: Plan, root: Path) -> dict[str, bool]:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
         if job.config.kind == "eval" and job.config.params.get("hub_task") is None:
             files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
+    files["env.yaml"] = _conda_env()
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
         jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
@@ -51,6 +52,16 @@ def _stage_yaml(job: Job) -> str:
         yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
 
 
+def _conda_env() -> str:
+    """The software every rule runs with, for `snakemake --use-conda` (and --lint): this checkout.
+
+    It lives in the build (rules name it relative to workflow.smk), so a build made in any
+    root finds it; without --use-conda, rules run in snakemake's own environment.
+    """
+    project = Path(__file__).resolve().parent.parent
+    return TEMPLATES.get_template("env.yaml.j2").render(project=str(project))
+
+
 def _job_resources(job: Job) -> dict:
     """Snakemake resources (names the slurm executor understands) and the launcher."""
     r = job.resources
@@ -62,7 +73,7 @@ def _job_resources(job: Job) -> dict:
         if getattr(r, key):
             res[name] = getattr(r, key)
     trains = job.config.kind in ("sft", "reward_model", "rl")
-    launch = f"-m accelerate.commands.launch --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
+    launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
     return {"threads": r.cpus, "resources": res, "launch": launch}
 
 

@@ -268,7 +268,6 @@ def snakemake_report_rule(workflow: Path) -> None:
 
 def test_snakemake_report_embeds_the_page(tiny, tmp_path):
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
-    shutil.copytree(REPO / "envs", tmp_path / "envs")
     snakemake_report_rule(tmp_path / "build/tiny/workflow.smk")
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     # --allowed-rules: the fake upstream outputs count as given; only the report rule runs.
