@@ -55,7 +55,7 @@ def metrics(run: Path, stage: str) -> dict:
 def test_every_stage_wrote_its_outputs(run):
     for stage in ("teacher", "student_sft", "rm", "student_rl"):
         assert (run / stage / "model" / "config.json").exists(), stage
-    for stage in ("teacher_samples", "student_samples", "sft_samples"):
+    for stage in ("teacher_samples", "sft_samples"):
         assert (run / stage / "responses.jsonl").stat().st_size > 0
     assert (run / "report" / "report.html").stat().st_size > 0
 
@@ -63,7 +63,7 @@ def test_every_stage_wrote_its_outputs(run):
 def test_every_response_row_parses(run):
     from runtime.task import extract_answer
 
-    for stage in ("teacher_samples", "student_samples", "sft_samples"):
+    for stage in ("teacher_samples", "sft_samples"):
         rows = read_jsonl(run / stage / "responses.jsonl")
         keys = {"question_id", "sample_id", "temperature", "seed", "text", "answer", "num_tokens"}
         assert all(keys <= set(r) for r in rows)

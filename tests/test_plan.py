@@ -45,8 +45,8 @@ def test_inputs_are_the_upstream_outputs_by_role(tiny, tmp_path):
     assert rl.inputs == {"policy": "runs/tiny/student_sft/model", "reward_model": "runs/tiny/rm/model"}
     assert rl.config.models["policy"].source == "stage" and rl.config.models["policy"].base == "student"
     assert rewards.inputs["teacher_responses"] == "runs/tiny/teacher_samples/responses.jsonl"
-    assert rewards.inputs["students_0_responses"] == "runs/tiny/student_samples/responses.jsonl"
-    assert rewards.inputs["students_1_responses"] == "runs/tiny/sft_samples/responses.jsonl"
+    assert rewards.inputs["students_0_responses"] == "runs/tiny/sft_samples/responses.jsonl"
+    assert rewards.config.upstream["students"] == ["sft_samples"]
     assert sft.inputs == {"data_labels": "runs/tiny/teacher_votes/labels.jsonl",
                           "data_pairs": "runs/tiny/teacher_votes/pairs.jsonl"}
     assert plan.job("eval_rl").inputs["lm_eval_task"].startswith("build/tiny/lm_eval/eval_rl/")
@@ -119,7 +119,7 @@ def test_plan_explains_what_would_rerun_and_why(tiny, tmp_path, capsys):
     fake_outputs(plan, tmp_path)
     assert set(states(capsys, tiny, tmp_path).values()) == {"ok"}
 
-    tiny.write_text(re.sub(r"(student_sft: \{.*epochs: )3", r"\g<1>4", tiny.read_text()))
+    tiny.write_text(re.sub(r"(student_sft: \{.*epochs: )\d+", r"\g<1>7", tiny.read_text()))
     now = states(capsys, tiny, tmp_path)
     assert now["student_sft"] == "its config changed since the last build"
     assert now["sft_samples"] == now["eval_sft"] == "upstream reruns: student_sft"
