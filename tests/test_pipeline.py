@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -124,3 +125,16 @@ def test_same_seed_same_numbers(run, tmp_path):
     first = (run / "report" / "report.md").read_text().split("## Time")[0]
     second = (again / "report" / "report.md").read_text().split("## Time")[0]
     assert first == second
+
+
+def test_real_report_renders_every_plot_in_a_browser(run, tmp_path):
+    """The pipeline's own report.html in headless Chromium: every inline plot loads."""
+    from test_report import CHECK, chromium
+
+    html = (run / "report" / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", CHECK + "\n</body>"))
+    dom = chromium("--dump-dom", probe.as_uri(), cwd=tmp_path)
+    found = re.search(r"images (\d+) loaded (\d+)", dom.stdout)
+    assert found and int(found[1]) >= 4 and found[1] == found[2], (found and found[0], dom.stderr[-2000:])
