@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compiler import cli
 from compiler.errors import SpecError
@@ -134,3 +135,24 @@ def test_plan_explains_what_would_rerun_and_why(tiny, tmp_path, capsys):
 
     shutil.rmtree(tmp_path / "runs/tiny/teacher/model")
     assert states(capsys, tiny, tmp_path)["teacher"] == "outputs missing"
+
+
+def test_a_second_round_of_rewards_is_just_more_stages(tmp_path):
+    """Iterating the method (resample the RL student, relabel, retrain the RM, RL again) needs no
+    special field: the stages chain, and each round's model keeps the base student's lineage."""
+    spec = yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())
+    spec["stages"].update({
+        "rl_samples": {"kind": "generate", "model": "student_rl"},
+        "rewards_2": {"kind": "pseudo_reward", "teacher": "teacher_samples", "students": ["rl_samples"]},
+        "rm_2": {"kind": "reward_model", "data": "rewards_2", "model": "student_rl"},
+        "student_rl_2": {"kind": "rl", "policy": "student_rl", "reward_model": "rm_2"},
+        "eval_rl_2": {"kind": "eval", "model": "student_rl_2"},
+    })
+    (tmp_path / "two_rounds.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    plan = plan_of(tmp_path / "two_rounds.yaml", tmp_path)
+    order = [j.id for j in plan.jobs]
+    assert order.index("student_rl") < order.index("rl_samples") < order.index("rewards_2") \
+        < order.index("rm_2") < order.index("student_rl_2") < order.index("eval_rl_2") < order.index("report")
+    job = plan.job("student_rl_2")
+    assert job.config.models["policy"].base == "student"
+    assert job.inputs == {"policy": "runs/tiny/student_rl/model", "reward_model": "runs/tiny/rm_2/model"}
