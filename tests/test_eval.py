@@ -177,13 +177,12 @@ def test_prompt_that_would_be_truncated_is_refused(built):
 
 
 def test_hub_task_refuses_majority_vote(built):
-    """samples > 1 needs the rendered local task (its majority filter): refused before any loading."""
-    from runtime import eval as stage
+    """samples > 1 needs the rendered local task (its majority filter): refused at build time."""
+    from compiler.errors import SpecError
 
-    configs = built(spec({"rand": {"init": TINY}},
-                         {"ev_vote": {"kind": "eval", "model": "rand", "hub_task": "gsm8k", "samples": 2}}))
-    with pytest.raises(SystemExit, match="samples > 1"):
-        stage.main(["--config", str(configs["ev_vote"]), "--threads", "1"])
+    with pytest.raises(SpecError, match="samples > 1"):
+        built(spec({"rand": {"init": TINY}},
+                   {"ev_vote": {"kind": "eval", "model": "rand", "hub_task": "gsm8k", "samples": 2}}))
 
 
 @pytest.mark.slow   # lm-eval indexes its ~14k bundled task files first: 25-50 s on 2 busy cores
