@@ -121,7 +121,7 @@ def run_report(configs) -> tuple[str, str, dict]:
 
 @pytest.fixture
 def tiny(built):
-    configs = built(REPO / "specs" / "tiny.yaml")
+    configs = built(REPO / "tests" / "report_spec.yaml")
     return configs, fake_run(configs)
 
 
