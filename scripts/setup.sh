@@ -11,9 +11,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+log=.venv/install.log
+pip_install() {   # quiet unless it fails: then show pip's own words
+  .venv/bin/python -m pip install -q "$@" >>"$log" 2>&1 || { cat "$log"; echo "pip install $* failed" >&2; exit 1; }
+}
+echo "installing distillc into .venv (torch 2.13.0 first; log: $log)"
+pip_install --upgrade pip
+pip_install "torch==2.13.0"
+pip_install -e ".[test]"
 .venv/bin/python -c "import torch, transformers, trl, lm_eval, snakemake, compiler, runtime" 
 echo "$want" > "$stamp"
 echo "distillc installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
