@@ -11,13 +11,13 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import yaml
 
+from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.schema import StageConfig
 
 
@@ -77,17 +77,6 @@ def log(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- files
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
