@@ -7,7 +7,6 @@ share it without a shared cache. Heavy imports happen inside the functions.
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
 
 from compiler.schema import InitModel, ModelRef, TaskSpec
 
@@ -135,3 +134,27 @@ def save(model, tokenizer, path) -> None:
     """Save weights and tokenizer together, so any stage (and lm-eval) can reload them."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def save_model_dir(model, tokenizer, out, log_rows: list[dict]) -> None:
+    """Write weights, tokenizer and train_log.jsonl beside `out`, then rename: no half-written model is visible."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .common import write_jsonl
+
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}."))
+    tmp.chmod(0o755)
+    save(model, tokenizer, tmp)
+    write_jsonl(tmp / "train_log.jsonl", log_rows)
+    if out_path.exists():
+        old = out_path.with_name(f".{out_path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_path.rename(old)
+        tmp.rename(out_path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup, write_jsonl
+from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
 
@@ -82,17 +82,6 @@ def train_or_load(trainer, ckpt: Path):
         return type(trainer.model).from_pretrained(found), state
     trainer.train(resume_from_checkpoint=found)
     return trainer.model, trainer.state
-
-
-def save_model_dir(model, tok, out: str | Path, log_rows: list[dict]) -> None:
-    """Save weights, tokenizer and train_log.jsonl beside `out`, then swap the folder in."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    models.save(model, tok, tmp)
-    write_jsonl(tmp / "train_log.jsonl", log_rows)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
 
 
 def train_log(state) -> list[dict]:
@@ -218,7 +207,7 @@ def main(argv=None) -> None:
                "train_questions": len(train_q), "eval_questions": len(eval_q)}
     log(f"pairwise accuracy: train {metrics['train_accuracy']}, held-out {metrics['eval_accuracy']} "
         f"({len(eval_pairs)} pairs)")
-    save_model_dir(model, tok, cfg.outputs["model"], history)
+    models.save_model_dir(model, tok, cfg.outputs["model"], history)
     atomic_write_json(cfg.outputs["metrics"], metrics)
 
 

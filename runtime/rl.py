@@ -29,7 +29,7 @@ from pathlib import Path
 from . import models
 from . import task as taskdata
 from .common import derive_seed, log, read_jsonl, start, torch_setup, write_jsonl
-from .reward_model import checkpoint_dir, save_model_dir, train_or_load
+from .reward_model import checkpoint_dir, train_or_load
 
 MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
 PPO_NAMES = {"objective/scores": "reward", "objective/kl": "kl", "objective/entropy": "entropy",
@@ -210,7 +210,7 @@ def main(argv=None) -> None:
     policy, tok, rows = run(cfg, st, prompts, device, dtype)
     if rows:
         log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
-    save_model_dir(policy, tok, cfg.outputs["model"], rows)
+    models.save_model_dir(policy, tok, cfg.outputs["model"], rows)
     write_jsonl(cfg.outputs["log"], rows)
 
 

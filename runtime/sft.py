@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import log, read_jsonl, side_dir, start, torch_setup, write_jsonl
+from .common import log, read_jsonl, side_dir, start, torch_setup
 from .generate import fingerprint, prompts, sample
 
 DEV_BATCH = 64        # dev questions per greedy generate call
@@ -132,24 +131,6 @@ def last_checkpoint(cfg) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def save_model_dir(model, tok, out: str, log_rows: list[dict]) -> None:
-    """Write the model dir beside its final place, then rename: no half-written model is ever visible."""
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}."))
-    tmp.chmod(0o755)
-    models.save(model, tok, tmp)
-    write_jsonl(tmp / "train_log.jsonl", log_rows)
-    if out_path.exists():
-        old = out_path.with_name(f".{out_path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_path.rename(old)
-        tmp.rename(out_path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out_path)
-
-
 def sft_config(cfg, stage, device, dtype, out_dir: Path):
     import torch
     from trl import SFTConfig
@@ -207,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         history.append({"step": step, "dev_accuracy": acc})
         log(f"final dev accuracy {acc:.3f}")
     final = trainer.model.merge_and_unload() if stage.lora is not None else trainer.model
-    save_model_dir(final, tok, cfg.outputs["model"], history)
+    models.save_model_dir(final, tok, cfg.outputs["model"], history)
     shutil.rmtree(side_dir(cfg, "checkpoints"))    # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 
