@@ -218,8 +218,9 @@ def _message(err: dict, path: tuple, value, data: dict) -> tuple[str, str]:
         return msg, "write the number out: YAML reads 1e9 as text"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return "must not be empty", _help(path, data)
-    if kind == "value_error":      # a model validator: its class says what the block is for
-        return msg, _doc(_model_at(path, data)) or _help(path, data)
+    if kind == "value_error":      # a model validator: its own hint ("...; hint: ..."), else its class's purpose
+        msg, _, hint = msg.partition("; hint: ")
+        return msg, hint or _doc(_model_at(path, data)) or _help(path, data)
     return msg, _help(path, data)
 
 

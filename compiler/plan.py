@@ -19,7 +19,7 @@ OUTPUTS = {
     "generate": {"responses": "responses.jsonl"},
     "sft": {"model": "model/"},
     "pseudo_reward": {"labels": "labels.jsonl", "pairs": "pairs.jsonl", "stats": "stats.json"},
-    "reward_model": {"model": "model/", "metrics": "metrics.json"},
+    "reward_model": {"model": "model/", "metrics": "metrics.json", "scores": "scores.jsonl"},
     "rl": {"model": "model/", "log": "rl_log.jsonl"},
     "eval": {"metrics": "metrics.json", "samples": "samples.jsonl"},
     "report": {"html": "report.html", "md": "report.md"},
@@ -223,10 +223,16 @@ class _Planner:
                                  f"set stages.{name}.split: distill")
         if kind == "reward_model":
             stage("data", st.data, ("pseudo_reward",), p + ("data",))
+            if st.score is not None:
+                stage("score", st.score, ("generate",), p + ("score",))
             model("model", st.model or self._default_rm_model(sid))
         if kind == "rl":
             model("policy", st.policy)
-            stage("reward_model", st.reward_model, ("reward_model",), p + ("reward_model",))
+            if st.reward_model is not None:
+                stage("reward_model", st.reward_model, ("reward_model",), p + ("reward_model",))
+            if st.votes is not None:
+                stage("votes", st.votes, ("pseudo_reward",), p + ("votes",))
+
         return models, up
 
     def _default_rm_model(self, sid: str) -> str | None:

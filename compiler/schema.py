@@ -172,7 +172,10 @@ class SftStage(StageBase):
                                        "(its majority-agreeing teacher responses) or a generate stage (all responses).")
     epochs: float = Field(3.0, gt=0, description="Passes over the data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    max_time_s: float | None = Field(None, gt=0, description="Stop after this much training time.")
+    max_time_s: float | None = Field(
+        None, gt=0, description="A guard, not a stop rule: the job FAILS if training runs longer (checkpoints kept "
+                                "for a resume). Training stops only on steps, epochs or dev accuracy, so results "
+                                "never depend on machine load.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Tiny models like 1e-3; 7B models 1e-5.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
@@ -213,25 +216,69 @@ class RewardModelStage(StageBase):
     max_length: int = Field(256, ge=16, description="Truncate examples to this many tokens.")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out slice of pairs for accuracy.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    score: str | None = Field(
+        None, description="A generate stage whose responses this model scores after training (scores.jsonl). "
+                          "Label-free here; sample the student on split: test and the report judges the scores "
+                          "against gold after the fact (within-question AUC, best-of-k).")
+
+
+RewardSource = Literal["model", "majority", "gold"]
 
 
 class RlStage(StageBase):
-    """Optimise the policy against the learned reward, KL-penalised to the reference."""
+    """Optimise the policy against a reward, KL-penalised to the reference.
+
+    The reward is a ladder that tells where a gain is lost: `model` is the paper's
+    learned reward model; `majority` scores an answer 1 when it equals the teacher's
+    majority vote on that question (the label-free signal the reward model is meant
+    to generalise); `gold` is an oracle upper bound that reads gold answers.
+    """
 
     kind: Literal["rl"]
     policy: str = Field(..., description="The SFT student (a model or sft stage id); also the KL reference.")
-    reward_model: str = Field(..., description="A reward_model stage.")
-    algorithm: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="ppo as in the paper; grpo/rloo need no value model.")
+    reward: RewardSource = Field(
+        "model", description="model: the learned reward model (the paper's method). majority: 1 if the answer equals "
+        "the teacher's majority-vote pseudo-label of the question, else 0 (label-free; needs `votes`; unlabelled "
+        "questions are left out). gold: 1 if it equals the GOLD answer: an oracle that reads gold distill answers, "
+        "an upper bound for the ladder, never the method.")
+    reward_model: str | None = Field(None, description="A reward_model stage (reward: model).")
+    votes: str | None = Field(None, description="A pseudo_reward stage whose pseudo-labels score answers "
+                                                "(reward: majority).")
+    algorithm: Literal["ppo", "grpo", "rloo"] = Field(
+        "ppo", description="ppo as in the paper (needs reward: model: its value model starts from the reward "
+                           "model); grpo/rloo need no value model and take any reward.")
     kl_coef: float = Field(0.05, ge=0, description="KL penalty to the reference policy: higher stays closer.")
     episodes: int = Field(1024, ge=1, description="Total sampled responses.")
     response_length: int = Field(64, ge=1, description="Longest sampled response.")
-    batch_size: int = Field(32, ge=1, description="Rollout batch size.")
-    mini_batches: int = Field(1, ge=1, description="PPO mini-batches per rollout batch.")
-    ppo_epochs: int = Field(1, ge=1, description="PPO epochs per rollout batch.")
-    num_generations: int = Field(4, ge=2, description="GRPO/RLOO: samples per prompt.")
+    batch_size: int = Field(32, ge=1, description="Rollout batch size (responses per step, before mini-batches).")
+    mini_batches: int = Field(1, ge=1, description="Mini-batches per rollout batch.")
+    ppo_epochs: int = Field(1, ge=1, description="Optimisation epochs per rollout batch.")
+    num_generations: int = Field(4, ge=2, description="GRPO/RLOO: samples per prompt (the group baseline).")
     learning_rate: float = Field(3e-5, gt=0, le=1.0, description="Policy learning rate.")
     temperature: float = Field(1.0, gt=0, le=5, description="Rollout sampling temperature.")
     save_every_steps: int = Field(20, ge=1, description="Checkpoint interval (beside the output) for resume.")
+
+    @model_validator(mode="after")
+    def _reward_source(self):
+        needs = {"model": "reward_model", "majority": "votes"}.get(self.reward)
+        for name in ("reward_model", "votes"):
+            what = "a reward_model stage" if name == "reward_model" else "a pseudo_reward stage"
+            if name == needs and getattr(self, name) is None:
+                raise ValueError(f"reward: {self.reward} needs `{name}`; hint: set {name}: <{what}>, or choose "
+                                 "another reward (model: a reward_model stage; majority: votes; gold: the oracle)")
+            if name != needs and getattr(self, name) is not None:
+                raise ValueError(f"`{name}` is only read with reward: {'model' if name == 'reward_model' else 'majority'}"
+                                 f" (this stage has reward: {self.reward}); hint: remove `{name}`, or change reward")
+        if self.algorithm == "ppo" and self.reward != "model":
+            raise ValueError(f"algorithm: ppo needs a reward model (its value model starts from it), not reward: "
+                             f"{self.reward}; hint: set algorithm: rloo or grpo")
+        if self.batch_size % self.mini_batches:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of mini_batches ({self.mini_batches}); "
+                             "hint: change one of them")
+        if self.algorithm != "ppo" and self.batch_size % self.num_generations:
+            raise ValueError(f"grpo/rloo sample num_generations ({self.num_generations}) responses per prompt, so "
+                             f"batch_size ({self.batch_size}) must be a multiple of it; hint: change one of them")
+        return self
 
 
 class EvalStage(StageBase):

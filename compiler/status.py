@@ -42,4 +42,6 @@ def describe(plan: Plan, root: Path) -> str:
         lines.append(f"  {job.id:<{width}}  {job.config.kind:<13} <- {deps or '-':<40} {state}")
     todo = sum(1 for w in why.values() if w)
     lines.append(f"{todo} of {len(plan.jobs)} stages would run")
+    lines += [f"note: {j.id} is an ORACLE (reward: gold reads gold distill answers): an upper bound, not the method"
+              for j in plan.jobs if j.config.kind == "rl" and j.config.params.get("reward") == "gold"]
     return "\n".join(lines)

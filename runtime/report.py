@@ -23,10 +23,12 @@ from pathlib import Path
 
 from . import task as taskdata
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
+from . import report_method as method
 from .report_page import NAMES, render
 
-RANK = {"rl": 3, "sft": 2, "student": 1, "teacher": 0}          # later in the pipeline = compared first
-HIGHLIGHT = [("rl", "sft"), ("rl", "teacher"), ("sft", "teacher"), ("sft", "student")]
+# later in the pipeline = compared first; SFT on all samples (the data ablation) sits before majority-filtered SFT
+RANK = {"rl": 3, "sft": 2, "sft_all": 1.5, "student": 1, "teacher": 0}
+HIGHLIGHT = [("rl", "sft"), ("rl", "teacher"), ("sft", "teacher"), ("sft", "sft_all"), ("sft", "student")]
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -136,7 +138,8 @@ def roles(spec: dict) -> dict[str, str]:
         if st.get("kind") == "rl":
             out[sid] = "rl"
         elif st.get("kind") == "sft":
-            out[sid] = "teacher" if st.get("data") == "gold" else "sft"
+            all_samples = (stages.get(st.get("data")) or {}).get("kind") == "generate"
+            out[sid] = "teacher" if st.get("data") == "gold" else "sft_all" if all_samples else "sft"
             if st.get("data") != "gold":
                 students.add(lineage(spec, sid)[-1])
     out.update({m: "student" for m in students if m and m not in out})
@@ -153,20 +156,25 @@ def collect(cfg, st) -> dict:
     evals = []
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
         model = stage_model(spec, e)
-        evals.append({"stage": e, "model": model, "role": role_of.get(model, "other"),
+        role = role_of.get(model, "other")
+        evals.append({"stage": e, "model": model, "role": role, "label": method.model_label(spec, model, role, NAMES),
                       "metrics": read(cfg.inputs.get(f"{e}_metrics")),
                       "samples": read(cfg.inputs.get(f"{e}_samples")) or []})
     gold = gold_targets(cfg, "distill")
+    compared = comparisons(evals, spec, st.bootstrap_samples, cfg.seed)
     return {
         "spec": cfg.spec_name, "spec_hash": lock.get("spec_hash"), "packages": lock.get("packages", {}),
         "seeds": {"spec": cfg.spec_seed, "report": cfg.seed,
                   "stage_overrides": {s: v["seed"] for s, v in spec.get("stages", {}).items()
                                       if v.get("seed") is not None}},
         "accuracy": [accuracy_row(e) for e in evals],
-        "comparisons": comparisons(evals, spec, st.bootstrap_samples, cfg.seed),
+        "comparisons": compared,
+        "sentences": [method.sentence(c) for c in compared if c["highlight"]],
+        "ladder": method.ladder(compared, spec),
         "voting": voting(cfg, evals, spec, gold),
         "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold) for p in up.get("pseudo_reward", [])},
         "reward_models": {r: read(cfg.inputs.get(f"{r}_metrics")) for r in up.get("reward_model", [])},
+        "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r) for r in up.get("reward_model", [])},
         "curves": curves(cfg),
         "examples": examples(evals, st.examples_per_model, question_texts(cfg)),
         "resources": {s: benchmark(cfg.inputs.get(f"{s}_benchmark"))
@@ -203,11 +211,12 @@ def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[
                 continue
             x, y = [ca[q] for q in shared], [cb[q] for q in shared]
             key = (a["role"], b["role"])
-            hl = key in HIGHLIGHT and (b["role"] == "teacher" or b["model"] in lineage(spec, a["model"]))
+            related = b["model"] in lineage(spec, a["model"]) or lineage(spec, a["model"])[-1:] == lineage(spec, b["model"])[-1:]
+            hl = key in HIGHLIGHT and (b["role"] == "teacher" or related)
             only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
             lo, hi = paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
-            out.append({"a": a["stage"], "b": b["stage"], "highlight": hl,
-                        "label": f"{NAMES.get(a['role'], a['model'])} vs {NAMES.get(b['role'], b['model'])}",
+            out.append({"a": a["stage"], "b": b["stage"], "highlight": hl, "a_model": a["model"], "b_model": b["model"],
+                        "a_role": a["role"], "b_role": b["role"], "label": f"{a['label']} vs {b['label']}",
                         "n": len(shared), "acc_a": sum(x) / len(x), "acc_b": sum(y) / len(y),
                         "diff": (sum(x) - sum(y)) / len(x), "ci95": [lo, hi], "a_only": only_a, "b_only": only_b,
                         "p_mcnemar": mcnemar_exact(only_a, only_b)})
@@ -215,6 +224,18 @@ def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[
     by_stage = {e["stage"]: e for e in evals}
     return sorted(out, key=lambda c: (not c["highlight"],
                                       order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99)))
+
+
+def reward_vs_gold(cfg, spec: dict, rm: str) -> dict | None:
+    """The reward model's scores of a model's held-out samples (its `score` stage), judged against gold."""
+    score_stage = ((spec.get("stages") or {}).get(rm) or {}).get("score")
+    if not score_stage:
+        return None
+    split = ((spec.get("stages") or {}).get(score_stage) or {}).get("split", "distill")
+    rows, gold = read(cfg.inputs.get(f"{rm}_scores")), gold_targets(cfg, split)
+    if not rows or not gold:
+        return None
+    return {"scored": score_stage, "split": split} | (method.rm_vs_gold(rows, gold, same_answer) or {})
 
 
 def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:

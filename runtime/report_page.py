@@ -11,7 +11,8 @@ import base64
 import io
 
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
-NAMES = {"rl": "RL student", "sft": "SFT student", "student": "base student", "teacher": "teacher"}
+NAMES = {"rl": "RL student", "sft": "SFT student", "sft_all": "SFT student (all teacher samples)",
+         "student": "base student", "teacher": "teacher"}
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
 
 
@@ -49,7 +50,7 @@ def section(title: str, notes=(), tables=(), plots=(), env: bool = False) -> dic
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
     """The page, in order; sections with env=True come last, after ENV_MARKER."""
-    return [accuracy(s), paired(s, bootstrap_samples), voting(s), pseudo_labels(s), reward_models(s),
+    return [accuracy(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s), reward_models(s),
             training(s), examples(s), provenance(s), resources(s), environment(s)]
 
 
@@ -76,6 +77,26 @@ def paired(s: dict, samples: int) -> dict:
     return section("Paired comparisons", notes, [table(
         ["comparison", "A vs B", "shared n", "A %", "B %", "A - B", "95% CI", "only A right", "only B right",
          "McNemar p"], rows, [c["highlight"] for c in cs])] if cs else [])
+
+
+def in_words(s: dict) -> dict:
+    """One sentence per highlighted comparison, and the RL reward ladder's verdict."""
+    notes = list(s.get("sentences") or [])
+    lad = s.get("ladder") or {}
+    rows = [[REWARD_ROWS.get(k, k), r["stage"], r["n"], signed(r["diff"]), ci(r["ci95"]), pvalue(r["p"]), r["verdict"]]
+            for k in ("gold", "majority", "model") if (r := (lad.get("rungs") or {}).get(k))]
+    if lad.get("finding"):
+        notes.append("Reward ladder: " + lad["finding"])
+    if "gold" in (lad.get("rungs") or {}):
+        notes.append("The gold rung is an ORACLE: its rl stage read gold distill answers. It bounds what RL can "
+                     "do here; it is not the method.")
+    return section("What the comparisons say", notes or ["not run: no key comparison (need evals of the models)"],
+                   [table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p",
+                           "verdict"], rows)] if rows else [])
+
+
+REWARD_ROWS = {"gold": "gold answers (oracle, upper bound)", "majority": "majority-vote pseudo-labels",
+               "model": "learned reward model (the paper)"}
 
 
 def voting(s: dict) -> dict:
@@ -116,12 +137,29 @@ def pseudo_labels(s: dict) -> dict:
 
 
 def reward_models(s: dict) -> dict:
-    rows = [[r, "not run", "n/a", "n/a"] if m is None else
-            [r, pct(m.get("eval_accuracy")), m.get("eval_pairs", "n/a"), m.get("train_pairs", "n/a")]
+    rows = [[r, "not run", "n/a", "n/a", "n/a", "n/a"] if m is None else
+            [r, pct(m.get("eval_accuracy")), m.get("eval_pairs", "n/a"), m.get("train_pairs", "n/a"),
+             _kind(m, "student>student", "accuracy"), _kind(m, "teacher>student", "share")]
             for r, m in s["reward_models"].items()]
-    notes = ["Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher."]
+    gold = [[r, g["scored"], g["questions"], g["k"], num(g["within_question_auc"]), g["auc_pairs"], pct(g["best_of_k"]),
+             pct(g["mean_sample"]), pct(g["pass_at_k"])]
+            for r, g in (s.get("reward_vs_gold") or {}).items() if g and "questions" in g]
+    notes = ["Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher. "
+             "Teacher-vs-student pairs can be told apart by style alone; student-vs-student pairs only by the answer "
+             "(both label-free checks)."]
+    if gold:
+        notes.append("Against gold, after the fact, on the scored model's samples of held-out questions: "
+                     "within-question AUC = share of (right, wrong) response pairs of the same question ranked right "
+                     "(0.5 = chance); best-of-k = accuracy of the top-scored sample, against the mean sample and pass@k.")
     return section("Reward model", notes if rows else ["not run: the spec has no reward_model stage"],
-                   [table(["stage", "held-out pairwise accuracy %", "eval pairs", "train pairs"], rows)])
+                   [table(["stage", "held-out pairwise accuracy %", "eval pairs", "train pairs",
+                           "student-vs-student accuracy %", "teacher-vs-student share %"], rows),
+                    table(["stage", "scored samples of", "questions", "k", "within-question AUC", "(right, wrong) pairs",
+                           "best-of-k %", "mean sample %", "pass@k %"], gold)])
+
+
+def _kind(m: dict, kind: str, key: str) -> str:
+    return pct(((m.get("eval_by_kind") or {}).get(kind) or {}).get(key))
 
 
 def training(s: dict) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup
+from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup, write_jsonl
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
 
@@ -126,6 +126,8 @@ def trainer_args(cfg, st, device, dtype, ckpt: Path) -> dict:
                 learning_rate=st.learning_rate, per_device_train_batch_size=st.batch_size,
                 logging_steps=0.05, save_strategy="steps", save_steps=CHECKPOINT_EVERY, save_total_limit=1,
                 report_to="none", use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+                # TRL's RewardConfig turns recomputation on by default: it saves GPU memory, on CPU it only costs time
+                activation_checkpointing=device.type != "cpu",
                 bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True)
 
 
@@ -168,12 +170,49 @@ def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_len
     return out
 
 
-def pair_accuracy(model, tok, rows: list[dict], st) -> float | None:
+def pair_hits(model, tok, rows: list[dict], st) -> list[bool]:
+    """Per pair: does the chosen response score higher than the rejected one?"""
     if not rows:
-        return None
+        return []
     chosen = scores(model, tok, [r["prompt"] + r["chosen"] for r in rows], st.batch_size, st.max_length)
     rejected = scores(model, tok, [r["prompt"] + r["rejected"] for r in rows], st.batch_size, st.max_length)
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(rows)
+    return [c > r for c, r in zip(chosen, rejected)]
+
+
+def pair_accuracy(model, tok, rows: list[dict], st) -> float | None:
+    hits = pair_hits(model, tok, rows, st)
+    return sum(hits) / len(hits) if hits else None
+
+
+def held_out_by_kind(model, tok, pairs: list[dict], prompts: dict, labels: list[dict], st) -> dict:
+    """Held-out accuracy per pair kind ("teacher>student", "student>student").
+
+    Teacher-vs-student pairs can be told apart by style alone; student-vs-student
+    pairs only by the answer: their accuracy is the label-free check that the model
+    ranks the student's own right answers above its wrong ones.
+    """
+    role = {r["source"]: r["role"] for r in labels}
+    kinds: dict[str, list[dict]] = {}
+    for p in pairs:
+        kinds.setdefault(f"{role.get(p['chosen_source'], '?')}>{role.get(p['rejected_source'], '?')}", []).append(p)
+    out = {}
+    for kind, group in sorted(kinds.items()):
+        hits = pair_hits(model, tok, preference_rows(group, prompts), st)
+        out[kind] = {"pairs": len(group), "share": len(group) / len(pairs), "accuracy": sum(hits) / len(hits)}
+    return out
+
+
+def score_responses(model, tok, cfg, st) -> list[dict]:
+    """The trained model's score of every response of the `score` stage (label-free: no gold read here)."""
+    if "score_responses" not in cfg.inputs:
+        return []
+    prompts = {q["id"]: taskdata.messages(q, cfg.task)
+               for split in ("distill", "test") for q in taskdata.questions(cfg.task, split, cfg.spec_seed)}
+    rows = [r for r in read_jsonl(cfg.inputs["score_responses"]) if r["question_id"] in prompts]
+    values = scores(model, tok, [prompts[r["question_id"]] + assistant(r["text"]) for r in rows],
+                    st.batch_size, st.max_length)
+    return [{"question_id": r["question_id"], "sample_id": r["sample_id"], "answer": r["answer"], "score": v}
+            for r, v in zip(rows, values)]
 
 
 def main(argv=None) -> None:
@@ -183,7 +222,8 @@ def main(argv=None) -> None:
     pairs, labels = read_jsonl(cfg.inputs["data_pairs"]), read_jsonl(cfg.inputs["data_labels"])
     train_q, eval_q = split_questions([r["question_id"] for r in pairs + labels], st.eval_fraction, cfg.seed)
     train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
-    eval_pairs = preference_rows([p for p in pairs if p["question_id"] in eval_q], prompts)
+    held_out = [p for p in pairs if p["question_id"] in eval_q]
+    eval_pairs = preference_rows(held_out, prompts)
     model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
     ckpt = checkpoint_dir(cfg)
     hp = trainer_args(cfg, st, device, dtype, ckpt)
@@ -204,10 +244,15 @@ def main(argv=None) -> None:
     metrics = {"loss_type": st.loss, "loss": history[-1]["loss"] if history else None, "steps": state.global_step,
                "train_accuracy": pair_accuracy(model, tok, train_pairs, st), "train_pairs": len(train_pairs),
                "eval_accuracy": pair_accuracy(model, tok, eval_pairs, st), "eval_pairs": len(eval_pairs),
-               "train_questions": len(train_q), "eval_questions": len(eval_q)}
+               "train_questions": len(train_q), "eval_questions": len(eval_q),
+               "eval_by_kind": held_out_by_kind(model, tok, held_out, prompts, labels, st)}
     log(f"pairwise accuracy: train {metrics['train_accuracy']}, held-out {metrics['eval_accuracy']} "
         f"({len(eval_pairs)} pairs)")
+    scored = score_responses(model, tok, cfg, st)
+    if scored:
+        log(f"scored {len(scored)} responses of {cfg.upstream['score'][0]!r}")
     models.save_model_dir(model, tok, cfg.outputs["model"], history)
+    write_jsonl(cfg.outputs["scores"], scored)
     atomic_write_json(cfg.outputs["metrics"], metrics)
 
 

@@ -1,9 +1,15 @@
-"""rl: optimise the SFT student against the learned reward model, KL-penalised to itself.
+"""rl: optimise the SFT student against a reward, KL-penalised to itself.
+
+The reward (`reward:`) is one rung of a ladder: the learned reward model (the
+paper's method), the teacher's majority-vote pseudo-label of the question (1 when
+the response's answer equals it: label-free, no model), or the gold answer (an
+oracle upper bound: the only place besides the bootstrap, eval and report that
+reads gold, and only when the spec says `reward: gold`).
 
 ppo (the paper's): trl.experimental.ppo (trl 1.12) with the policy, a frozen copy of
 it as the KL reference, the reward model, and a value model initialised from the
-reward model. grpo / rloo: TRL's GRPOTrainer / RLOOTrainer with the reward model
-as the reward function; they need no value model.
+reward model. grpo / rloo: TRL's GRPOTrainer / RLOOTrainer with the reward model,
+or the answer-matching function, as the reward; they need no value model.
 
 rl_log.jsonl has one row per step: "reward" (mean reward-model score of the
 sampled responses; for ppo minus missing_eos_penalty on responses that never
@@ -81,7 +87,9 @@ def trainer_args(st, device, dtype) -> dict:
 
     return dict(learning_rate=st.learning_rate, temperature=st.temperature, report_to="none",
                 use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-                disable_tqdm=True, logging_steps=1)
+                disable_tqdm=True, logging_steps=1,
+                # TRL's PPO/RLOO configs recompute activations by default: saves GPU memory, on CPU only costs time
+                activation_checkpointing=device.type != "cpu")
 
 
 # ----------------------------------------------------------------------------- ppo
@@ -174,7 +182,38 @@ def policy_path(cfg) -> str:
     return str(path)
 
 
-def run_group(cfg, st, prompts, device, dtype):
+def answer_targets(cfg, st) -> dict[str, str] | None:
+    """question id -> the answer that earns reward 1 (reward: majority or gold); None for reward: model."""
+    if st.reward == "majority":   # every labelled row of a kept question carries the question's pseudo-label
+        return {r["question_id"]: r["pseudo_label"] for r in read_jsonl(cfg.inputs["votes_labels"])}
+    if st.reward == "gold":       # the oracle rung: the spec asked for it by name
+        rows = taskdata.gold(cfg.task, "distill", cfg.spec_seed)
+        missing = [r["id"] for r in rows if "target" not in r]
+        if missing:
+            raise SystemExit(f"rl stage {cfg.id!r}: reward: gold needs an answer on every distill question; "
+                             f"{len(missing)} have none (e.g. {missing[:3]})")
+        return {r["id"]: r["target"] for r in rows}
+    return None
+
+
+def answer_reward(targets: dict[str, str], fmt: str, name: str):
+    """A TRL reward function: 1.0 when a completion's extracted answer equals its question's target, else 0.0."""
+    def reward(prompts, completions, question_id, **kwargs):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [float(taskdata.extract_answer(t, fmt) == targets[q]) for t, q in zip(texts, question_id)]
+    reward.__name__ = name   # TRL logs it as rewards/<name>/mean
+    return reward
+
+
+def reward_function(cfg, st, targets):
+    """(reward_funcs, reward_processing_classes) for GRPO/RLOO: the reward model, or answer matching."""
+    if targets is None:
+        model, tok = load_reward_model(cfg.inputs["reward_model"])
+        return model, tok
+    return answer_reward(targets, cfg.task.format, f"{st.reward}_answer"), None
+
+
+def run_group(cfg, st, questions, targets, device, dtype):
     """GRPO or RLOO: batch_size completions per rollout (batch_size / num_generations prompts)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -184,9 +223,7 @@ def run_group(cfg, st, prompts, device, dtype):
     path = policy_path(cfg)
     policy, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    reward, reward_tok = load_reward_model(cfg.inputs["reward_model"])
-    if st.batch_size % st.mini_batches:
-        raise SystemExit(f"batch_size ({st.batch_size}) must be a multiple of mini_batches ({st.mini_batches})")
+    reward, reward_tok = reward_function(cfg, st, targets)
     rollouts = math.ceil(st.episodes / st.batch_size)
     ckpt = checkpoint_dir(cfg)
     args = config_cls(output_dir=str(ckpt), max_steps=rollouts * st.mini_batches * st.ppo_epochs,
@@ -196,7 +233,8 @@ def run_group(cfg, st, prompts, device, dtype):
                       beta=st.kl_coef, save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
                       seed=cfg.seed, **trainer_args(st, device, dtype))
     trainer = trainer_cls(model=policy, reward_funcs=reward, reward_processing_classes=reward_tok, args=args,
-                          processing_class=tok, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                          processing_class=tok,
+                          train_dataset=Dataset.from_list([{"prompt": m, "question_id": q} for q, m in questions]),
                           callbacks=[log_callback({})])
     policy, state = train_or_load(trainer, ckpt)
     return policy, tok, history_rows(state, {})
@@ -205,9 +243,20 @@ def run_group(cfg, st, prompts, device, dtype):
 def main(argv=None) -> None:
     cfg, st, args = start(argv, "rl")
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
-    prompts = [taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
-    run = run_ppo if st.algorithm == "ppo" else run_group
-    policy, tok, rows = run(cfg, st, prompts, device, dtype)
+    questions = [(q["id"], taskdata.messages(q, cfg.task))
+                 for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
+    targets = answer_targets(cfg, st)
+    if targets is not None:   # majority: questions the vote dropped have no label, so no reward
+        questions = [(q, m) for q, m in questions if q in targets]
+        log(f"reward: {st.reward} answer ({'ORACLE: gold answers' if st.reward == 'gold' else 'pseudo-labels'}) "
+            f"on {len(questions)} distill questions")
+    if len(questions) * (st.num_generations if st.algorithm != "ppo" else 1) < st.batch_size:
+        raise SystemExit(f"rl stage {cfg.id!r}: {len(questions)} questions are too few for batch_size "
+                         f"{st.batch_size}: lower batch_size")
+    if st.algorithm == "ppo":
+        policy, tok, rows = run_ppo(cfg, st, [m for _, m in questions], device, dtype)
+    else:
+        policy, tok, rows = run_group(cfg, st, questions, targets, device, dtype)
     if rows:
         log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
     models.save_model_dir(policy, tok, cfg.outputs["model"], rows)

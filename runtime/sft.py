@@ -77,9 +77,16 @@ def max_new_tokens(tok, dev: list[dict]) -> int:
     return max((len(tok(r["answer"], add_special_tokens=False)["input_ids"]) for r in dev), default=0) + 8
 
 
-def stop_rules(stage, dev: list[dict], gen_tok, task):
-    """A TrainerCallback for the spec's stop rules: max_time_s and a dev-accuracy target.
+class TimeLimitExceeded(Exception):
+    """Training ran past max_time_s: the job fails, it never stops early with a result."""
 
+
+def stop_rules(stage, dev: list[dict], gen_tok, task):
+    """A TrainerCallback for the spec's stop rules: a dev-accuracy target, and max_time_s as a failure.
+
+    Training stops only on steps, epochs or dev accuracy, so a finished run computes
+    the same model on a quiet or a loaded machine. max_time_s is a guard, not a stop
+    rule: past it the job fails (checkpoints stay beside the output for a resume).
     Dev accuracy goes into the trainer's log history, so it is checkpointed with
     the run and lands in train_log.jsonl.
     """
@@ -93,8 +100,8 @@ def stop_rules(stage, dev: list[dict], gen_tok, task):
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if stage.max_time_s and time.monotonic() - self.t0 >= stage.max_time_s:
-                log(f"step {state.global_step}: max_time_s {stage.max_time_s} reached, stopping")
-                control.should_training_stop = True
+                raise TimeLimitExceeded(f"step {state.global_step}: training ran past max_time_s "
+                                        f"({stage.max_time_s:g} s)")
             if dev and state.global_step % stage.eval_every_steps == 0:
                 acc = dev_accuracy(model, gen_tok, task, dev, budget)
                 state.log_history.append({"step": state.global_step, "dev_accuracy": acc})
@@ -178,7 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     if resume:
         log(f"resumed from checkpoint step {resume.rsplit('-', 1)[-1]} ({resume})")
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except TimeLimitExceeded as exc:
+        raise SystemExit(f"sft stage {cfg.id!r} failed: {exc}. A time limit never shortens training (the result "
+                         "would depend on machine load); stop on max_steps, epochs or stop_at_dev_accuracy, "
+                         "or raise max_time_s. Checkpoints are kept: a rerun resumes.") from None
     history = trainer.state.log_history
     log(f"trained to step {trainer.state.global_step} in {time.perf_counter() - t0:.1f} s")
     step = trainer.state.global_step

@@ -223,7 +223,7 @@ def test_a_removed_stage_leaves_no_config_behind(tiny, tmp_path):
     plan, _ = build(tiny, tmp_path)
     assert "eval_rl" not in {j.id for j in plan.jobs}
     assert sorted(p.stem for p in stages.iterdir()) == sorted(j.id for j in plan.jobs)
-    assert not list((tmp_path / "build/tiny/lm_eval").rglob("*eval_rl*.yaml"))
+    assert not list((tmp_path / "build/tiny/lm_eval").rglob("*eval_rl.yaml"))
 
 
 def test_lock_file_rebuilds_the_same_workflow(tmp_path):

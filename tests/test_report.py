@@ -104,6 +104,7 @@ def fake_run(configs: dict) -> dict:
               [{"step": 10 * (i + 1), "loss": v, "learning_rate": 1e-3} for i, v in enumerate(losses)]
               + [{"step": 10 * len(losses), "train_runtime": 1.0}])
     write(inputs["rm_metrics"], {"eval_accuracy": 0.625, "eval_pairs": 8, "train_pairs": 72})
+    write(inputs["rm_scores"], "")     # this spec's reward model scores no held-out samples
     write(Path(inputs["student_rl_model"]) / "config.json", {})
     write(inputs["student_rl_log"], [{"step": s, "reward": 0.1 * s, "kl": 0.01 * s, "entropy": 2.0}
                                      for s in range(1, 6)])
@@ -169,13 +170,20 @@ def test_tables_hold_the_hand_computed_numbers(tiny):
     assert not cmp[("eval_student", "eval_teacher")]["highlight"]
     # the same numbers, formatted, in both files
     assert "| teacher | eval_teacher | teacher | distillc_tiny | 10 | 70.0 | [39.7, 89.2] | 80.0 |" in md
-    assert re.search(r"\| \*\*RL student vs SFT student\*\* \| eval_rl vs eval_sft \| 10 \| 80\.0 \| 50\.0 "
+    assert re.search(r"\| \*\*RL student \(learned RM\) vs SFT student\*\* \| eval_rl vs eval_sft \| 10 \| 80\.0 \| 50\.0 "
                      r"\| \+30\.0 \|.*\| 3 \| 0 \| 0\.2500 \|", md)
     assert "0.2188" in md and "0.2500" in html and "+30.0" in html
     assert "&lt;b&gt;12&lt;/b&gt;" in html and "<b>12" not in html
     for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):        # every Markdown table keeps its columns
         assert len({len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}) == 1, block
     assert "\\<b>12\\</b> \\| 1 #### 12" in md
+    # ... and in words: one sentence per highlighted comparison, the ladder's single rung
+    lo, hi = (100 * x for x in rl_sft["ci95"])
+    assert s["sentences"][0] == (f"RL student (learned RM) vs SFT student: +30.0 points, 95% CI [{lo:.1f}, {hi:.1f}], "
+                                 "McNemar p = 0.25, n = 10: no detectable difference (the CI includes 0 or p >= 0.05).")
+    assert len(s["sentences"]) == 4 and s["sentences"][0] in md
+    assert s["ladder"]["rungs"]["model"]["verdict"] == "no detectable difference"
+    assert "no gold or majority rung ran" in s["ladder"]["finding"] and s["ladder"]["finding"] in md
 
 
 def test_pseudo_labels_voting_rm_and_curves(tiny):

@@ -22,11 +22,16 @@ RL_STAGES = {
     "ppo": {"episodes": 16 * 30, "ppo_epochs": 4, "mini_batches": 2, **FAST},
     "grpo": {"algorithm": "grpo", "episodes": 16 * 30, "num_generations": 4, **FAST},
     "restart": {"episodes": 16 * 6, "save_every_steps": 2, **FAST},
+    "majority": {"algorithm": "rloo", "reward": "majority", "reward_model": None, "votes": "votes",
+                 "episodes": 16 * 30, "num_generations": 4, **FAST},
+    "gold": {"algorithm": "grpo", "reward": "gold", "reward_model": None, "episodes": 16 * 2, **FAST},
 }
+SEVEN = "7"   # the pseudo-label every question gets in the majority test: a target a random policy can find
 
 
 def spec() -> dict:
-    rl_stages = {sid: {"kind": "rl", "policy": "sft", "reward_model": "rm", **p} for sid, p in RL_STAGES.items()}
+    rl_stages = {sid: {k: v for k, v in {"kind": "rl", "policy": "sft", "reward_model": "rm", **p}.items()
+                       if v is not None} for sid, p in RL_STAGES.items()}
     return {"name": "rl", "seed": 1, "models": {"m": TINY},
             "task": {"synthetic": {"gold_size": 20, "dev_size": 0, "distill_size": 64, "test_size": 4}},
             "stages": {"samples": {"kind": "generate", "model": "m"},
@@ -53,6 +58,9 @@ def workflow(tmp_path_factory):
         write_jsonl(rm_cfg.inputs["data_pairs"], pairs)
         write_jsonl(rm_cfg.inputs["data_labels"], [])
         reward_model.main(["--config", str(configs["rm"]), "--threads", "1"])
+        votes = load(configs["majority"]).inputs["votes_labels"]   # after the RM: every question's label is 7
+        write_jsonl(votes, [{"question_id": q["id"], "pseudo_label": SEVEN, "label": 1, "role": "teacher"}
+                            for q in task.questions(rm_cfg.task, "distill", rm_cfg.spec_seed)])
         policy = load(configs["ppo"]).models["policy"]
         models.save(*models.load_causal_lm(rm_cfg.models["model"], rm_cfg.task, rm_cfg.spec_seed), policy.path)
     finally:
@@ -120,3 +128,29 @@ def test_ppo_restarts_from_its_last_snapshot(workflow, monkeypatch, capsys):
     assert "restarting from" in capsys.readouterr().err
     check_run(cfg, again, 6)
     assert again[:4] == first[:4]                               # kept from the snapshot, not retrained
+
+
+def test_majority_reward_is_learned_without_a_reward_model(workflow, monkeypatch):
+    """RLOO on the pseudo-label reward: answering the voted "7" pays; a random policy finds it and learns it."""
+    cfg, rows = run(workflow, monkeypatch, "majority")
+    check_run(cfg, rows, 30)
+    rewards = [r["reward"] for r in rows]
+    assert all(0.0 <= r <= 1.0 for r in rewards)          # 0/1 answer matches, averaged
+    assert "rewards/majority_answer/mean" in rows[0]
+    assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.25, rewards
+
+
+def test_gold_reward_scores_answers_against_gold(workflow, monkeypatch):
+    """The oracle rung reads gold distill answers: 1 exactly when the extracted answer equals the target."""
+    root, configs = workflow
+    cfg = load(configs["gold"])
+    targets = rl.answer_targets(cfg, cfg.stage())
+    gold = {r["id"]: r["target"] for r in task.gold(cfg.task, "distill", cfg.spec_seed)}
+    assert targets == gold
+    q, t = next(iter(gold.items()))
+    reward = rl.answer_reward(targets, "gsm8k", "gold_answer")
+    done = [[{"role": "assistant", "content": text}] for text in (f"3 + 4 = 7. #### {t}", f"#### {int(t) + 1}", "")]
+    assert reward(None, done, [q] * 3) == [1.0, 0.0, 0.0]
+    cfg, rows = run(workflow, monkeypatch, "gold")
+    check_run(cfg, rows, 2)
+    assert "rewards/gold_answer/mean" in rows[0]

@@ -141,16 +141,24 @@ def test_killed_run_resumes_from_its_checkpoint(built, capsys):
     assert not ckpts.exists()
 
 
-def test_lora_is_merged_and_max_time_stops(built):
+def test_max_time_fails_loudly_and_never_shortens_training(built):
+    """A time limit is a guard: past it the job fails with a message and writes no model (no load-dependent result)."""
+    config = built(spec({"max_steps": 500, "max_time_s": 0.001}))["s"]
+    with pytest.raises(SystemExit) as exc:
+        sft.main(["--config", str(config), "--threads", "1"])
+    assert "ran past max_time_s" in str(exc.value) and "never shortens training" in str(exc.value)
+    assert not Path("runs/sft/s/model").exists()
+
+
+def test_lora_is_merged(built):
     from transformers import AutoModelForCausalLM
 
-    stage = {"max_steps": 500, "max_time_s": 0.001, "lora": {"r": 4, "alpha": 8}}
-    config = built(spec(stage))["s"]
+    config = built(spec({"max_steps": 2, "lora": {"r": 4, "alpha": 8}}))["s"]
     sft.main(["--config", str(config), "--threads", "1"])
     out = Path("runs/sft/s/model")
     assert not (out / "adapter_config.json").exists()
     log = read_jsonl(out / "train_log.jsonl")
-    assert max(r["step"] for r in log) == 1          # stopped by the time limit after one step
+    assert max(r["step"] for r in log) == 2
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name in merged.state_dict())
     base, _ = models.load_causal_lm(load_config(config, "sft").models["model"], load_config(config, "sft").task, 0)

@@ -1,0 +1,65 @@
+"""The report's reading of the method, on hand-worked numbers: RM vs gold, the ladder, the sentences."""
+from __future__ import annotations
+
+import pytest
+
+from runtime import report_method as method
+from runtime.report import same_answer
+
+
+def scored(q: str, answers_scores: list[tuple[str, float]]) -> list[dict]:
+    return [{"question_id": q, "sample_id": i, "answer": a, "score": s} for i, (a, s) in enumerate(answers_scores)]
+
+
+def test_rm_vs_gold_on_hand_worked_scores():
+    gold = {"q1": "5", "q2": "7", "q3": "1"}
+    rows = (scored("q1", [("5", 0.9), ("4", 0.1), ("6", 0.5)])      # right one on top: 2 of 2 pairs won
+            + scored("q2", [("7", 0.2), ("8", 0.6), ("7", 0.6)])    # pairs (7@.2 vs 8@.6) lost, (7@.6 vs 8@.6) tie
+            + scored("q3", [("2", 0.3), ("3", 0.1), ("2", 0.2)])    # no right answer: no pair, best-of-k wrong
+            + scored("q9", [("1", 5.0)]))                           # not in gold: ignored
+    g = method.rm_vs_gold(rows, gold, same_answer)
+    assert g["questions"] == 3 and g["mixed_questions"] == 2 and g["auc_pairs"] == 4
+    assert g["within_question_auc"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
+    # best-of-k: q1 right; q2 tie at 0.6 between sample 1 ("8") and 2 ("7") goes to the lower id: wrong; q3 wrong
+    assert g["best_of_k"] == pytest.approx(1 / 3)
+    assert g["mean_sample"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert g["pass_at_k"] == pytest.approx(2 / 3) and g["k"] == 3
+    assert method.rm_vs_gold(rows, {}, same_answer) is None
+
+
+def comparison(a_role, reward, diff, ci, p, n=500) -> dict:
+    return {"a": f"eval_{reward}", "b": "eval_sft", "a_model": f"rl_{reward}", "b_model": "sft", "a_role": a_role,
+            "b_role": "sft", "highlight": True, "diff": diff, "ci95": ci, "p_mcnemar": p, "n": n,
+            "label": f"RL student ({method.REWARD_NAMES[reward]}) vs SFT student"}
+
+
+SPEC = {"stages": {"rl_gold": {"kind": "rl", "reward": "gold"}, "rl_majority": {"kind": "rl", "reward": "majority"},
+                   "rl_model": {"kind": "rl"}, "sft": {"kind": "sft"}}}
+
+
+@pytest.mark.parametrize("verdicts, words", [
+    ({"gold": 0, "majority": 0, "model": 0}, "limit is RL itself"),
+    ({"gold": 1, "majority": 0, "model": 0}, "lost in the labels"),
+    ({"gold": 1, "majority": 1, "model": 0}, "lost in reward-model training"),
+    ({"gold": 1, "majority": 1, "model": 1}, "distilled rewards help"),
+    ({"model": 0}, "no gold or majority rung ran"),
+    ({"majority": 0, "model": 1}, "no gold rung ran"),
+])
+def test_ladder_locates_the_first_rung_that_fails(verdicts, words):
+    better, none = (0.04, [0.01, 0.07], 0.01), (0.004, [-0.02, 0.03], 0.7)
+    cs = [comparison("rl", k, *(better if v else none)) for k, v in verdicts.items()]
+    lad = method.ladder(cs, SPEC)
+    assert set(lad["rungs"]) == set(verdicts)
+    assert words in lad["finding"]
+
+
+def test_sentences_say_better_worse_or_no_difference():
+    up = comparison("rl", "majority", 0.021, [0.004, 0.038], 0.02)
+    assert method.sentence(up) == ("RL student (majority-vote reward) vs SFT student: +2.1 points, 95% CI [0.4, 3.8], "
+                                   "McNemar p = 0.02, n = 500: the RL student (majority-vote reward) is better.")
+    down = comparison("rl", "model", -0.04, [-0.07, -0.01], 0.02)
+    assert method.sentence(down).endswith("is worse.")
+    flat = comparison("rl", "gold", 0.02, [-0.01, 0.05], 0.2)
+    assert method.sentence(flat).endswith("no detectable difference (the CI includes 0 or p >= 0.05).")
+    # a small p with a CI that straddles 0 (the two tests disagree) is not called a difference
+    assert method.verdict(comparison("rl", "gold", 0.02, [-0.001, 0.05], 0.04)) == "no detectable difference"
