@@ -157,7 +157,7 @@ def collect(cfg, st) -> dict:
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
         model = stage_model(spec, e)
         role = role_of.get(model, "other")
-        evals.append({"stage": e, "model": model, "role": role, "label": method.model_label(spec, model, role, NAMES),
+        evals.append({"stage": e, "model": model, "role": role, "label": method.eval_label(spec, e, model, role, NAMES),
                       "metrics": read(cfg.inputs.get(f"{e}_metrics")),
                       "samples": read(cfg.inputs.get(f"{e}_samples")) or []})
     gold = gold_targets(cfg, "distill")
@@ -185,7 +185,7 @@ def collect(cfg, st) -> dict:
 
 def accuracy_row(e: dict) -> dict:
     m = e["metrics"]
-    row = {k: e[k] for k in ("stage", "model", "role")}
+    row = {k: e[k] for k in ("stage", "model", "role", "label")}
     if m is None:
         return row | {"status": "not run"}
     n, acc = m.get("n", 0), m.get("accuracy")

@@ -28,6 +28,13 @@ def model_label(spec: dict, name: str, role: str, names: dict) -> str:
     return f"{base} ({REWARD_NAMES[reward]})" if reward else base
 
 
+def eval_label(spec: dict, eval_id: str, model: str, role: str, names: dict) -> str:
+    """The model's label, plus how this eval decodes when it samples: comparisons use its first sample."""
+    st = (spec.get("stages") or {}).get(eval_id) or {}
+    label = model_label(spec, model, role, names)
+    return f"{label}, one sample at T={st['temperature']:g}" if st.get("temperature") else label
+
+
 # ----------------------------------------------------------------------------- reward model vs gold
 def rm_vs_gold(scores: list[dict], gold: dict[str, str], same) -> dict | None:
     """How well the reward model ranks one model's samples of held-out questions, judged by gold.

@@ -55,7 +55,7 @@ def sections(s: dict, bootstrap_samples: int) -> list[dict]:
 
 
 def accuracy(s: dict) -> dict:
-    rows = [[a["model"], a["stage"], NAMES.get(a["role"], a["role"])] + (
+    rows = [[a["model"], a["stage"], a.get("label") or NAMES.get(a["role"], a["role"])] + (
         [a.get("task") or "", a["n"], pct(a["accuracy"]), ci(a["ci95"]), pct(a["majority"])]
         if a["status"] == "ok" else ["not run"] * 5) for a in s["accuracy"]]
     notes = [CI_NOTE + " Accuracy in %; majority vote where the eval samples several answers per question."]

@@ -241,7 +241,7 @@ def test_missing_outputs_say_not_run(tiny):
     html, md, s = run_report(configs)
     acc = {a["stage"]: a for a in s["accuracy"]}
     assert acc["eval_rl"]["status"] == "not run" and acc["eval_sft"]["accuracy"] == 0.5
-    assert "| eval_rl | rl | not run |" not in md and re.search(r"\| eval_rl \| RL student \| not run \|", md)
+    assert "| eval_rl | rl | not run |" not in md and re.search(r"\| eval_rl \| RL student \(learned RM\) \| not run \|", md)
     assert {(c["a"], c["b"]) for c in s["comparisons"]} == {("eval_student", "eval_teacher")}
     assert s["pseudo_labels"]["rewards"] == {"status": "not run"} and s["reward_models"]["rm"] is None
     assert s["curves"]["student_rl"] is None and s["curves"]["student_sft"] is None

@@ -63,3 +63,29 @@ def test_sentences_say_better_worse_or_no_difference():
     assert method.sentence(flat).endswith("no detectable difference (the CI includes 0 or p >= 0.05).")
     # a small p with a CI that straddles 0 (the two tests disagree) is not called a difference
     assert method.verdict(comparison("rl", "gold", 0.02, [-0.001, 0.05], 0.04)) == "no detectable difference"
+
+
+def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
+    """SFT on all teacher samples vs SFT on majority-agreeing ones: both from the same base student."""
+    from runtime import report
+
+    spec = {"stages": {"teacher": {"kind": "sft", "model": "base", "data": "gold"},
+                       "samples": {"kind": "generate", "model": "teacher"},
+                       "votes": {"kind": "pseudo_reward", "teacher": "samples"},
+                       "sft": {"kind": "sft", "model": "student", "data": "votes"},
+                       "sft_all": {"kind": "sft", "model": "student", "data": "samples"},
+                       "rl": {"kind": "rl", "policy": "sft", "reward": "majority"}}}
+    roles = report.roles(spec)
+    assert (roles["sft"], roles["sft_all"], roles["teacher"], roles["rl"], roles["student"]) == \
+        ("sft", "sft_all", "teacher", "rl", "student")
+    right = {"sft": [1, 1, 1, 0], "sft_all": [1, 0, 0, 0], "rl": [1, 1, 1, 1]}
+    evals = sorted(({"stage": f"eval_{m}", "model": m, "role": roles[m],
+                     "label": method.model_label(spec, m, roles[m], report.NAMES),
+                     "samples": [{"question_id": str(i), "correct": c} for i, c in enumerate(right[m])]}
+                    for m in right), key=lambda e: report.RANK[e["role"]])
+    cs = {(c["a"], c["b"]): c for c in report.comparisons(evals, spec, 200, 0)}
+    ablation = cs[("eval_sft", "eval_sft_all")]
+    assert ablation["highlight"] and ablation["diff"] == 0.5
+    assert ablation["label"] == "SFT student vs SFT student (all teacher samples)"
+    assert cs[("eval_rl", "eval_sft")]["label"] == "RL student (majority-vote reward) vs SFT student"
+    assert not cs[("eval_rl", "eval_sft_all")]["highlight"]
