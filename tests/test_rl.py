@@ -103,7 +103,8 @@ def test_ppo_raises_the_learned_reward(workflow, monkeypatch):
     cfg, rows = run(workflow, monkeypatch, "ppo")
     check_run(cfg, rows, 30)
     rewards = [r["reward"] for r in rows]
-    assert mean(rewards[-10:]) > mean(rewards[:5]) + 0.25, rewards   # it learns fast: compare the very start
+    # it learns fast: compare the very start. Measured rise over seeds 1-3: +0.42, +0.66, +2.28
+    assert mean(rewards[-10:]) > mean(rewards[:5]) + 0.25, rewards
     assert rows[-1]["kl"] > 0                                  # it moved away from the reference, within bounds
     from transformers import AutoModelForCausalLM, AutoTokenizer
     assert AutoModelForCausalLM.from_pretrained(cfg.outputs["model"]) is not None
@@ -114,7 +115,7 @@ def test_grpo_raises_the_learned_reward(workflow, monkeypatch):
     cfg, rows = run(workflow, monkeypatch, "grpo")
     check_run(cfg, rows, 30)
     rewards = [r["reward"] for r in rows]
-    assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.25, rewards
+    assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.25, rewards   # measured over seeds 1-3: +1.42, +1.80, +1.63
 
 
 def test_ppo_restarts_from_its_last_snapshot(workflow, monkeypatch, capsys):
@@ -137,7 +138,8 @@ def test_majority_reward_is_learned_without_a_reward_model(workflow, monkeypatch
     rewards = [r["reward"] for r in rows]
     assert all(0.0 <= r <= 1.0 for r in rewards)          # 0/1 answer matches, averaged
     assert "rewards/majority_answer/mean" in rows[0]
-    assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.25, rewards
+    # measured rise over seeds 1-3: +0.45, +0.375, +0.34; with no learning the two means differ by ~0.05 (sd)
+    assert mean(rewards[-10:]) > mean(rewards[:10]) + 0.15, rewards
 
 
 def test_gold_reward_scores_answers_against_gold(workflow, monkeypatch):
