@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path, PurePosixPath
 
+from .engines import check_engine
 from .errors import Problem, SpecError, available, did_you_mean, short
 from .schema import ModelRef, ReportStage, Resources, Spec, StageConfig, TaskSpec
 from .yamlload import Positions, dotted
@@ -294,6 +295,8 @@ def _check(pl: _Planner) -> tuple[TaskSpec, dict, list[str]]:
     pl.check_model_paths()
     task = pl.task()
     wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != "report"}
+    for sid, st in stages.items():
+        check_engine(pl, sid, DEFAULT_RESOURCES[st.kind].gpus)
     return task, wired, _order(pl, wired)
 
 

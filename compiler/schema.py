@@ -131,6 +131,10 @@ class Resources(Strict):
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# hf: transformers' generate (runs anywhere). vllm: the vLLM engine (GPU only, the `distillc[vllm]` extra);
+# refused by the compiler until it has run on a GPU (see README, "Engines").
+Engine = Literal["hf", "vllm"]
+ENGINE_HELP = "Sampling engine. hf: transformers generate, any device; vllm: GPU only, not available yet."
 
 
 class StageBase(Strict):
@@ -154,6 +158,7 @@ class GenerateStage(StageBase):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling cut-off.")
     batch_size: int = Field(256, ge=1, description="Prompts per generate call (x samples).")
     max_questions: int | None = Field(None, ge=1, description="Answer only the first N questions.")
+    engine: Engine = Field("hf", description=ENGINE_HELP)
 
     @model_validator(mode="after")
     def _distinct_temperatures(self):
@@ -257,6 +262,7 @@ class RlStage(StageBase):
     learning_rate: float = Field(3e-5, gt=0, le=1.0, description="Policy learning rate.")
     temperature: float = Field(1.0, gt=0, le=5, description="Rollout sampling temperature.")
     save_every_steps: int = Field(20, ge=1, description="Checkpoint interval (beside the output) for resume.")
+    engine: Engine = Field("hf", description=ENGINE_HELP + " grpo/rloo rollouts only.")
 
     @model_validator(mode="after")
     def _reward_source(self):
@@ -294,6 +300,7 @@ class EvalStage(StageBase):
     batch_size: int = Field(64, ge=1, description="lm-eval batch size.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
+    engine: Engine = Field("hf", description=ENGINE_HELP)
 
     @model_validator(mode="after")
     def _vote_needs_local_task(self):

@@ -44,7 +44,11 @@ def start(argv: list[str] | None, kind: str):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     log(f"{kind} stage {cfg.id!r} (spec {cfg.spec_name}, seed {cfg.seed})")
-    return cfg, cfg.stage(), args
+    stage = cfg.stage()
+    if getattr(stage, "engine", "hf") != "hf":   # the compiler refuses it; a hand-edited config must not get further
+        raise SystemExit(f"{args.config}: engine: {stage.engine} is not available yet in this version "
+                         "(it waits for a validation run on a GPU); use engine: hf")
+    return cfg, stage, args
 
 
 def derive_seed(*parts: object) -> int:

@@ -29,11 +29,13 @@ def prompts(rows: list[dict], task, tokenizer) -> list[str]:
 
 
 def sample(model, tokenizer, texts: list[str], temperature: float, k: int, max_new_tokens: int,
-           top_p: float = 1.0) -> list[tuple[str, int]]:
+           top_p: float = 1.0, cache: str = "auto") -> list[tuple[str, int]]:
     """(decoded text, generated tokens up to and including EOS) for k samples per prompt.
 
     Rows come back prompt-major: prompt i's samples are rows i*k .. i*k+k-1.
     Temperature 0 is greedy decoding, one sample per prompt. The caller seeds torch.
+    `cache`: "auto" (static on CPU, dynamic on GPU, as below), or "static" / "dynamic"
+    (benchmarks/generation.py compares the two on the same settings).
     """
     import torch
 
@@ -42,7 +44,7 @@ def sample(model, tokenizer, texts: list[str], temperature: float, k: int, max_n
         kw = dict(do_sample=False, num_return_sequences=1)
     else:   # top_k=0: only temperature and top_p shape the distribution, whatever the model's defaults
         kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=k)
-    if model.device.type == "cpu":
+    if cache == "static" or (cache == "auto" and model.device.type == "cpu"):
         # a preallocated KV cache skips a torch.cat per layer and step: ~1.3x tokens/s on CPU.
         # Not on GPU, where a static cache makes transformers compile the model for every new shape.
         kw["cache_implementation"] = "static"

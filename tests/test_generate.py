@@ -130,3 +130,15 @@ def test_killed_subprocess_resumes_without_loss_or_duplicates(built):
     uninterrupted = run(config)
     assert resumed == uninterrupted
     assert len({(r["question_id"], r["sample_id"]) for r in resumed}) == len(resumed) == 32 * 8
+
+
+def test_a_hand_edited_vllm_engine_is_refused_at_start(built):
+    """The compiler refuses engine: vllm (tests/bad_specs/vllm_*.yaml); a stage config edited by hand
+    to say it stops before loading anything, with a message that says why."""
+    config = built(spec())["samples"]
+    text = config.read_text()
+    assert "engine: hf" in text
+    config.write_text(text.replace("engine: hf", "engine: vllm"))
+    with pytest.raises(SystemExit, match="engine: vllm is not available yet in this version"):
+        generate.main(["--config", str(config), "--threads", "1"])
+    assert not Path(load_config(config, "generate").outputs["responses"]).exists()
