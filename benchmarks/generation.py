@@ -1,21 +1,19 @@
 """Generation throughput, engine against engine, on one model, one prompt set and one sampling setting.
 
     python benchmarks/generation.py --spec specs/demo.yaml --model teacher_base
-    python benchmarks/generation.py --spec specs/gpu.yaml --model teacher_base --engine all   # GPU + vllm extra
 
 Engines: `hf` runs transformers' generate twice, with a dynamic and with a static KV cache,
-through the same `runtime.generate.sample` that the generate stage uses; `vllm` adds vLLM's
-offline `LLM.generate` (the `distillc[vllm]` extra, CUDA only); `all` runs all three. Every engine
-loads the same saved model directory, so "end-to-end" (load + generate) compares start-up too;
-the break-even line says from how many generated tokens on the faster engine's start-up pays off.
+through the same `runtime.generate.sample` that the generate stage uses. Every engine loads the
+same saved model directory, so "end-to-end" (load + generate) compares start-up too; the
+break-even line says from how many generated tokens on the faster engine's start-up pays off.
 Prompts are the spec's distill questions through the model's chat template, as the stage sends them.
 
-The vLLM half has not yet run: no GPU was available when it was written (see README, "Engines").
+The vLLM half (`--engine vllm`) is not here yet: it lands with the GPU run that validates it
+(README, "Engines"); until then `--engine vllm` says so and exits 2.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -24,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout, installed or not
 
-NO_VLLM = ("--engine {engine} needs the vllm package, which is not installed here. It is a CUDA build for GPU "
-           "machines: pip install 'distillc[vllm]' (vllm==0.27.1, fits torch 2.13.0), or use --engine hf")
+NO_VLLM = ("--engine vllm is not available yet: the vLLM half of this benchmark lands with the GPU run that "
+           "validates it (README, \"Engines\"); use --engine hf")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="benchmarks/generation.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", required=True, help="a spec file: its task gives the prompts")
     p.add_argument("--model", required=True, help="a model id declared in the spec's `models:`")
-    p.add_argument("--engine", choices=("hf", "vllm", "all"), default="hf", help="hf: dynamic and static cache")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="hf: dynamic and static cache")
     p.add_argument("--questions", type=int, default=256, help="distill questions to answer")
     p.add_argument("--samples", type=int, default=4, help="samples per question")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -93,28 +91,7 @@ def hf_engine(model_dir: str, task, texts: list[str], args, dtype, device, cache
             batches.append((time.perf_counter() - t, sum(n for _, n in outs)))
         runs.append(batches)
     del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()   # vLLM sizes its KV cache from the memory free when it starts
     return _result(f"hf {cache}", load_s, min(runs, key=lambda b: sum(s for s, _ in b)))
-
-
-def vllm_engine(model_dir: str, texts: list[str], tok, args, precision: str) -> dict:
-    """vLLM's offline engine on the same token ids (the chat template already holds BOS). Not yet run."""
-    from vllm import LLM, SamplingParams
-
-    t0 = time.perf_counter()
-    llm = LLM(model=model_dir, dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision],
-              seed=args.seed, gpu_memory_utilization=0.8)
-    load_s = time.perf_counter() - t0
-    params = SamplingParams(n=args.samples, temperature=args.temperature, top_p=args.top_p,
-                            max_tokens=args.max_new_tokens, seed=args.seed)
-    prompts = [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
-    runs = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        outs = llm.generate(prompts, params)
-        runs.append([(time.perf_counter() - t, sum(len(c.token_ids) for o in outs for c in o.outputs))])
-    return _result("vllm", load_s, min(runs, key=lambda b: b[0][0]))
 
 
 def _sync(device) -> None:
@@ -157,8 +134,8 @@ def ratios(results: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.engine != "hf" and importlib.util.find_spec("vllm") is None:
-        print(NO_VLLM.format(engine=args.engine), file=sys.stderr)
+    if args.engine != "hf":
+        print(NO_VLLM, file=sys.stderr)
         return 2
     from compiler.errors import DistillcError
     try:
@@ -181,9 +158,6 @@ def run(args, task, ref, spec_seed: int) -> int:
     transformers.utils.logging.disable_progress_bar()   # the table is the output
     device, dtype = torch_setup(args.seed, args.threads, args.device, args.precision)
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    if args.engine != "hf" and device.type != "cuda":
-        print(f"--engine {args.engine} needs a CUDA GPU; this run is on {device.type}", file=sys.stderr)
-        return 2
     model, tok = models.load_causal_lm(ref, task, spec_seed, dtype)
     params = sum(p.numel() for p in model.parameters())
     texts = prompts(taskdata.questions(task, "distill", spec_seed)[: args.questions], task, tok)
@@ -193,8 +167,6 @@ def run(args, task, ref, spec_seed: int) -> int:
         hf_engine(model_dir, task, texts[:2], argparse.Namespace(**{**vars(args), "max_new_tokens": 4, "repeats": 1}),
                   dtype, device, "dynamic")        # warm-up, untimed: one-time process costs hit no engine
         results = [hf_engine(model_dir, task, texts, args, dtype, device, c) for c in ("dynamic", "static")]
-        if args.engine != "hf":
-            results.append(vllm_engine(model_dir, texts, tok, args, precision))
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"model {args.model} of {args.spec}: {params:,} parameters; {hw}, {precision}; "
           f"torch {torch.__version__}, transformers {transformers.__version__}")
