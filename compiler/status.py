@@ -42,4 +42,7 @@ def describe(plan: Plan, root: Path) -> str:
         lines.append(f"  {job.id:<{width}}  {job.config.kind:<13} <- {deps or '-':<40} {state}")
     todo = sum(1 for w in why.values() if w)
     lines.append(f"{todo} of {len(plan.jobs)} stages would run")
+    if plan.sweep:
+        from .expand import describe as describe_sweep
+        lines += describe_sweep(plan)
     return "\n".join(lines)
