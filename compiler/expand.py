@@ -94,12 +94,12 @@ def _reach(keys: list[str], plans: list) -> dict[str, set[str]]:
 
 def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: list[Spec]):
     """One spec holding every variant's stages under their suffixed ids, references rewired."""
-    names = _short_names(keys)
+    names, texts = _short_names(keys), _id_texts(spec.sweep, keys)
     stages, models, seeds, table = {}, {}, {}, []
     for values, sv in zip(points, specs):
-        mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] == ("models", m)], names)
+        mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] == ("models", m)], names, texts)
                 for m in sv.models}
-        sids = {s: s + _suffix(values, [k for k in keys if s in reach[k]], names)
+        sids = {s: s + _suffix(values, [k for k in keys if s in reach[k]], names, texts)
                 for s, st in sv.stages.items() if st.kind != "report"}
         rename = {**mids, **sids}
         for m, new in mids.items():
@@ -137,8 +137,24 @@ def _short_names(keys: list[str]) -> dict[str, str]:
     return {k: (k.split(".")[-1] if last.count(k.split(".")[-1]) == 1 else k.replace(".", "_")) for k in keys}
 
 
-def _suffix(values: dict, keys: list[str], names: dict) -> str:
-    return "".join(f"__{names[k]}_{id_value(values[k])}" for k in keys)
+def _suffix(values: dict, keys: list[str], names: dict, texts: dict) -> str:
+    return "".join(f"__{names[k]}_{texts[k][_canon(values[k])]}" for k in keys)
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _id_texts(sweep: dict, keys: list[str]) -> dict[str, dict[str, str]]:
+    """key -> {value: its text in ids}; a key whose values would print alike (1e-10 and 1.000001e-10
+    both print 1em10) names them by a hash instead, so that two variants never share an id by accident."""
+    out = {}
+    for k in keys:
+        texts = {_canon(v): id_value(v) for v in sweep[k]}
+        if len(set(texts.values())) < len(texts):
+            texts = {c: "h" + hashlib.sha256(c.encode()).hexdigest()[:8] for c in texts}
+        out[k] = texts
+    return out
 
 
 def id_value(value) -> str:
@@ -185,7 +201,7 @@ def describe(plan) -> list[str]:
     for base in sw["variants"][0]["stages"]:
         jobs = sorted({v["stages"][base] for v in sw["variants"]})
         varies = [k for k in sw["keys"] if base in sw["reach"][k]]
-        share = "shared by all variants" if len(jobs) == 1 else f"one per {', '.join(varies)}"
+        share = "shared by all variants" if len(jobs) == 1 else f"one per {' x '.join(varies)}"
         used = sorted({sw["uses"][j] for j in jobs})
         lines.append(f"  {base:<{width}}  {len(jobs)} job{'s' if len(jobs) != 1 else ''}  {share}"
                      + (f", each used by {'/'.join(map(str, used))} variants" if 1 < len(jobs) < n else ""))

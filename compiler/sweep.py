@@ -138,7 +138,7 @@ def _dym(name: str, choices) -> str:
 
 def _value_problems(key: str, values: list, data: dict, positions: Positions, file: str) -> list[Problem]:
     """Each value validated as if written in place of the field (deeper fields included)."""
-    from .load import _message, _wants_number, short as _short
+    from .load import _message, _wants_number
 
     path, problems = key_path(key), []
     for i, value in enumerate(values):
@@ -146,15 +146,15 @@ def _value_problems(key: str, values: list, data: dict, positions: Positions, fi
         where = dotted(("sweep", key, i))
         if values.index(value) != i:
             problems.append(Problem("this value repeats an earlier one: the two variants would be the same run",
-                                    where, file, line, col, _short(value), "delete it"))
+                                    where, file, line, col, short(value), "delete it"))
             continue
         if isinstance(value, bool) and (path == ("seed",) or _wants_number(path, data)):
             problems.append(Problem("expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
-                                    where, file, line, col, _short(value), "write the number"))
+                                    where, file, line, col, short(value), "write the number"))
             continue
         for loc, err in _errors(key, value, data):
             msg, hint = _message(err, path[:2] + loc, value, apply(data, {key: value}))
-            problems.append(Problem(msg, where, file, line, col, _short(value), hint))
+            problems.append(Problem(msg, where, file, line, col, short(value), hint))
     return problems
 
 
