@@ -7,7 +7,10 @@ learning rate and checks that only the new variant's stages and the report would
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -169,8 +172,17 @@ def shrunk(spec: dict) -> dict:
 
 
 def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--quiet", "rules", *args], cwd=root,
-                          capture_output=True, text=True, timeout=1200)
+    """Run Snakemake in its own process group: on a timeout its running stage jobs go with it."""
+    cmd = [str(BIN / "snakemake"), "--cores", "2", "--quiet", "rules", *args]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -191,7 +203,7 @@ def test_a_sweep_runs_to_one_report_and_a_new_value_reruns_only_its_stages(tmp_p
     spec["sweep"]["student_rl.learning_rate"].insert(0, 1.0e-3)         # a new value, at the front of the list
     build(tmp_path, spec)
     dry = snakemake(tmp_path, "-n")
-    jobs = {line.split()[0] for line in dry.stdout.splitlines() if line.strip().endswith(" 1")}
+    jobs = set(re.findall(r"^(\S+)\s+1$", dry.stdout, flags=re.M))      # Snakemake's "Job stats" table
     assert jobs == {"student_rl__seed_0__learning_rate_0p001", "student_rl__seed_1__learning_rate_0p001",
                     "eval_rl__seed_0__learning_rate_0p001", "eval_rl__seed_1__learning_rate_0p001", "report", "all"}
 
