@@ -24,7 +24,7 @@ def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
     data, positions = _unwrap_lock(*load_yaml(path))
     file, errors = str(path), []
     booleans = _booleans_as_numbers(data, positions, file)
-    problems = _bad_ids(data, positions, file) + booleans
+    problems = _bad_ids(data, positions, file) + booleans + _sweep_problems(data, positions, file)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -34,6 +34,11 @@ def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
     if problems:
         raise SpecError(problems + _reference_problems(data, errors, positions, file))
     return spec, positions
+
+
+def _sweep_problems(data, positions: Positions, file: str) -> list[Problem]:
+    from .sweep import sweep_problems
+    return sweep_problems(data, positions, file) if isinstance(data, dict) else []
 
 
 def _unwrap_lock(data: dict, positions: Positions) -> tuple[dict, Positions]:

@@ -62,6 +62,7 @@ class Plan:
     run_dir: str
     build_dir: str
     resolved: Spec                   # paths made absolute: what the lock file records
+    sweep: dict | None = None        # the variants and their stages, when the spec sweeps (compiler/expand.py)
 
     def job(self, stage_id: str) -> Job:
         return next(j for j in self.jobs if j.id == stage_id)
@@ -250,6 +251,9 @@ class _Planner:
 
 def build_plan(spec: Spec, positions: Positions | None = None, file: str = "", root: Path | None = None) -> Plan:
     """Check cross-stage rules and produce jobs in run order; raise SpecError on problems."""
+    if spec.sweep:
+        from .expand import expand
+        return expand(spec, positions or Positions(), file, root or Path.cwd())
     pl = _Planner(spec, positions or Positions(), file, root or Path.cwd())
     task, wired, order = _check(pl)
     if pl.problems:

@@ -95,6 +95,9 @@ def lock_text(plan: Plan) -> str:
         "packages": {name: _version(name) for name in LOCKED_PACKAGES},
         "stages": {j.id: j.config.kind for j in plan.jobs},
     }
+    if plan.sweep:    # the report reads the variants, and the expanded stages' wiring, from here
+        lock["sweep"] = plan.sweep
+        lock["expanded"] = plan.spec.model_dump(mode="json")
     return json.dumps(lock, indent=2) + "\n"   # spec order kept: it fixes the run order
 
 

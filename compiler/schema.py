@@ -336,6 +336,10 @@ class Spec(Strict):
     task: TaskSpec = Field(default_factory=TaskSpec, description="Questions and answers.")
     models: dict[str, ModelSpec] = Field(..., min_length=1, description="Named models, referenced by stages.")
     stages: dict[str, Stage] = Field(..., min_length=1, description="Stage id -> stage; ids name rules and folders.")
+    sweep: dict[str, list] = Field(
+        {}, description="Variants: `seed`, `<stage id>.<field>` or `models.<model id>.<field>` -> a list of values; "
+                        "their grid runs, sharing every stage a swept value does not reach. "
+                        "`zip: [[key, key], ...]` walks lists of equal length together instead of crossing them.")
 
 
 # ----------------------------------------------------------------------------- resolved stage config

@@ -44,4 +44,7 @@ def describe(plan: Plan, root: Path) -> str:
     lines.append(f"{todo} of {len(plan.jobs)} stages would run")
     lines += [f"note: {j.id} is an ORACLE (reward: gold reads gold distill answers): an upper bound, not the method"
               for j in plan.jobs if j.config.kind == "rl" and j.config.params.get("reward") == "gold"]
+    if plan.sweep:
+        from .expand import describe as describe_sweep
+        lines += describe_sweep(plan)
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from . import report_seeds
 from . import task as taskdata
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
@@ -96,20 +97,20 @@ def benchmark(path) -> dict | None:
     return {"wall_s": num("s"), "max_rss_mb": num("max_rss"), "cpu_s": num("cpu_time")}
 
 
-def gold_targets(cfg, split: str) -> dict[str, str] | None:
+def gold_targets(cfg, split: str, seed: int | None = None) -> dict[str, str] | None:
     """question id -> gold target, or None when the split has no local answers (never downloads)."""
     src = getattr(cfg.task, split, None)
     if cfg.task.synthetic is None and (src is None or src.path is None):
         return None
-    rows = taskdata.gold(cfg.task, split, cfg.spec_seed)
+    rows = taskdata.gold(cfg.task, split, cfg.spec_seed if seed is None else seed)
     return {r["id"]: r["target"] for r in rows if "target" in r} or None
 
 
-def question_texts(cfg) -> dict[str, str]:
+def question_texts(cfg, seed: int | None = None) -> dict[str, str]:
     src = cfg.task.test
     if cfg.task.synthetic is None and (src is None or src.path is None):
         return {}
-    return {r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed)}
+    return {r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed if seed is None else seed)}
 
 
 def lineage(spec: dict, name: str) -> list[str]:
@@ -151,7 +152,7 @@ def roles(spec: dict) -> dict[str, str]:
 def collect(cfg, st) -> dict:
     """Every number the report shows, as plain data (this is summary.json)."""
     lock = read(Path("build") / cfg.spec_name / "spec.lock.json") or {}
-    spec, up = lock.get("spec", {}), cfg.upstream
+    spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
     role_of = roles(spec)
     evals = []
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
@@ -160,23 +161,31 @@ def collect(cfg, st) -> dict:
         evals.append({"stage": e, "model": model, "role": role, "label": method.eval_label(spec, e, model, role, NAMES),
                       "metrics": read(cfg.inputs.get(f"{e}_metrics")),
                       "samples": read(cfg.inputs.get(f"{e}_samples")) or []})
-    gold = gold_targets(cfg, "distill")
-    compared = comparisons(evals, spec, st.bootstrap_samples, cfg.seed)
+
+    def seed_of(sid: str) -> int:      # a swept seed gives each variant's stages their own questions
+        return report_seeds.stage_seed(lock, sid, cfg.spec_seed)
+
+    def gold(sid: str) -> dict | None:
+        return gold_targets(cfg, "distill", seed_of(sid))
+    accuracy = [accuracy_row(e) for e in evals]
+    compared = report_seeds.within_variants(
+        evals, lock, lambda group: comparisons(group, spec, st.bootstrap_samples, cfg.seed))
     return {
         "spec": cfg.spec_name, "spec_hash": lock.get("spec_hash"), "packages": lock.get("packages", {}),
         "seeds": {"spec": cfg.spec_seed, "report": cfg.seed,
                   "stage_overrides": {s: v["seed"] for s, v in spec.get("stages", {}).items()
                                       if v.get("seed") is not None}},
-        "accuracy": [accuracy_row(e) for e in evals],
+        "accuracy": accuracy,
         "comparisons": compared,
         "sentences": [method.sentence(c) for c in compared if c["highlight"]],
         "ladder": method.ladder(compared, spec),
+        "sweep": report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed),
         "voting": voting(cfg, evals, spec, gold),
-        "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold) for p in up.get("pseudo_reward", [])},
+        "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])},
         "reward_models": {r: read(cfg.inputs.get(f"{r}_metrics")) for r in up.get("reward_model", [])},
-        "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r) for r in up.get("reward_model", [])},
+        "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
         "curves": curves(cfg),
-        "examples": examples(evals, st.examples_per_model, question_texts(cfg)),
+        "examples": examples(evals, st.examples_per_model, lambda sid: question_texts(cfg, seed_of(sid))),
         "resources": {s: benchmark(cfg.inputs.get(f"{s}_benchmark"))
                       for s in sorted({i for ids in up.values() for i in ids})},
         "environment": environment(),
@@ -226,20 +235,21 @@ def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[
                                       order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99)))
 
 
-def reward_vs_gold(cfg, spec: dict, rm: str) -> dict | None:
+def reward_vs_gold(cfg, spec: dict, rm: str, seed: int) -> dict | None:
     """The reward model's scores of a model's held-out samples (its `score` stage), judged against gold."""
     score_stage = ((spec.get("stages") or {}).get(rm) or {}).get("score")
     if not score_stage:
         return None
     split = ((spec.get("stages") or {}).get(score_stage) or {}).get("split", "distill")
-    rows, gold = read(cfg.inputs.get(f"{rm}_scores")), gold_targets(cfg, split)
+    rows, gold = read(cfg.inputs.get(f"{rm}_scores")), gold_targets(cfg, split, seed)
     if not rows or not gold:
         return None
     return {"scored": score_stage, "split": split} | (method.rm_vs_gold(rows, gold, same_answer) or {})
 
 
 def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
-    """Single sample vs majority vote: from sampled evals, and on the distill questions with gold."""
+    """Single sample vs majority vote: from sampled evals, and on the distill questions with gold
+    (`gold(stage id)`: a swept seed draws other questions)."""
     from_evals = [{"stage": e["stage"], "model": e["model"], "n": e["metrics"].get("n"),
                    "single": e["metrics"]["metrics"]["single"]["accuracy"],
                    "majority": e["metrics"]["metrics"]["majority"]["accuracy"]}
@@ -249,8 +259,8 @@ def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
     distill = {}
     for g in teachers:
         rows = read(cfg.inputs.get(f"{g}_responses"))
-        if rows and gold:
-            distill[g] = vote_accuracy(rows, gold)
+        if rows and gold(g):
+            distill[g] = vote_accuracy(rows, gold(g))
     return {"evals": from_evals, "distill": distill}
 
 
@@ -314,15 +324,16 @@ def curves(cfg) -> dict:
     return out
 
 
-def examples(evals: list[dict], k: int, texts: dict) -> dict:
-    """The same first k shared questions for every model, so that answers line up."""
+def examples(evals: list[dict], k: int, texts) -> dict:
+    """The same first k shared questions for every model, so that answers line up.
+    `texts(stage id)`: question id -> text (a swept seed draws other questions)."""
     have = [e for e in evals if e["samples"]]
     shared = sorted(set.intersection(*[{r["question_id"] for r in e["samples"]} for e in have])) if have else []
     out = {}
     for e in have:
         rows = {r["question_id"]: r for r in e["samples"]}
         ids = shared[:k] if len(shared) >= k else sorted(rows)[:k]
-        out[e["stage"]] = [{"question_id": q, "question": texts.get(q, ""), "target": rows[q].get("target"),
+        out[e["stage"]] = [{"question_id": q, "question": texts(e["stage"]).get(q, ""), "target": rows[q].get("target"),
                             "response": (rows[q].get("responses") or [""])[0], "correct": bool(rows[q].get("correct"))}
                            for q in ids]
     return out

@@ -50,8 +50,9 @@ def section(title: str, notes=(), tables=(), plots=(), env: bool = False) -> dic
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
     """The page, in order; sections with env=True come last, after ENV_MARKER."""
-    return [accuracy(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s), reward_models(s),
-            training(s), examples(s), provenance(s), resources(s), environment(s)]
+    from .report_seeds import sweep_section
+    return [accuracy(s), *sweep_section(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s),
+            reward_models(s), training(s), examples(s), provenance(s), resources(s), environment(s)]
 
 
 def accuracy(s: dict) -> dict:
@@ -243,7 +244,8 @@ def plots(s: dict) -> dict[str, str]:
     rl = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == "rl" and c["rows"]}
     if rl:
         out["rl"] = _lines({k: rl for k in ("reward", "kl")}, "RL: learned reward and KL per step")
-    return out
+    from .report_seeds import sweep_plots
+    return out | sweep_plots(s)
 
 
 def _lines(panels: dict[str, dict[str, list]], title: str) -> str:
