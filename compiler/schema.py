@@ -273,6 +273,21 @@ STAGE_CLASSES = {c.model_fields["kind"].annotation.__args__[0]: c for c in
 KINDS = tuple(STAGE_CLASSES)
 
 
+# ----------------------------------------------------------------------------- tracking
+class Tracking(Strict):
+    """Where training curves go besides the report. Observing a run never changes it:
+    these settings live outside the stage configs, so changing them reruns nothing."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files in runs/<spec>/<stage>/tensorboard/ "
+                                                "(local files, no network).")
+    backend: Literal["none", "mlflow", "wandb"] = Field(
+        "none", description="Also log to MLflow (local file store by default) or Weights & Biases (network).")
+    uri: str | None = Field(None, max_length=1000, description="MLflow tracking URI; default: a local file store "
+                                                               "in runs/<spec>/mlruns.")
+    experiment: str | None = Field(None, max_length=200, description="MLflow experiment / W&B project; "
+                                                                     "default: the spec's name.")
+
+
 # ----------------------------------------------------------------------------- spec
 class Spec(Strict):
     """One distillation experiment: task, models and the stages that connect them."""
@@ -282,6 +297,7 @@ class Spec(Strict):
     task: TaskSpec = Field(default_factory=TaskSpec, description="Questions and answers.")
     models: dict[str, ModelSpec] = Field(..., min_length=1, description="Named models, referenced by stages.")
     stages: dict[str, Stage] = Field(..., min_length=1, description="Stage id -> stage; ids name rules and folders.")
+    tracking: Tracking = Field(default_factory=Tracking, description="TensorBoard (default), MLflow or W&B.")
 
 
 # ----------------------------------------------------------------------------- resolved stage config
