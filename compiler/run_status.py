@@ -38,12 +38,16 @@ def _alive(info: dict) -> bool:
     if info.get("host") != socket.gethostname():
         return True
     try:
-        os.kill(int(info["pid"]), 0)
+        pid = int(info["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
-    return True
+    try:   # a killed process whose parent died too can stay a zombie until someone reaps it
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _read_json(path: Path) -> dict | None:

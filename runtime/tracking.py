@@ -37,6 +37,8 @@ def tracking_args(cfg: StageConfig) -> dict:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out_dir).resolve() / "tensorboard")
     if t.backend == "mlflow":
         uri = t.uri or (Path(cfg.run_dir).resolve() / "mlruns").as_uri()
+        if uri.startswith("file:"):   # MLflow 3 keeps its file store working, but only when asked for
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=t.experiment or cfg.spec_name,
                           MLFLOW_TAGS=json.dumps({"distillc.spec": cfg.spec_name, "distillc.stage": cfg.id,
                                                   "distillc.kind": cfg.kind}))

@@ -12,7 +12,7 @@ TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_siz
 MODEL = {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}}
 
 
-def test_sft_writes_tensorboard_mlflow_and_a_model_card(tmp_path):
+def test_sft_writes_tensorboard_mlflow_and_a_model_card(tmp_path, monkeypatch):
     import mlflow
     from huggingface_hub import ModelCard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -33,6 +33,7 @@ def test_sft_writes_tensorboard_mlflow_and_a_model_card(tmp_path):
     acc.Reload()
     assert "train/loss" in acc.Tags()["scalars"]
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     client = mlflow.MlflowClient(tracking_uri=(tmp_path / "runs" / "tracked" / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
