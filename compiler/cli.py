@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import DistillcError, UsageError
 
-USAGE = "distillc {validate,plan,build,status,schema} [spec.yaml]"
+USAGE = "distillc {validate,plan,build,status,init,schema} [spec.yaml]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=".", help="workflow root holding build/ and runs/ (default: .)")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until the run is done or has failed")
+    p = sub.add_parser("init", help="write a commented starter spec: demo, gsm8k, multiple_choice or paper")
+    p.add_argument("starter", nargs="?", default="demo", help="demo (default), gsm8k, multiple_choice or paper")
+    p.add_argument("--out", default=None, help="the spec file to write (default: <starter>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing spec file")
     sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     args = parser.parse_args(argv)
     try:
@@ -56,6 +60,14 @@ def _run(args) -> int:
         return 0
     if args.command == "status":
         return _status(args)
+    if args.command == "init":
+        from .init import STARTERS, init
+        out = Path(args.out or f"{args.starter}.yaml")
+        for line in init(args.starter, out, args.force):
+            print(f"wrote {line}")
+        if args.starter in STARTERS:
+            print(f"{args.starter}: {STARTERS[args.starter][0]}\nnext:  distillc build {out}")
+        return 0
     from .load import load_spec_with_positions
     from .plan import build_plan
     spec, positions = load_spec_with_positions(args.spec)
