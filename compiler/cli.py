@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import DistillcError
+from .errors import DistillcError, UsageError
 
-USAGE = "distillc {validate,plan,build,schema} [spec.yaml]"
+USAGE = "distillc {validate,plan,build,status,init,schema} [spec.yaml]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("spec", help="the spec YAML file")
         p.add_argument("--root", default=".", help="workflow root holding build/ and runs/ (default: .)")
+    p = sub.add_parser("status", help="where a run stands: each stage's state, progress, ETA and wall time")
+    p.add_argument("spec", nargs="?", help="the spec YAML file (default: the latest build under --root)")
+    p.add_argument("--root", default=".", help="workflow root holding build/ and runs/ (default: .)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) until the run is done or has failed")
+    p = sub.add_parser("init", help="write a commented starter spec: demo, gsm8k, multiple_choice or paper")
+    p.add_argument("starter", nargs="?", default="demo", help="demo (default), gsm8k, multiple_choice or paper")
+    p.add_argument("--out", default=None, help="the spec file to write (default: <starter>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing spec file")
     sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     args = parser.parse_args(argv)
     try:
@@ -49,6 +58,16 @@ def _run(args) -> int:
         from .schema import Spec
         print(json.dumps(Spec.model_json_schema(), indent=2))
         return 0
+    if args.command == "status":
+        return _status(args)
+    if args.command == "init":
+        from .init import STARTERS, init
+        out = Path(args.out or f"{args.starter}.yaml")
+        for line in init(args.starter, out, args.force):
+            print(f"wrote {line}")
+        if args.starter in STARTERS:
+            print(f"{args.starter}: {STARTERS[args.starter][0]}\nnext:  distillc build {out}")
+        return 0
     from .load import load_spec_with_positions
     from .plan import build_plan
     spec, positions = load_spec_with_positions(args.spec)
@@ -64,8 +83,42 @@ def _run(args) -> int:
         changed = render(plan, root)
         n = sum(changed.values())
         print(f"built {plan.build_dir}/ from {args.spec}: {len(plan.jobs)} stages, {n} file(s) changed")
-        print("run it:  snakemake --cores 2        (or: snakemake --profile profiles/slurm)")
+        print(f"run it:      {run_command(root)}")
+        print(f"or on SLURM: {run_command(root, 'slurm')}")
     return 0
+
+
+def run_command(root: Path, profile: str | None = None) -> str:
+    """The snakemake command that runs this build, verbatim from the current folder.
+
+    Snakemake looks for a Snakefile in the folder it runs in: a build made elsewhere
+    (a spec's own folder, --root) names the project's Snakefile and the root explicitly.
+    """
+    import shlex
+
+    project = Path(__file__).resolve().parent.parent
+    cwd, local = Path.cwd().resolve(), (root / "Snakefile").exists()
+    how = f"--profile {shlex.quote(str(project / 'profiles' / profile))}" if profile else "--cores 2"
+    if local:
+        return f"snakemake {how}" if root == cwd else f"cd {shlex.quote(str(root))} && snakemake {how}"
+    where = "" if root == cwd else f" -d {shlex.quote(str(root))}"
+    return f"snakemake -s {shlex.quote(str(project / 'Snakefile'))}{where} {how}"
+
+
+def _status(args) -> int:
+    from .run_status import show
+
+    root = Path(args.root).resolve()
+    if args.spec:
+        from .load import load_spec_with_positions
+        name = load_spec_with_positions(args.spec)[0].name
+    else:
+        latest = root / "build" / "LATEST"
+        if not latest.exists():
+            raise UsageError(f"{root}: nothing built here\n    hint: run `distillc build <spec.yaml>` first, "
+                             "or pass --root <the folder you built in>")
+        name = latest.read_text().strip()
+    return show(root, name, args.watch)
 
 
 if __name__ == "__main__":

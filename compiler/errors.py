@@ -42,6 +42,12 @@ class DistillcError(Exception):
     exit_code = 1
 
 
+class UsageError(DistillcError):
+    """The command cannot do what was asked here (e.g. nothing built in this folder)."""
+
+    exit_code = EXIT_SPEC_ERROR
+
+
 class SpecError(DistillcError):
     """A spec is invalid; carries every problem found."""
 

@@ -39,6 +39,8 @@ def render(plan: Plan, root: Path) -> dict[str, bool]:
         jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
         targets=list(plan.jobs[-1].outputs.values()))
     files["spec.lock.json"] = lock_text(plan)
+    # read by the training stages (runtime/tracking.py), but no rule's input: changing it reruns nothing
+    files["tracking.json"] = json.dumps(plan.spec.tracking.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     changed = {f"{plan.build_dir}/{rel}": write_if_changed(build / rel, text) for rel, text in files.items()}
     _remove_stale(build, set(files))
     changed["build/LATEST"] = write_if_changed(root / "build" / "LATEST", plan.spec.name + "\n")

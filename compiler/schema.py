@@ -31,12 +31,20 @@ class DataSource(Strict):
     subset: str | None = Field(None, description="Hub dataset configuration, e.g. main.")
     split: str = Field("train", description="Hub dataset split.")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows (quick trials).")
+    fraction: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="[start, end): only rows whose question hashes into this share of [0, 1). The hash "
+                          "is stable, so one file divides into gold/dev/distill/test the same way every time.")
 
     @model_validator(mode="after")
     def _one_source(self):
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` or `hub`")
+        if self.fraction is not None and not self.fraction[0] < self.fraction[1]:
+            raise ValueError(f"fraction {list(self.fraction)}: start must be below end")
         return self
+
+    def same_rows(self, other: "DataSource") -> bool:
+        return (self.path, self.hub, self.subset, self.split) == (other.path, other.hub, other.subset, other.split)
 
 
 class SyntheticTask(Strict):
@@ -79,7 +87,20 @@ class TaskSpec(Strict):
             raise ValueError("give either `synthetic` or data files (gold/dev/distill/test), not both")
         if self.synthetic is None and self.distill is None:
             raise ValueError("a task with data files needs at least `distill`")
+        self._fractions_disjoint()
         return self
+
+    def _fractions_disjoint(self) -> None:
+        """Splits cut from one file by `fraction` must not share rows (a test row in distill would leak)."""
+        named = [(n, s) for n in ("gold", "dev", "distill", "test") if (s := getattr(self, n)) is not None]
+        for i, (a, sa) in enumerate(named):
+            for b, sb in named[i + 1:]:
+                if not sa.same_rows(sb) or (sa.fraction is None and sb.fraction is None):
+                    continue
+                fa, fb = sa.fraction or (0.0, 1.0), sb.fraction or (0.0, 1.0)
+                if fa[0] < fb[1] and fb[0] < fa[1]:
+                    raise ValueError(f"`{a}` and `{b}` read the same rows with overlapping fractions "
+                                     f"{list(fa)} and {list(fb)}: give them disjoint [start, end) ranges")
 
 
 # ----------------------------------------------------------------------------- models
@@ -327,6 +348,21 @@ STAGE_CLASSES = {c.model_fields["kind"].annotation.__args__[0]: c for c in
 KINDS = tuple(STAGE_CLASSES)
 
 
+# ----------------------------------------------------------------------------- tracking
+class Tracking(Strict):
+    """Where training curves go besides the report. Observing a run never changes it:
+    these settings live outside the stage configs, so changing them reruns nothing."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files in runs/<spec>/<stage>/tensorboard/ "
+                                                "(local files, no network).")
+    backend: Literal["none", "mlflow", "wandb"] = Field(
+        "none", description="Also log to MLflow (local file store by default) or Weights & Biases (network).")
+    uri: str | None = Field(None, max_length=1000, description="MLflow tracking URI; default: a local file store "
+                                                               "in runs/<spec>/mlruns.")
+    experiment: str | None = Field(None, max_length=200, description="MLflow experiment / W&B project; "
+                                                                     "default: the spec's name.")
+
+
 # ----------------------------------------------------------------------------- spec
 class Spec(Strict):
     """One distillation experiment: task, models and the stages that connect them."""
@@ -340,6 +376,7 @@ class Spec(Strict):
         {}, description="Variants: `seed`, `<stage id>.<field>` or `models.<model id>.<field>` -> a list of values; "
                         "their grid runs, sharing every stage a swept value does not reach. "
                         "`zip: [[key, key], ...]` walks lists of equal length together instead of crossing them.")
+    tracking: Tracking = Field(default_factory=Tracking, description="TensorBoard (default), MLflow or W&B.")
 
 
 # ----------------------------------------------------------------------------- resolved stage config

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ def start(argv: list[str] | None, kind: str):
     if getattr(stage, "engine", "hf") != "hf":   # the compiler refuses it; a hand-edited config must not get further
         raise SystemExit(f"{args.config}: engine: {stage.engine} is not available yet in this version "
                          "(it waits for a validation run on a GPU); use engine: hf")
+    progress(cfg, 0)
     return cfg, stage, args
 
 
@@ -109,3 +111,71 @@ def side_dir(cfg: StageConfig, name: str) -> Path:
     path = Path(cfg.out_dir) / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def hide_tied_weights_warning(model) -> None:
+    """Drop the Trainer's `missing keys ['lm_head.weight']` warning on resume for tied embeddings.
+
+    Checkpoints rightly leave a tied output head out (it is the input embedding, which
+    they hold), so the weights are right; any other missing key is still reported.
+    """
+    import logging
+
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    tied = repr(["lm_head.weight"])
+
+    class TiedHead(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().endswith(f"checkpoint model loaded: {tied}.")
+
+    logging.getLogger("transformers.trainer").addFilter(TiedHead())
+
+
+# ----------------------------------------------------------------------------- progress
+PROGRESS = "progress.json"
+_STARTED: dict[str, float] = {}
+
+
+def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = "") -> None:
+    """Record how far this stage is, for `distillc status` (runs/<spec>/<id>/progress.json).
+
+    Part of every stage's contract: generate counts questions, training stages
+    steps, eval questions. The file sits beside the declared outputs, so it survives
+    a failed job; the pid and host let `distillc status` tell running from dead.
+    Times are only shown to people (elapsed, ETA), never used in a result.
+    """
+    now = time.time()
+    started = _STARTED.setdefault(cfg.id, now)
+    atomic_write_json(Path(cfg.out_dir) / PROGRESS, {
+        "stage": cfg.id, "kind": cfg.kind, "pid": os.getpid(), "host": socket.gethostname(),
+        "started": round(started, 3), "updated": round(now, 3), "done": done, "total": total, "unit": unit})
+    if total:
+        log(f"progress: {done}/{total} {unit}")
+
+
+def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
+    """A TrainerCallback that records optimizer steps as progress (at most once per `every_s`).
+
+    `offset` adds steps done by an earlier process (PPO restarts count from its snapshot).
+    """
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        last = 0.0
+
+        def report(self, state, force: bool = False) -> None:
+            if force or time.monotonic() - self.last >= every_s:
+                self.last = time.monotonic()
+                progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps")
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.report(state, force=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.report(state)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.report(state, force=True)
+
+    return Progress()

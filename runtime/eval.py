@@ -9,12 +9,13 @@ of the pipeline, and nothing downstream trains on its outputs.
 """
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import yaml
 
 from . import task as taskdata
-from .common import atomic_write_json, log, start, torch_setup, write_jsonl
+from .common import atomic_write_json, log, progress, start, torch_setup, write_jsonl
 
 PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
@@ -89,10 +90,23 @@ def make_lm(cfg, stage, device, dtype):
     return "hf", args
 
 
+def quiet_git_hash() -> str | None:
+    """lm-eval's git hash of the current folder, without git's `fatal: not a git repository`
+    on stderr when the run is not inside a checkout (lm-eval lets git print to the log)."""
+    try:
+        return subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
     """Run lm-eval on the local task (or the hub task); return (task name, result dict)."""
     import lm_eval
+    import lm_eval.evaluator
     from lm_eval.tasks import TaskManager
+
+    lm_eval.evaluator.get_git_commit_hash = quiet_git_hash
 
     if stage.hub_task is None:
         task_file = Path(cfg.inputs["lm_eval_task"])
@@ -195,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     questions = write_questions(cfg, stage) if stage.hub_task is None else None
     lm, model_args = make_lm(cfg, stage, device, dtype)
+    total = len(questions) if questions is not None else stage.limit
+    progress(cfg, 0, total, "questions")   # lm-eval reports no progress of its own: start and end
     name, result = run_lm_eval(cfg, stage, lm, model_args, device)
     metric, filters = scores(result["results"][name])
     first = primary(filters)
@@ -203,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                "accuracy": filters[first]["accuracy"], "stderr": filters[first]["stderr"],
                "metric": metric, "filter": first, "metrics": filters,
                "lm_eval": provenance(result, name, model_args, stage)}
+    progress(cfg, len(rows), len(rows), "questions")
     write_jsonl(cfg.outputs["samples"], rows)
     atomic_write_json(cfg.outputs["metrics"], metrics)
     log(f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import atomic_write_json, derive_seed, log, side_dir, start, torch_setup, write_jsonl
+from .common import atomic_write_json, derive_seed, log, progress, side_dir, start, torch_setup, write_jsonl
 
 PARTIAL = "responses.partial.jsonl"
 
@@ -139,6 +139,7 @@ def run(cfg, stage, model, tok) -> dict:
     done = load_partial(partial, per_q, fingerprint(cfg))
     if done:
         log(f"resuming: {len(done)}/{len(questions)} questions already generated")
+    progress(cfg, len(done), len(questions), "questions")
     tokens, seconds, resumed = 0, 0.0, len(done)
     for first in range(0, len(questions), stage.batch_size):   # fixed boundaries: seeds stay the same
         batch = questions[first: first + stage.batch_size]
@@ -153,6 +154,7 @@ def run(cfg, stage, model, tok) -> dict:
         n = sum(r["num_tokens"] for r in rows)
         tokens, seconds = tokens + n, seconds + dt
         log(f"{len(done)}/{len(questions)} questions, {n / dt:.0f} tokens/s")
+        progress(cfg, len(done), len(questions), "questions")
     ordered = [r for q in questions for r in sorted(done[q["id"]], key=lambda r: r["sample_id"])]
     write_jsonl(cfg.outputs["responses"], ordered)
     partial.unlink(missing_ok=True)

@@ -136,13 +136,15 @@ def save(model, tokenizer, path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def save_model_dir(model, tokenizer, out, log_rows: list[dict]) -> None:
-    """Write weights, tokenizer and train_log.jsonl beside `out`, then rename: no half-written model is visible."""
+def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg, results: dict | None = None) -> None:
+    """Write weights, tokenizer, train_log.jsonl and a model card beside `out`, then rename:
+    no half-written model is visible. `results`: metric name -> value the stage measured (for the card)."""
     import shutil
     import tempfile
     from pathlib import Path
 
-    from .common import write_jsonl
+    from .common import atomic_write_text, write_jsonl
+    from .model_card import card_text
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,7 @@ def save_model_dir(model, tokenizer, out, log_rows: list[dict]) -> None:
     tmp.chmod(0o755)
     save(model, tokenizer, tmp)
     write_jsonl(tmp / "train_log.jsonl", log_rows)
+    atomic_write_text(tmp / "README.md", card_text(cfg, results))
     if out_path.exists():
         old = out_path.with_name(f".{out_path.name}.old")
         shutil.rmtree(old, ignore_errors=True)

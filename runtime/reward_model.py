@@ -20,7 +20,9 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import atomic_write_json, derive_seed, log, read_jsonl, side_dir, start, torch_setup, write_jsonl
+from .common import (atomic_write_json, derive_seed, log, progress_callback, read_jsonl, side_dir, start,
+                     torch_setup, write_jsonl)
+from .tracking import tracking_args
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
 
@@ -125,7 +127,7 @@ def trainer_args(cfg, st, device, dtype, ckpt: Path) -> dict:
     return dict(output_dir=str(ckpt), num_train_epochs=st.epochs, max_steps=st.max_steps or -1,
                 learning_rate=st.learning_rate, per_device_train_batch_size=st.batch_size,
                 logging_steps=0.05, save_strategy="steps", save_steps=CHECKPOINT_EVERY, save_total_limit=1,
-                report_to="none", use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed,
+                use_cpu=device.type == "cpu", seed=cfg.seed, data_seed=cfg.seed, **tracking_args(cfg),
                 # TRL's RewardConfig turns recomputation on by default: it saves GPU memory, on CPU it only costs time
                 activation_checkpointing=device.type != "cpu",
                 bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, disable_tqdm=True)
@@ -239,6 +241,7 @@ def main(argv=None) -> None:
         trainer = pointwise_trainer(model, tok, rows, hp)
     log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
         f"{len(train_pairs)} / {len(eval_pairs)} pairs")
+    trainer.add_callback(progress_callback(cfg))
     model, state = train_or_load(trainer, ckpt)
     history = train_log(state)
     metrics = {"loss_type": st.loss, "loss": history[-1]["loss"] if history else None, "steps": state.global_step,
@@ -251,7 +254,8 @@ def main(argv=None) -> None:
     scored = score_responses(model, tok, cfg, st)
     if scored:
         log(f"scored {len(scored)} responses of {cfg.upstream['score'][0]!r}")
-    models.save_model_dir(model, tok, cfg.outputs["model"], history)
+    models.save_model_dir(model, tok, cfg.outputs["model"], history, cfg,
+                          {"held-out pairwise accuracy": metrics["eval_accuracy"]})
     write_jsonl(cfg.outputs["scores"], scored)
     atomic_write_json(cfg.outputs["metrics"], metrics)
 

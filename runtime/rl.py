@@ -34,8 +34,9 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import derive_seed, log, read_jsonl, start, torch_setup, write_jsonl
+from .common import derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
 from .reward_model import checkpoint_dir, train_or_load
+from .tracking import tracking_args
 
 MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
 PPO_NAMES = {"objective/scores": "reward", "objective/kl": "kl", "objective/entropy": "entropy",
@@ -82,10 +83,10 @@ def load_reward_model(path: str, policy_tok=None):
     return rm.eval(), tok
 
 
-def trainer_args(st, device, dtype) -> dict:
+def trainer_args(cfg, st, device, dtype) -> dict:
     import torch
 
-    return dict(learning_rate=st.learning_rate, temperature=st.temperature, report_to="none",
+    return dict(learning_rate=st.learning_rate, temperature=st.temperature, **tracking_args(cfg),
                 use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
                 disable_tqdm=True, logging_steps=1,
                 # TRL's PPO/RLOO configs recompute activations by default: saves GPU memory, on CPU only costs time
@@ -134,7 +135,7 @@ def ppo_config(cfg, st, out: Path, done: int, total: int, device, dtype):
                      num_ppo_epochs=st.ppo_epochs, kl_coef=st.kl_coef, stop_token="eos",
                      missing_eos_penalty=MISSING_EOS_PENALTY, num_sample_generations=0, save_strategy="no",
                      seed=derive_seed(cfg.seed, "rl", done) if done else cfg.seed,
-                     **{**trainer_args(st, device, dtype),   # linear decay continues where it stopped
+                     **{**trainer_args(cfg, st, device, dtype),   # linear decay continues where it stopped
                         "learning_rate": st.learning_rate * (total - done) / total})
 
 
@@ -163,7 +164,7 @@ def run_ppo(cfg, st, prompts, device, dtype):
     trainer = PPOTrainer(args=ppo_config(cfg, st, ckpt / "trainer", done, total, device, dtype),
                          processing_class=tok, model=policy, ref_model=ref, reward_model=reward, value_model=value,
                          train_dataset=data, eval_dataset=data.select(range(st.batch_size)),
-                         callbacks=[log_callback(PPO_NAMES, done), Snapshot()])
+                         callbacks=[log_callback(PPO_NAMES, done), Snapshot(), progress_callback(cfg, done)])
     gc.freeze()   # PPOTrainer runs gc.collect() twice a step: ~0.7 s each over the libraries' objects
     trainer.train()
     gc.unfreeze()
@@ -231,11 +232,11 @@ def run_group(cfg, st, questions, targets, device, dtype):
                       steps_per_generation=st.mini_batches, num_iterations=st.ppo_epochs,
                       num_generations=st.num_generations, max_completion_length=st.response_length,
                       beta=st.kl_coef, save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
-                      seed=cfg.seed, **trainer_args(st, device, dtype))
+                      seed=cfg.seed, **trainer_args(cfg, st, device, dtype))
     trainer = trainer_cls(model=policy, reward_funcs=reward, reward_processing_classes=reward_tok, args=args,
                           processing_class=tok,
                           train_dataset=Dataset.from_list([{"prompt": m, "question_id": q} for q, m in questions]),
-                          callbacks=[log_callback({})])
+                          callbacks=[log_callback({}), progress_callback(cfg)])
     policy, state = train_or_load(trainer, ckpt)
     return policy, tok, history_rows(state, {})
 
@@ -259,7 +260,7 @@ def main(argv=None) -> None:
         policy, tok, rows = run_group(cfg, st, questions, targets, device, dtype)
     if rows:
         log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
-    models.save_model_dir(policy, tok, cfg.outputs["model"], rows)
+    models.save_model_dir(policy, tok, cfg.outputs["model"], rows, cfg)
     write_jsonl(cfg.outputs["log"], rows)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import log, read_jsonl, side_dir, start, torch_setup
+from .common import hide_tied_weights_warning, log, progress_callback, read_jsonl, side_dir, start, torch_setup
 from .generate import fingerprint, prompts, sample
+from .tracking import tracking_args
 
 DEV_BATCH = 64        # dev questions per greedy generate call
 LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
@@ -148,7 +149,7 @@ def sft_config(cfg, stage, device, dtype, out_dir: Path):
         gradient_accumulation_steps=stage.grad_accum, max_length=stage.max_length,
         logging_steps=LOGGING_STEPS, logging_first_step=True, disable_tqdm=True,
         save_strategy="steps", save_steps=stage.save_every_steps, save_total_limit=1,
-        report_to="none", use_cpu=device.type == "cpu", seed=cfg.seed,
+        use_cpu=device.type == "cpu", seed=cfg.seed, **tracking_args(cfg),
         # recomputing activations saves GPU memory; on CPU it only costs time
         activation_checkpointing=device.type != "cpu",
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
@@ -181,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     resume = last_checkpoint(cfg)
     trainer = SFTTrainer(model=model, args=sft_config(cfg, stage, device, dtype, side_dir(cfg, "checkpoints")),
                          train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=lora_config(stage), callbacks=[stop_rules(stage, dev, gen_tok, cfg.task)])
+                         peft_config=lora_config(stage), callbacks=[stop_rules(stage, dev, gen_tok, cfg.task),
+                                                                    progress_callback(cfg)])
     if resume:
+        hide_tied_weights_warning(trainer.model)
         log(f"resumed from checkpoint step {resume.rsplit('-', 1)[-1]} ({resume})")
     t0 = time.perf_counter()
     try:
@@ -200,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         history.append({"step": step, "dev_accuracy": acc})
         log(f"final dev accuracy {acc:.3f}")
     final = trainer.model.merge_and_unload() if stage.lora is not None else trainer.model
-    models.save_model_dir(final, tok, cfg.outputs["model"], history)
+    dev_acc = [r["dev_accuracy"] for r in history if r.get("dev_accuracy") is not None]
+    models.save_model_dir(final, tok, cfg.outputs["model"], history, cfg,
+                          {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None)
     shutil.rmtree(side_dir(cfg, "checkpoints"))    # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 

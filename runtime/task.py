@@ -8,6 +8,7 @@ Pure Python (no torch), so light stages import it cheaply.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -115,7 +116,16 @@ def _normalise(raw: dict, fmt: str, where: str, index: int, split: str) -> dict:
     return row
 
 
-def _read_file(path: str, fmt: str, split: str, limit: int | None) -> tuple:
+def in_fraction(raw, fraction) -> bool:
+    """Is this row in the [start, end) share? A stable hash of its question decides (not Python's hash())."""
+    if fraction is None:
+        return True
+    question = raw.get("question") if isinstance(raw, dict) else None
+    digest = hashlib.sha256(str(question).strip().encode("utf-8")).digest()
+    return fraction[0] <= int.from_bytes(digest[:8], "big") / 2**64 < fraction[1]
+
+
+def _read_file(path: str, fmt: str, split: str, limit: int | None, fraction=None) -> tuple:
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -126,7 +136,8 @@ def _read_file(path: str, fmt: str, split: str, limit: int | None) -> tuple:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            rows.append(_normalise(raw, fmt, where, len(rows), split))
+            if in_fraction(raw, fraction):
+                rows.append(_normalise(raw, fmt, where, len(rows), split))
             if limit and len(rows) >= limit:
                 break
     return tuple(rows)
@@ -136,8 +147,8 @@ def _read_hub(src: DataSource, fmt: str, split: str) -> tuple:
     from datasets import load_dataset   # only users with network reach this
 
     ds = load_dataset(src.hub, src.subset, split=src.split)
-    n = min(len(ds), src.limit or len(ds))
-    return tuple(_normalise(dict(ds[i]), fmt, f"{src.hub}[{i}]", i, split) for i in range(n))
+    picked = [i for i in range(len(ds)) if in_fraction(ds[i], src.fraction)][: src.limit]
+    return tuple(_normalise(dict(ds[i]), fmt, f"{src.hub}[{i}]", n, split) for n, i in enumerate(picked))
 
 
 def _rows(task: TaskSpec, split: str, seed: int) -> tuple:
@@ -147,7 +158,7 @@ def _rows(task: TaskSpec, split: str, seed: int) -> tuple:
     if src is None:
         return ()
     if src.path is not None:
-        return _read_file(src.path, task.format, split, src.limit)
+        return _read_file(src.path, task.format, split, src.limit, src.fraction)
     return _read_hub(src, task.format, split)
 
 

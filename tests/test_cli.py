@@ -73,3 +73,23 @@ def test_usage_errors_exit_2(capsys):
             cli.main(argv)
         assert exc.value.code == 2
     assert "usage: distillc" in capsys.readouterr().err
+
+
+def test_build_from_any_folder_prints_a_command_that_works_there(tmp_path):
+    """`distillc build path/to/spec.yaml` in a folder without a Snakefile: the printed command runs (dry-run)."""
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    spec = tmp_path / "mine" / "spec.yaml"
+    spec.parent.mkdir()
+    shutil.copy(REPO / "specs" / "tiny.yaml", spec)
+    proc = subprocess.run([str(bin_dir / "distillc"), "build", "mine/spec.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    command = next(line for line in proc.stdout.splitlines() if line.startswith("run it:")).split(":", 1)[1].strip()
+    assert command.startswith("snakemake -s ") and command.endswith("--cores 2"), command
+    dry = subprocess.run(f"PATH={bin_dir}:$PATH {command} -n --quiet rules", shell=True, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "teacher_samples" in dry.stdout + dry.stderr and (tmp_path / "build" / "tiny").is_dir()

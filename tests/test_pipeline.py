@@ -180,3 +180,20 @@ def test_real_report_renders_every_plot_in_a_browser(run, tmp_path):
     dom = chromium("--dump-dom", probe.as_uri(), cwd=tmp_path)
     found = re.search(r"images (\d+) loaded (\d+)", dom.stdout)
     assert found and int(found[1]) >= 4 and found[1] == found[2], (found and found[0], dom.stderr[-2000:])
+
+
+def test_status_model_cards_and_tensorboard_of_the_finished_run(run):
+    """`distillc status` shows every stage done; every training stage left TensorBoard events
+    and every model folder a hub model card that huggingface_hub parses."""
+    from huggingface_hub import ModelCard
+
+    root = run.parent.parent
+    proc = subprocess.run([str(BIN / "distillc"), "status"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "13 done" in proc.stdout, proc.stdout + proc.stderr
+    assert re.search(r"│ teacher_samples\s+│ generate\s+│ done\s+│ 128 questions", proc.stdout), proc.stdout
+    for stage in ("teacher", "student_sft", "rm", "student_rl"):
+        assert list((run / stage / "tensorboard").glob("events.out.tfevents.*")), stage
+        card = ModelCard.load(run / stage / "model" / "README.md")
+        assert card.data.library_name == "transformers" and stage in card.text, stage
+        assert card.data.to_dict()["distillc"]["spec_hash"].startswith("sha256:"), stage
+    assert not any("fatal:" in p.read_text() for p in (run / "logs").glob("*.log"))
