@@ -23,11 +23,12 @@ class Problem:
     col: int = 0
     value: str | None = None  # the offending value, already shortened
     hint: str = ""
+    data: bool = False        # found in a data file (file:line), not in the spec
 
     def format(self) -> str:
         loc = self.file or "<spec>"
         if self.line:
-            loc += f":{self.line}:{self.col}"
+            loc += f":{self.line}" + (f":{self.col}" if self.col else "")
         parts = [f"{loc}: {self.field or '(spec)'}: {self.message}"]
         if self.value is not None:
             parts.append(f"    got: {self.value}")
@@ -52,8 +53,9 @@ class SpecError(DistillcError):
         super().__init__(self.format())
 
     def format(self) -> str:
-        n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in spec:"
+        n, data = len(self.problems), sum(p.data for p in self.problems)
+        where = "data" if data == n else "spec and data" if data else "spec"
+        head = f"{n} problem{'s' if n != 1 else ''} in {where}:"
         return "\n".join([head] + [p.format() for p in self.problems])
 
 
