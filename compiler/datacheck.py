@@ -54,6 +54,7 @@ def _check_file(task: TaskSpec, split: str, path: str, limit: int | None, proble
     """Read one file once: bad rows, duplicates within the split, and each prompt's length."""
     name, field, sizes = display(path), f"task.{split}", SplitSizes()
     seen: dict[tuple, int] = {}
+    ids: dict[str, int] = {}
     bad = 0
 
     def report(line: int, message: str, hint: str, value=None) -> None:
@@ -73,6 +74,10 @@ def _check_file(task: TaskSpec, split: str, path: str, limit: int | None, proble
                        "question counts twice in votes, training and accuracy", short(row["question"], 60))
                 continue
             seen[key] = line
+            if row["id"] in ids:
+                report(line, f"the same id as line {ids[row['id']]}", "ids name questions in every later file "
+                       "(responses, labels): give each row its own id, or leave `id` out", short(row["id"]))
+            ids.setdefault(row["id"], line)
             sizes.lengths.append(prompt_tokens(row, task.system_prompt))
             sizes.places.append(f"{name}:{line}")
     except OSError as exc:

@@ -7,6 +7,7 @@ Pure Python: the runtime imports this module, never the other way round.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -69,10 +70,11 @@ def parse_row(raw, fmt: str, split: str, index: int) -> tuple[dict | None, str]:
     question (their answers are never read upstream of eval).
     """
     if not isinstance(raw, dict):
-        return None, f"a row must be a JSON object {{...}}, not {_what(raw)}"
+        array = " (a JSON array: the file must be JSON Lines, one object per line)" if isinstance(raw, list) else ""
+        return None, f"a row must be a JSON object {{...}}, not {_what(raw)}{array}"
     question = raw.get("question")
     if not isinstance(question, str) or not question.strip():
-        return None, "a row needs a non-empty text `question`" + _known(raw)
+        return None, "a row needs a non-empty text `question`" + _known(raw, "question")
     ident = raw.get("id", f"{split}-{index:05d}")
     if isinstance(ident, (dict, list, bool)) or ident is None:
         return None, "`id` must be a text or a number"
@@ -85,7 +87,7 @@ def parse_row(raw, fmt: str, split: str, index: int) -> tuple[dict | None, str]:
         row["options"] = options
     answer = raw.get("answer")
     if split != "distill" and not isinstance(answer, str):
-        return None, f"a {split} row needs a text `answer`" + _known(raw)
+        return None, f"a {split} row needs a text `answer`" + _known(raw, "answer")
     if isinstance(answer, str):
         target, why = _target(answer, fmt, options)
         if target is None and split != "distill":
@@ -101,9 +103,13 @@ def _what(value) -> str:
     return {str: "a text", list: "a list"}.get(type(value), "a number")
 
 
-def _known(raw: dict) -> str:
+def _known(raw: dict, needed: str) -> str:
+    """What the row holds instead, and the key that was probably meant."""
     keys = [k for k in raw if isinstance(k, str)]
-    return f" (the row has: {', '.join(keys[:8])})" if keys else " (the row is empty)"
+    if not keys:
+        return " (the row is empty)"
+    meant = [k for k in keys if k.strip().lower() == needed] or difflib.get_close_matches(needed, keys, 1, 0.6)
+    return f" (the row has: {', '.join(keys[:8])}" + (f'; did you mean "{meant[0]}"?)' if meant else ")")
 
 
 def scan(path: str | Path, fmt: str, split: str, limit: int | None = None) -> Iterator[tuple[int, dict | None, str]]:
@@ -117,6 +123,9 @@ def scan(path: str | Path, fmt: str, split: str, limit: int | None = None) -> It
         for lineno, raw_line in enumerate(fh, 1):
             if lineno == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
                 raw_line = raw_line[3:]
+            elif lineno == 1 and raw_line[:2] in (b"\xff\xfe", b"\xfe\xff"):   # the rest would be noise
+                yield lineno, None, "the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+                return
             try:
                 text = raw_line.decode("utf-8")
             except UnicodeDecodeError as exc:
