@@ -15,6 +15,7 @@ from .schema import TaskSpec
 from .sizes import SplitSizes, prompt_tokens
 from .synthetic import SPLITS, synthetic
 
+MAX_SYNTHETIC = 100_000   # questions generated at validate (~1 s); a larger synthetic task is not measured
 MAX_PER_FILE = 10     # a file with a systematic fault would print one line per row; the first ten say it
 NEEDS = {
     "gsm8k": "each line one JSON object: {\"question\": ..., \"answer\": \"... #### <number>\"}",
@@ -106,6 +107,9 @@ def _overlaps(seen: dict[str, dict]) -> list[Problem]:
 
 
 def _synthetic(task: TaskSpec, seed: int) -> tuple[list[Problem], dict[str, SplitSizes]]:
+    cfg = task.synthetic
+    if cfg.gold_size + cfg.dev_size + cfg.distill_size + cfg.test_size > MAX_SYNTHETIC:
+        return [], {}     # validate stays fast; the stages will generate (and check) them
     try:
         splits = synthetic(task.synthetic.model_dump_json(), task.format, seed)
     except DataError as exc:

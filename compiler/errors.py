@@ -29,7 +29,8 @@ class Problem:
         loc = self.file or "<spec>"
         if self.line:
             loc += f":{self.line}" + (f":{self.col}" if self.col else "")
-        parts = [f"{loc}: {self.field or '(spec)'}: {self.message}"]
+        message = " ".join(self.message.splitlines())    # one line per problem, whatever a library said
+        parts = [f"{loc}: {self.field or '(spec)'}: {message}"]
         if self.value is not None:
             parts.append(f"    got: {self.value}")
         if self.hint:
