@@ -71,7 +71,8 @@ def parse_row(raw, fmt: str, split: str, index: int) -> tuple[dict | None, str]:
     """
     if not isinstance(raw, dict):
         array = " (a JSON array: the file must be JSON Lines, one object per line)" if isinstance(raw, list) else ""
-        return None, f"a row must be a JSON object {{...}}, not {_what(raw)}{array}"
+        what = "a text" if isinstance(raw, str) else _what(raw)
+        return None, f"a row must be a JSON object {{...}}, not {what}{array}"
     question = raw.get("question")
     if not isinstance(question, str) or not question.strip():
         return None, "a row needs a non-empty text `question`" + _known(raw, "question")
@@ -100,11 +101,15 @@ def parse_row(raw, fmt: str, split: str, index: int) -> tuple[dict | None, str]:
 def _what(value) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return {str: "a text", list: "a list"}.get(type(value), "a number")
+    if isinstance(value, str):
+        return repr(value[:40]) if value.strip() else "blank text"
+    return {list: "a list", dict: "a mapping"}.get(type(value), "a number")
 
 
 def _known(raw: dict, needed: str) -> str:
     """What the row holds instead, and the key that was probably meant."""
+    if needed in raw:
+        return f" (here it is {_what(raw[needed])})"
     keys = [k for k in raw if isinstance(k, str)]
     if not keys:
         return " (the row is empty)"
