@@ -23,12 +23,14 @@ class Problem:
     col: int = 0
     value: str | None = None  # the offending value, already shortened
     hint: str = ""
+    data: bool = False        # found in a data file (file:line), not in the spec
 
     def format(self) -> str:
         loc = self.file or "<spec>"
         if self.line:
-            loc += f":{self.line}:{self.col}"
-        parts = [f"{loc}: {self.field or '(spec)'}: {self.message}"]
+            loc += f":{self.line}" + (f":{self.col}" if self.col else "")
+        message = " ".join(self.message.splitlines())    # one line per problem, whatever a library said
+        parts = [f"{loc}: {self.field or '(spec)'}: {message}"]
         if self.value is not None:
             parts.append(f"    got: {self.value}")
         if self.hint:
@@ -58,8 +60,9 @@ class SpecError(DistillcError):
         super().__init__(self.format())
 
     def format(self) -> str:
-        n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in spec:"
+        n, data = len(self.problems), sum(p.data for p in self.problems)
+        where = "data" if data == n else "spec and data" if data else "spec"
+        head = f"{n} problem{'s' if n != 1 else ''} in {where}:"
         return "\n".join([head] + [p.format() for p in self.problems])
 
 

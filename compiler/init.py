@@ -40,19 +40,20 @@ def _word_problem(rng: random.Random) -> dict:
 
 
 def _choice_question(rng: random.Random) -> dict:
-    a, b = rng.randint(2, 40), rng.randint(2, 40)
+    a, b = rng.randint(2, 99), rng.randint(2, 99)   # ~9.6k distinct questions: room for disjoint train and test
     options = sorted({a + b} | {a + b + d for d in rng.sample([-3, -2, -1, 1, 2, 3], 3)})
     return {"question": f"What is {a} plus {b}?", "options": [str(o) for o in options],
             "answer": "ABCD"[options.index(a + b)]}
 
 
-def example_rows(starter: str, n: int, seed: int) -> list[dict]:
-    """n distinct example rows for a starter's format."""
+def example_rows(starter: str, n: int, seed: int, exclude: frozenset = frozenset()) -> list[dict]:
+    """n distinct example rows for a starter's format, none of whose questions is in `exclude`."""
     rng, make = random.Random(seed), (_choice_question if starter == "multiple_choice" else _word_problem)
     rows: dict[str, dict] = {}
     while len(rows) < n:
         row = make(rng)
-        rows.setdefault(row["question"], row)
+        if row["question"] not in exclude:
+            rows.setdefault(row["question"], row)
     return list(rows.values())
 
 
@@ -65,10 +66,11 @@ def init(starter: str, out: Path, force: bool = False) -> list[str]:
     atomic_write_text(out, STARTERS[starter][1].read_text())
     written = [str(out)]
     if starter in ("gsm8k", "multiple_choice"):
-        data = out.parent / "data"
+        data, taken = out.parent / "data", frozenset()
         for name, n, seed in (("train.jsonl", 1500, 0), ("test.jsonl", 200, 1)):
+            rows = example_rows(starter, n, seed, taken)   # test questions never repeat a training question
+            taken |= {r["question"] for r in rows}
             if not (data / name).exists():
-                rows = example_rows(starter, n, seed)
                 atomic_write_text(data / name, "".join(json.dumps(r) + "\n" for r in rows))
                 written.append(f"{data / name} (example rows: replace with yours)")
     return written

@@ -286,7 +286,7 @@ def _as_model(annotation, value) -> type[BaseModel] | None:
         return annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):   # the stage union
         kind = value.get("kind") if isinstance(value, dict) else None
-        return STAGE_CLASSES.get(kind)
+        return STAGE_CLASSES.get(kind) if isinstance(kind, str) else None   # a list is no kind (nor hashable)
     return None
 
 

@@ -11,8 +11,10 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path, PurePosixPath
 
 from .engines import check_engine
+from .datacheck import check_task
 from .errors import Problem, SpecError, available, did_you_mean, short
 from .schema import ModelRef, ReportStage, Resources, Spec, StageConfig, TaskSpec
+from .sizes import check_sizes
 from .yamlload import Positions, dotted
 
 # What each kind writes, relative to its output folder. Trailing "/" = a directory.
@@ -301,7 +303,19 @@ def _check(pl: _Planner) -> tuple[TaskSpec, dict, list[str]]:
     wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != "report"}
     for sid, st in stages.items():
         check_engine(pl, sid, DEFAULT_RESOURCES[st.kind].gpus)
+    _check_data(pl, task, wired)
     return task, wired, _order(pl, wired)
+
+
+def _check_data(pl: _Planner, task: TaskSpec, wired: dict) -> None:
+    """Every row of the local data files, then sizes against the models (compiler/datacheck.py, sizes.py)."""
+    problems, sizes = check_task(task, pl.spec.seed)
+    for p in problems:
+        if p.file:
+            pl.problems.append(p)
+        else:    # the synthetic task: a problem of the spec itself
+            pl.problem(tuple(p.field.split(".")), p.message, hint=p.hint)
+    check_sizes(pl, wired, sizes)
 
 
 def _a(word: str) -> str:

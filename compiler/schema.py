@@ -77,6 +77,9 @@ class TaskSpec(Strict):
     distill: DataSource | None = Field(None, description="Questions for distillation; answers are never read.")
     test: DataSource | None = Field(None, description="Held-out questions with answers, read only by eval.")
     system_prompt: str = Field("", max_length=2000, description="System message put before each question.")
+    allow_test_overlap: bool = Field(
+        False, description="Allow test questions that also appear in gold/dev/distill (e.g. test-time training "
+                           "on unlabelled test questions); refused by default, since eval would score seen questions.")
 
     @model_validator(mode="after")
     def _source(self):

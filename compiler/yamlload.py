@@ -153,6 +153,11 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[dict, Position
         hint = ("indent with spaces: YAML forbids tabs" if "\\t" in msg
                 else "check indentation, colons and quotes near this line")
         raise SpecError([Problem(msg, "", file, line, col, hint=hint)]) from None
+    except yaml.reader.ReaderError as exc:    # a control character: name it and where it is
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - text.rfind("\n", 0, exc.position)
+        raise SpecError([Problem(f"YAML does not allow the character {chr(exc.character)!r} in a file", "", file,
+                                 line, col, hint="delete it (a stray control character from a copy-paste?)")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(f"YAML error: {exc}", "", file, 1, 1, hint="check the YAML syntax")]) from None
     except RecursionError:   # PyYAML composes nested collections recursively

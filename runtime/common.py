@@ -13,13 +13,18 @@ import random
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import yaml
 
+from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages import them from here)
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.schema import StageConfig
+
+EXIT_STAGE_FAILED = 1
+_STAGE = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
 
 
 def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
@@ -31,7 +36,11 @@ def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
 
 def load_config(path: str | Path, kind: str) -> StageConfig:
     """Read a stage config through the same schema the compiler wrote it with."""
-    cfg = StageConfig.model_validate(yaml.safe_load(Path(path).read_text()))
+    try:
+        cfg = StageConfig.model_validate(yaml.safe_load(Path(path).read_text()))
+    except (yaml.YAMLError, ValueError) as exc:   # pydantic's ValidationError is a ValueError
+        raise DataError(f"{path}: not a stage config this distillc can read ({str(exc).splitlines()[0]}); "
+                        "run `distillc build` again") from None
     if cfg.kind != kind:
         raise SystemExit(f"{path}: a {cfg.kind} stage config was given to runtime.{kind}")
     return cfg
@@ -40,7 +49,9 @@ def load_config(path: str | Path, kind: str) -> StageConfig:
 def start(argv: list[str] | None, kind: str):
     """Parse args, load the config, seed Python's RNG; return (cfg, stage params, args)."""
     args = parse_args(argv, kind)
+    _STAGE.update(kind=kind, config=args.config)
     cfg = load_config(args.config, kind)
+    _STAGE["id"] = cfg.id
     random.seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -95,11 +106,50 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    with open(path) as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+def read_json(path: str | Path):
+    """A JSON file an upstream stage wrote; a corrupt one is a DataError naming it."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DataError(f"{path}{line}: not valid JSON (a truncated or corrupted file? "
+                        "delete it and run again to rebuild it)") from None
+
+
+# ----------------------------------------------------------------------------- failing
+def run_stage(main) -> None:
+    """The one catch of every stage CLI (`python -m runtime.<kind>`): a failure prints ONE line
+    naming the stage, its kind and, where a file is at fault, file:line; then exit 1.
+    DISTILLC_DEBUG=1 lets the traceback through."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):   # argparse has already said why
+            raise
+        _fail(str(exc.code))
+    except Exception as exc:
+        if os.environ.get("DISTILLC_DEBUG") == "1":
+            raise
+        _fail(_describe(exc))
+
+
+def _fail(message: str) -> None:
+    who = f"stage {_STAGE['id']!r}" if _STAGE["id"] else f"stage config {_STAGE['config']}"
+    text = " ".join(message.split())    # one line, whatever the message held
+    print(f"distillc: {who} ({_STAGE['kind']}) failed: {text}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_STAGE_FAILED)
+
+
+def _describe(exc: Exception) -> str:
+    """What went wrong, in the words that locate it: a DataError already names file:line."""
+    if isinstance(exc, DataError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    frame = next((f for f in reversed(traceback.extract_tb(exc.__traceback__))
+                  if "/runtime/" in f.filename or "/compiler/" in f.filename), None)
+    at = f" (at {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{at}; DISTILLC_DEBUG=1 shows the traceback"
 
 
 def side_dir(cfg: StageConfig, name: str) -> Path:

@@ -175,4 +175,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .common import run_stage
+    run_stage(main)

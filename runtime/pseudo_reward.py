@@ -146,4 +146,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .common import run_stage
+    run_stage(main)

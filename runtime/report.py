@@ -80,7 +80,8 @@ def read(path) -> dict | list | None:
     """A JSON/JSONL input if it exists, else None (not run, or not produced by this spec)."""
     if not path or not Path(path).is_file():
         return None
-    return read_jsonl(path) if str(path).endswith(".jsonl") else json.loads(Path(path).read_text())
+    from .common import read_json
+    return read_jsonl(path) if str(path).endswith(".jsonl") else read_json(path)
 
 
 def benchmark(path) -> dict | None:
@@ -374,4 +375,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .common import run_stage
+    run_stage(main)

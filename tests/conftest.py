@@ -41,3 +41,13 @@ def built(tmp_path, monkeypatch):
     """Build a spec in tmp_path and chdir there: `configs = built(spec_dict)`."""
     monkeypatch.chdir(tmp_path)
     return lambda spec: build_spec(spec, tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fuzz tests' case counts (recorded as `fuzz_cases`; this works across xdist workers)."""
+    counts = [value for report in terminalreporter.stats.get("passed", []) if report.when == "call"
+              for name, value in report.user_properties if name == "fuzz_cases"]
+    if counts:
+        terminalreporter.write_sep("-", "fuzz cases")
+        for line in sorted(counts):
+            terminalreporter.write_line(line)

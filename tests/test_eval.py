@@ -111,7 +111,9 @@ def test_rendered_filter_extracts_like_the_pipeline(built, fmt, cases):
     """The task YAML's regex picks the same answer as task.extract_answer (else eval and labels disagree)."""
     from lm_eval.filters.extraction import RegexFilter
 
-    configs = built(spec({"rand": {"init": TINY}}, {"ev_rand": {"kind": "eval", "model": "rand"}}, format=fmt))
+    wide = TINY | {"max_length": 128}    # ten options make long prompts
+    configs = built(spec({"rand": {"init": wide}}, {"ev_rand": {"kind": "eval", "model": "rand", "max_new_tokens": 8}},
+                         format=fmt))
     task_yaml = yaml.safe_load(Path(yaml.safe_load(configs["ev_rand"].read_text())["inputs"]["lm_eval_task"])
                                .read_text())
     regex = task_yaml["filter_list"][0]["filter"][0]
@@ -169,9 +171,18 @@ def test_prompt_that_would_be_truncated_is_refused(built):
     """lm-eval would silently cut the prompt's start (and its BOS): the stage refuses before running."""
     from runtime import eval as stage
 
+    from compiler.errors import SpecError
+
     short = TINY | {"max_length": 32}
-    configs = built(spec({"short": {"init": short}}, {"ev_short": {"kind": "eval", "model": "short",
-                                                                   "max_new_tokens": 16}}))
+    too_long = spec({"short": {"init": short}}, {"ev_short": {"kind": "eval", "model": "short", "max_new_tokens": 16}})
+    with pytest.raises(SpecError, match=r"stages.ev_short.max_new_tokens: the longest prompt \(synthetic test "
+                                        r"question test-\d+\) has \d+ tokens; with max_new_tokens 16"):
+        built(too_long)   # an init model's prompt lengths are known at validate
+    # the stage's own check stands behind it (hub models are only measured there): edit the built config
+    configs = built(spec({"short": {"init": short}}, {"ev_short": {"kind": "eval", "model": "short", "max_new_tokens": 4}}))
+    config = yaml.safe_load(configs["ev_short"].read_text())
+    config["params"]["max_new_tokens"] = 16
+    configs["ev_short"].write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="max_new_tokens 16.*32-token context"):
         stage.main(["--config", str(configs["ev_short"]), "--threads", "1"])
 

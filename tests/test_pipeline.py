@@ -189,9 +189,9 @@ def test_status_model_cards_and_tensorboard_of_the_finished_run(run):
 
     root = run.parent.parent
     proc = subprocess.run([str(BIN / "distillc"), "status"], cwd=root, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "13 done" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "18 done" in proc.stdout, proc.stdout + proc.stderr
     assert re.search(r"│ teacher_samples\s+│ generate\s+│ done\s+│ 128 questions", proc.stdout), proc.stdout
-    for stage in ("teacher", "student_sft", "rm", "student_rl"):
+    for stage in ("teacher", "student_sft", "rm", "student_rl", "student_rl_majority", "student_rl_gold"):
         assert list((run / stage / "tensorboard").glob("events.out.tfevents.*")), stage
         card = ModelCard.load(run / stage / "model" / "README.md")
         assert card.data.library_name == "transformers" and stage in card.text, stage

@@ -144,11 +144,11 @@ def test_a_second_round_of_rewards_is_just_more_stages(tmp_path):
     special field: the stages chain, and each round's model keeps the base student's lineage."""
     spec = yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())
     spec["stages"].update({
-        "rl_samples": {"kind": "generate", "model": "student_rl"},
+        "rl_samples": {"kind": "generate", "model": "student_rl", "max_new_tokens": 24},
         "rewards_2": {"kind": "pseudo_reward", "teacher": "teacher_samples", "students": ["rl_samples"]},
         "rm_2": {"kind": "reward_model", "data": "rewards_2", "model": "student_rl"},
-        "student_rl_2": {"kind": "rl", "policy": "student_rl", "reward_model": "rm_2"},
-        "eval_rl_2": {"kind": "eval", "model": "student_rl_2"},
+        "student_rl_2": {"kind": "rl", "policy": "student_rl", "reward_model": "rm_2", "response_length": 24},
+        "eval_rl_2": {"kind": "eval", "model": "student_rl_2", "max_new_tokens": 24},
     })
     (tmp_path / "two_rounds.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     plan = plan_of(tmp_path / "two_rounds.yaml", tmp_path)

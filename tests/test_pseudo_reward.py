@@ -14,9 +14,9 @@ TINY = {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length
 
 
 def spec(students: int = 1, task_spec: dict | None = None, **params) -> dict:
-    stages = {"teacher_samples": {"kind": "generate", "model": "m"}}
+    stages = {"teacher_samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}}
     for i in range(students):
-        stages[f"student{i}_samples"] = {"kind": "generate", "model": "m"}
+        stages[f"student{i}_samples"] = {"kind": "generate", "model": "m", "max_new_tokens": 16}
     stages["votes"] = {"kind": "pseudo_reward", "teacher": "teacher_samples",
                        "students": [f"student{i}_samples" for i in range(students)], **params}
     return {"name": "pr", "seed": 3, "models": {"m": TINY}, "stages": stages,
@@ -162,7 +162,7 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
     data.mkdir()
     rows = [{"id": f"d{i}", "question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}. #### {2 * i}"}
             for i in range(6)]
-    test_rows = [{"question": "What is 1 plus 1?", "answer": "#### 2"}]
+    test_rows = [{"question": "What is 10 plus 10?", "answer": "#### 20"}]   # not a distill question
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
     task_spec = {"distill": {"path": str(data / "distill.jsonl")}, "test": {"path": str(data / "test.jsonl")}}
 

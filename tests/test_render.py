@@ -195,9 +195,9 @@ def test_payloads_travel_as_data_and_never_run(tmp_path, capsys):
 def test_build_takes_well_under_a_second(tmp_path, spec_file):
     shutil.copy(spec_file, tmp_path / spec_file.name)
     build(tmp_path / spec_file.name, tmp_path)            # imports and first-use caches
-    start = time.perf_counter()
+    start = time.process_time()       # CPU time: another job on the machine must not fail this test
     build(tmp_path / spec_file.name, tmp_path)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_compiler_imports_no_ml_library(tmp_path):

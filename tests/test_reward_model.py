@@ -17,7 +17,7 @@ TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length
 def spec(**params) -> dict:
     return {"name": "rm", "seed": 5, "models": {"m": TINY},
             "task": {"synthetic": {"gold_size": 20, "dev_size": 0, "distill_size": 48, "test_size": 4}},
-            "stages": {"samples": {"kind": "generate", "model": "m"},
+            "stages": {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16},
                        "votes": {"kind": "pseudo_reward", "teacher": "samples"},
                        "rm": {"kind": "reward_model", "data": "votes", "model": "m", "batch_size": 16,
                               "learning_rate": 3e-3, "eval_fraction": 0.25, **params}}}

@@ -34,7 +34,7 @@ def spec() -> dict:
                        if v is not None} for sid, p in RL_STAGES.items()}
     return {"name": "rl", "seed": 1, "models": {"m": TINY},
             "task": {"synthetic": {"gold_size": 20, "dev_size": 0, "distill_size": 64, "test_size": 4}},
-            "stages": {"samples": {"kind": "generate", "model": "m"},
+            "stages": {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16},
                        "votes": {"kind": "pseudo_reward", "teacher": "samples"},
                        "sft": {"kind": "sft", "model": "m", "data": "votes"},
                        "rm": {"kind": "reward_model", "data": "votes", "model": "m", "epochs": 3,

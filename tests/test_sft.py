@@ -79,7 +79,7 @@ def test_stop_at_dev_accuracy_stops_early(trained):
 
 # ----------------------------------------------------------------------------- data selection
 def test_labels_select_only_agreeing_teacher_rows(built):
-    extra = {"samples": {"kind": "generate", "model": "m"}, "votes": {"kind": "pseudo_reward", "teacher": "samples"}}
+    extra = {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}, "votes": {"kind": "pseudo_reward", "teacher": "samples"}}
     config = built(spec({"data": "votes"}, extra=extra))["s"]
     cfg = load_config(config, "sft")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
@@ -100,7 +100,7 @@ def test_labels_select_only_agreeing_teacher_rows(built):
 
 
 def test_responses_keep_non_empty_rows_and_no_rows_is_a_clear_error(built):
-    extra = {"samples": {"kind": "generate", "model": "m"}}
+    extra = {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}}
     cfg = load_config(built(spec({"data": "samples"}, extra=extra))["s"], "sft")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
     row = {"sample_id": 0, "temperature": 1.0, "seed": 1, "answer": None, "num_tokens": 3}

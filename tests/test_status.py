@@ -36,8 +36,8 @@ def test_status_of_a_fresh_build_and_of_nothing(tmp_path):
         proc = distillc(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         found = states(proc.stdout)
-        assert len(found) == 13 and set(found.values()) == {"pending"}, proc.stdout
-        assert "13 pending" in proc.stdout
+        assert len(found) == 18 and set(found.values()) == {"pending"}, proc.stdout
+        assert "18 pending" in proc.stdout
 
 
 def test_status_of_a_running_then_killed_stage(tmp_path):

@@ -1,0 +1,112 @@
+"""Sizes checked before compute: prompt + new tokens against an `init:` model's context,
+and batch sizes against question counts.
+
+An `init:` model's tokenizer is word-level (runtime/models.py): its vocabulary holds every
+piece of the task corpus, so a prompt's length is its number of pre-tokenizer pieces,
+counted here in pure Python with the same rules (tests hold the count equal to the
+real tokenizer's). Hub and local models keep their own tokenizers: not judged here.
+"""
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+
+from .datarows import user_text
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")   # runtime.models.SPECIAL: matched before pre-tokenizing
+_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+_ASCII_PUNCT = frozenset(string.punctuation)
+
+
+@dataclass
+class SplitSizes:
+    """A split's questions as the stages will see them: how many, and each prompt's length."""
+
+    lengths: list[int] = field(default_factory=list)   # init-tokenizer prompt tokens, in row order
+    places: list[str] = field(default_factory=list)    # file:line (or synthetic split/index) of each row
+
+    def longest(self, first: int | None = None) -> tuple[int, str]:
+        """(tokens, place) of the longest of the first `first` prompts."""
+        n = len(self.lengths) if first is None else min(first, len(self.lengths))
+        if n == 0:
+            return 0, ""
+        i = max(range(n), key=self.lengths.__getitem__)
+        return self.lengths[i], self.places[i]
+
+
+def _split_kind(ch: str) -> str:
+    """'p' punctuation and 'd' digits are pieces of their own; 'w' joins its neighbours."""
+    if ch in _ASCII_PUNCT or unicodedata.category(ch).startswith("P"):
+        return "p"
+    if unicodedata.category(ch) in ("Nd", "Nl", "No"):
+        return "d"
+    return "w"
+
+
+def _pieces(text: str) -> int:
+    """Pieces of the word-level pre-tokenizer: Metaspace, isolated punctuation, single digits."""
+    text = text.replace("\n", " ").replace(" ", "\u2581")
+    if not text:
+        return 0
+    if not text.startswith("\u2581"):
+        text = "\u2581" + text
+    n = 0
+    for word in re.split("(?=\u2581)", text):
+        last = ""
+        for ch in word:
+            kind = _split_kind(ch)
+            if kind != "w" or last != "w":
+                n += 1
+            last = kind
+    return n
+
+
+def word_level_tokens(text: str) -> int:
+    """Tokens the word-level tokenizer gives `text` (special tokens count one each)."""
+    specials = len(_SPECIAL.findall(text))
+    return specials + sum(_pieces(part) for part in _SPECIAL.split(text))
+
+
+def prompt_tokens(row: dict, system_prompt: str) -> int:
+    """Tokens of a question's chat prompt (runtime.models.CHAT_TEMPLATE, BOS included)."""
+    system = f"{system_prompt} " if system_prompt else ""
+    return word_level_tokens(f"<s>{system}Question: {user_text(row)} Answer:")
+
+
+# What a stage asks of its model's context: (model role, split, first-N field, new-token field).
+_WANTS = {
+    "generate": ("model", None, "max_questions", "max_new_tokens"),
+    "eval": ("model", "test", "limit", "max_new_tokens"),
+    "rl": ("policy", "distill", None, "response_length"),
+}
+
+
+def check_sizes(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
+    """Problems (on the planner `pl`) for prompts that cannot fit an `init:` model's context,
+    and for a PPO batch larger than the distill questions; only where the data was read."""
+    for sid, (models, _) in wired.items():
+        st = pl.spec.stages[sid]
+        if st.kind == "rl" and st.algorithm == "ppo" and "distill" in sizes:
+            n = len(sizes["distill"].lengths)
+            if st.batch_size > n:
+                pl.problem(("stages", sid, "batch_size"), f"batch_size {st.batch_size} is larger than the "
+                           f"{n} distill questions: a PPO rollout batch cannot be filled", st.batch_size,
+                           f"lower batch_size to {n} or less, or add distill questions")
+        if st.kind not in _WANTS or getattr(st, "hub_task", None):
+            continue
+        role, split, first, new = _WANTS[st.kind]
+        split = split or st.split
+        ref, base = models.get(role), None
+        if ref is not None:
+            base = pl.spec.models.get(ref.base)
+        if base is None or base.init is None or split not in sizes:
+            continue
+        longest, place = sizes[split].longest(getattr(st, first) if first else None)
+        limit, wanted = base.init.max_length, getattr(st, new)
+        if longest + wanted > limit:
+            room = f"lower {new} to {limit - longest}" if longest < limit else "shorten that question"
+            pl.problem(("stages", sid, new), f"the longest prompt ({place}) has {longest} tokens; with {new} "
+                       f"{wanted} that is {longest + wanted}, more than the context of model "
+                       f"\"{ref.base}\" (max_length {limit})", wanted, f"{room}, or raise models.{ref.base}.init.max_length")
