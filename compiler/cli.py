@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import DistillcError
 
-USAGE = "distillc {validate,plan,build,schema} [spec.yaml]"
+USAGE = "distillc {validate,plan,build,schema,run} [spec.yaml]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +26,20 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("spec", help="the spec YAML file")
         p.add_argument("--root", default=".", help="workflow root holding build/ and runs/ (default: .)")
     sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
+    sub.add_parser("run", help="run the latest build: snakemake [args], resuming after a kill with no manual step",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:   # everything after `run` is snakemake's, e.g. --cores 2, --profile X
+        from .runner import run
+        return _guard(lambda: run(argv[1:]))
     args = parser.parse_args(argv)
+    return _guard(lambda: _run(args))
+
+
+def _guard(command) -> int:
+    """Run a command; users see one message and an exit code, never a traceback."""
     try:
-        return _run(args)
+        return command()
     except DistillcError as exc:
         if os.environ.get("DISTILLC_DEBUG") == "1":
             raise
@@ -64,7 +75,7 @@ def _run(args) -> int:
         changed = render(plan, root)
         n = sum(changed.values())
         print(f"built {plan.build_dir}/ from {args.spec}: {len(plan.jobs)} stages, {n} file(s) changed")
-        print("run it:  snakemake --cores 2        (or: snakemake --profile profiles/slurm)")
+        print("run it:  distillc run --cores 2        (or: distillc run --profile profiles/slurm)")
     return 0
 
 
