@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import DistillcError, UsageError
 
-USAGE = "distillc {validate,plan,build,status,init,schema} [spec.yaml]"
+USAGE = "distillc {validate,plan,build,run,status,init,schema} [spec.yaml]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="the spec file to write (default: <starter>.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing spec file")
     sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
+    sub.add_parser("run", help="run the latest build: snakemake [args], resuming after a kill with no manual step",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:   # everything after `run` is snakemake's, e.g. --cores 2, --profile X
+        from .runner import run
+        return _guard(lambda: run(argv[1:]))
     args = parser.parse_args(argv)
+    return _guard(lambda: _run(args))
+
+
+def _guard(command) -> int:
+    """Run a command; users see one message and an exit code, never a traceback."""
     try:
-        return _run(args)
+        return command()
     except DistillcError as exc:
         if os.environ.get("DISTILLC_DEBUG") == "1":
             raise
@@ -89,20 +100,19 @@ def _run(args) -> int:
 
 
 def run_command(root: Path, profile: str | None = None) -> str:
-    """The snakemake command that runs this build, verbatim from the current folder.
+    """The `distillc run` command that runs this build, verbatim from the current folder.
 
-    Snakemake looks for a Snakefile in the folder it runs in: a build made elsewhere
-    (a spec's own folder, --root) names the project's Snakefile and the root explicitly.
+    It runs in the workflow root (its run lock and Snakemake's records live there); a root
+    without the project's Snakefile names it explicitly.
     """
     import shlex
 
     project = Path(__file__).resolve().parent.parent
     cwd, local = Path.cwd().resolve(), (root / "Snakefile").exists()
     how = f"--profile {shlex.quote(str(project / 'profiles' / profile))}" if profile else "--cores 2"
-    if local:
-        return f"snakemake {how}" if root == cwd else f"cd {shlex.quote(str(root))} && snakemake {how}"
-    where = "" if root == cwd else f" -d {shlex.quote(str(root))}"
-    return f"snakemake -s {shlex.quote(str(project / 'Snakefile'))}{where} {how}"
+    snakefile = "" if local else f"-s {shlex.quote(str(project / 'Snakefile'))} "
+    go = "" if root == cwd else f"cd {shlex.quote(str(root))} && "
+    return f"{go}distillc run {snakefile}{how}"
 
 
 def _status(args) -> int:

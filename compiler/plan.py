@@ -373,7 +373,9 @@ def _make_job(pl: _Planner, sid, task, models, inputs, up, st) -> Job:
         run_dir=pl.run_dir, out_dir=out_dir, task=task, models=models,
         inputs={k: v.rstrip("/") for k, v in inputs.items()},
         outputs={k: v.rstrip("/") for k, v in outputs.items()},
-        upstream=up, params=st.model_dump(mode="json"),
+        # Resources stay out of the stage config (a Snakemake input): they reach the rule through
+        # resources.json, so changing mem_mb or runtime_min reruns nothing.
+        upstream=up, params=st.model_dump(mode="json", exclude={"resources"}),
     )
     defaults = DEFAULT_RESOURCES[st.kind].model_dump()
     given = {k: v for k, v in st.resources.model_dump().items() if v is not None}

@@ -28,6 +28,15 @@ LOCKED_PACKAGES = ("distillc", "pydantic", "pyyaml", "jinja2", "snakemake", "sna
 def render(plan: Plan, root: Path) -> dict[str, bool]:
     """Write the build; return {relative path: changed?} for every file it owns."""
     build = root / plan.build_dir
+    files = build_files(plan, root)
+    changed = {f"{plan.build_dir}/{rel}": write_if_changed(build / rel, text) for rel, text in files.items()}
+    _remove_stale(build, set(files))
+    changed["build/LATEST"] = write_if_changed(root / "build" / "LATEST", plan.spec.name + "\n")
+    return changed
+
+
+def build_files(plan: Plan, root: Path) -> dict[str, str]:
+    """Every file of build/<spec>/ (path relative to it -> text); `distillc plan` renders the same."""
     files: dict[str, str] = {}
     for job in plan.jobs:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
@@ -35,16 +44,15 @@ def render(plan: Plan, root: Path) -> dict[str, bool]:
             files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
     files["env.yaml"] = _conda_env()
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
+    # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
+    # where Snakemake would otherwise skip a missing intermediate file whose consumers are up to date.
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
         jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
-        targets=list(plan.jobs[-1].outputs.values()))
+        targets=[p.rstrip("/") for j in plan.jobs for p in j.outputs.values()])
     files["spec.lock.json"] = lock_text(plan)
     # read by the training stages (runtime/tracking.py), but no rule's input: changing it reruns nothing
     files["tracking.json"] = json.dumps(plan.spec.tracking.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    changed = {f"{plan.build_dir}/{rel}": write_if_changed(build / rel, text) for rel, text in files.items()}
-    _remove_stale(build, set(files))
-    changed["build/LATEST"] = write_if_changed(root / "build" / "LATEST", plan.spec.name + "\n")
-    return changed
+    return files
 
 
 def _stage_yaml(job: Job) -> str:

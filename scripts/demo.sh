@@ -7,7 +7,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 distillc build specs/demo.yaml
-time snakemake --cores 2 --profile profiles/local
+time distillc run --cores 2 --profile profiles/local
 echo
 echo "report: runs/demo/report/report.html  (and report.md)"
 sed -n '1,40p' runs/demo/report/report.md

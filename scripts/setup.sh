@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv and install distillc into it. Idempotent: a second run does nothing
-# unless pyproject.toml changed. torch==2.13.0 goes in first: a bare `torch`
+# Create .venv and install distillc into it, with the extras named in $1 (default: test;
+# the test suite adds slurm). Idempotent: a second run does nothing unless pyproject.toml
+# or the extras changed. torch==2.13.0 goes in first: a bare `torch`
 # requirement with no torch installed would pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+EXTRAS=${1:-test}
 stamp=.venv/.distillc-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -18,7 +20,7 @@ pip_install() {   # quiet unless it fails: then show pip's own words
 echo "installing distillc into .venv (torch 2.13.0 first; log: $log)"
 pip_install --upgrade pip
 pip_install "torch==2.13.0"
-pip_install -e ".[test]"
+pip_install -e ".[$EXTRAS]"
 .venv/bin/python -c "import torch, transformers, trl, lm_eval, snakemake, compiler, runtime" 
 echo "$want" > "$stamp"
 echo "distillc installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -88,7 +88,7 @@ def test_build_from_any_folder_prints_a_command_that_works_there(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     command = next(line for line in proc.stdout.splitlines() if line.startswith("run it:")).split(":", 1)[1].strip()
-    assert command.startswith("snakemake -s ") and command.endswith("--cores 2"), command
+    assert command.startswith("distillc run -s ") and command.endswith("--cores 2"), command
     dry = subprocess.run(f"PATH={bin_dir}:$PATH {command} -n --quiet rules", shell=True, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0, dry.stderr[-2000:]

@@ -1,16 +1,12 @@
-"""The planner's wiring, and `distillc plan`'s account of what a run would redo and why."""
+"""The planner's wiring: stage order, inputs by role, model references."""
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from compiler import cli
 from compiler.errors import SpecError
 from compiler.load import load_spec_with_positions
 from compiler.plan import OUTPUTS, build_plan
@@ -86,57 +82,7 @@ def test_eval_without_test_questions_is_refused(tmp_path):
     assert all("task.test" in p.hint for p in err.value.problems)
 
 
-# ------------------------------------------------------------------ distillc plan
-def states(capsys, spec: Path, root: Path) -> dict[str, str]:
-    """Stage id -> 'ok' or the rerun reason, from `distillc plan`'s output."""
-    assert cli.main(["plan", str(spec), "--root", str(root)]) == 0
-    out = capsys.readouterr().out
-    rows = re.findall(r"^  (\w+) +\w+ +<- .*?(ok|RUN  \((.*)\))$", out, re.M)
-    assert len(rows) == len([line for line in out.splitlines() if not line.startswith("note: ")]) - 2, out
-    return {sid: reason or state for sid, state, reason in rows}
-
-
-def fake_outputs(plan, root: Path) -> None:
-    """Outputs present and newer than the build, in run order (as a finished run leaves them)."""
-    start = time.time() - 1000
-    for f in (root / "build").rglob("*"):
-        os.utime(f, (start, start))
-    for i, job in enumerate(plan.jobs):
-        for out in job.outputs.values():
-            path = root / out.rstrip("/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.mkdir() if out.endswith("/") else path.write_text("fake\n")
-            os.utime(path, (start + 10 + i, start + 10 + i))
-
-
-def test_plan_explains_what_would_rerun_and_why(tiny, tmp_path, capsys):
-    ids = [j.id for j in plan_of(tiny, tmp_path).jobs]
-    assert states(capsys, tiny, tmp_path) == {sid: "not built yet" for sid in ids}
-    cli.main(["plan", str(tiny), "--root", str(tmp_path)])
-    assert "note: student_rl_gold is an ORACLE" in capsys.readouterr().out
-
-    assert cli.main(["build", str(tiny), "--root", str(tmp_path)]) == 0
-    capsys.readouterr()
-    assert set(states(capsys, tiny, tmp_path).values()) == {"outputs missing"}
-    plan = plan_of(tiny, tmp_path)
-    fake_outputs(plan, tmp_path)
-    assert set(states(capsys, tiny, tmp_path).values()) == {"ok"}
-
-    tiny.write_text(re.sub(r"(student_sft: \{.*epochs: )\d+", r"\g<1>7", tiny.read_text()))
-    now = states(capsys, tiny, tmp_path)
-    assert now["student_sft"] == "its config changed since the last build"
-    assert now["sft_samples"] == now["eval_sft"] == "upstream reruns: student_sft"
-    assert now["student_rl"] == "upstream reruns: rm, student_sft"
-    assert now["teacher"] == now["teacher_votes"] == now["eval_teacher"] == "ok"
-
-    assert cli.main(["build", str(tiny), "--root", str(tmp_path)]) == 0
-    capsys.readouterr()
-    after = states(capsys, tiny, tmp_path)
-    assert after["student_sft"] == "config is newer than its outputs"
-    assert {sid for sid, s in after.items() if s != "ok"} == {sid for sid, s in now.items() if s != "ok"}
-
-    shutil.rmtree(tmp_path / "runs/tiny/teacher/model")
-    assert states(capsys, tiny, tmp_path)["teacher"] == "outputs missing"
+# `distillc plan` (what a run would redo, and why) is Snakemake's own dry run: tests/test_run.py.
 
 
 def test_a_second_round_of_rewards_is_just_more_stages(tmp_path):

@@ -24,6 +24,10 @@ import yaml
 
 from conftest import REPO, build_spec
 
+# The executor plugin is the `slurm` extra (scripts/test.sh installs it): without it there is no
+# profiles/slurm to test.
+pytest.importorskip("snakemake_executor_plugin_slurm", reason="needs the slurm extra: pip install -e '.[slurm]'")
+
 PROFILE = REPO / "profiles" / "slurm"
 SCRIPTS = REPO / "tests" / "slurm"
 BIN = Path(sys.executable).parent
