@@ -173,7 +173,7 @@ def read_rows(path: str | Path, fmt: str, split: str, limit: int | None = None, 
     for lineno, row, why in scan(path, fmt, split, limit, fraction):
         if row is None:
             raise DataError(f"{path}:{lineno}: {why}")
-        rows.append(row)
+        rows.append(row | {"where": f"{path}:{lineno}"})   # run-time checks name the row's place
     return tuple(rows)
 
 

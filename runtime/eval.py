@@ -48,26 +48,14 @@ def write_questions(cfg, stage) -> list[dict]:
 def check_lengths(cfg, stage, rows: list[dict]) -> None:
     """Refuse prompts that do not fit: lm-eval would cut them from the left (losing BOS and
     the question's start) with only a log warning, and score the damaged prompt."""
-    from lm_eval.models.utils import resolve_max_length
-
     from .models import load_tokenizer
+    from .room import check_room
+
     ref = cfg.models["model"]
     tok = load_tokenizer(ref, cfg.task, cfg.spec_seed)
     if not tok.chat_template:
         raise SystemExit(f"eval: model {ref.name!r} has no chat template; eval and generate both prompt through it")
-    if ref.source == "init":
-        limit = ref.init.max_length
-    else:
-        from transformers import AutoConfig
-        limit = resolve_max_length(AutoConfig.from_pretrained(
-            ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code), tok)
-    prompts = [tok.apply_chat_template(taskdata.messages(r, cfg.task), add_generation_prompt=True, tokenize=False)
-               for r in rows]
-    longest = max(len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"])
-    if longest + stage.max_new_tokens > limit:
-        raise SystemExit(f"eval: the longest prompt has {longest} tokens; with max_new_tokens "
-                         f"{stage.max_new_tokens} that exceeds model {ref.name!r}'s {limit}-token context. "
-                         "Lower max_new_tokens or use a model with a longer max_length.")
+    check_room(ref, tok, cfg.task, rows, stage.max_new_tokens, "max_new_tokens")
 
 
 def make_lm(cfg, stage, device, dtype):
