@@ -85,15 +85,17 @@ _WANTS = {
 
 def check_sizes(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
     """Problems (on the planner `pl`) for prompts that cannot fit an `init:` model's context,
-    and for a PPO batch larger than the distill questions; only where the data was read."""
+    and for an rl rollout batch that needs more distill questions than there are; only where the data was read."""
     for sid, (models, _) in wired.items():
         st = pl.spec.stages[sid]
-        if st.kind == "rl" and st.algorithm == "ppo" and "distill" in sizes:
+        if st.kind == "rl" and "distill" in sizes:
             n = len(sizes["distill"].lengths)
-            if st.batch_size > n:
-                pl.problem(("stages", sid, "batch_size"), f"batch_size {st.batch_size} is larger than the "
-                           f"{n} distill questions: a PPO rollout batch cannot be filled", st.batch_size,
-                           f"lower batch_size to {n} or less, or add distill questions")
+            per_q = 1 if st.algorithm == "ppo" else st.num_generations   # grpo/rloo: num_generations per question
+            if st.batch_size > n * per_q:
+                pl.problem(("stages", sid, "batch_size"), f"batch_size {st.batch_size} needs "
+                           f"{-(-st.batch_size // per_q)} questions per rollout, more than the {n} distill "
+                           "questions: a rollout batch cannot be filled", st.batch_size,
+                           f"lower batch_size to {n * per_q} or less, or add distill questions")
         if st.kind not in _WANTS or getattr(st, "hub_task", None):
             continue
         role, split, first, new = _WANTS[st.kind]

@@ -157,16 +157,20 @@ def test_new_tokens_beyond_context_and_rl_batch_beyond_questions(tmp_path, monke
     text = text.replace("{kind: eval, model: teacher}", "{kind: eval, model: teacher, max_new_tokens: 24}")
     spec.write_text(text + "  votes: {kind: pseudo_reward, teacher: samples}\n"
                     "  rm: {kind: reward_model, data: votes, model: base}\n"
-                    "  rl: {kind: rl, policy: teacher, reward_model: rm, batch_size: 7, response_length: 41}\n")
+                    "  rl: {kind: rl, policy: teacher, reward_model: rm, batch_size: 7, response_length: 41}\n"
+                    "  rl_group: {kind: rl, policy: teacher, reward: gold, algorithm: rloo, batch_size: 28,\n"
+                    "             num_generations: 4, response_length: 8}\n")
     code, out, err = validate(spec, capsys)
     assert code == 2, err
     # a distill prompt is 24 tokens: 24 + 96 > 64 (generate), 24 + 41 > 64 (rl); eval's 24 + 24 fits
     assert "stages.samples.max_new_tokens: the longest prompt (distill.jsonl:1) has 24 tokens" in err
     assert "hint: lower max_new_tokens to 40, or raise models.base.init.max_length" in err
     assert "stages.rl.response_length: the longest prompt (distill.jsonl:1) has 24 tokens; with response_length 41" in err
-    assert "stages.rl.batch_size: batch_size 7 is larger than the 6 distill questions" in err
+    assert "stages.rl.batch_size: batch_size 7 needs 7 questions per rollout, more than the 6 distill" in err
+    # rloo samples 4 per question: 28 responses are 7 questions
+    assert "stages.rl_group.batch_size: batch_size 28 needs 7 questions per rollout, more than the 6 distill" in err
     assert "stages.ev" not in err
-    assert err.startswith("3 problems in spec:"), err
+    assert err.startswith("4 problems in spec:"), err
 
 
 def test_synthetic_sizes_are_checked_too(tmp_path, monkeypatch, capsys):
