@@ -20,7 +20,8 @@ from conftest import REPO
 from fake_stages import fake_stages
 
 BIN = Path(sys.executable).parent
-SFT_AND_AFTER = {"student_sft", "sft_samples", "eval_sft", "rewards", "rm", "student_rl", "eval_rl", "report"}
+SFT_AND_AFTER = {"student_sft", "sft_samples", "eval_sft", "rewards", "rm", "student_rl", "eval_rl", "report",
+                 "sft_test_samples", "student_rl_majority", "student_rl_gold", "eval_rl_majority", "eval_rl_gold"}
 
 
 def sh(root: Path, env: dict, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -71,7 +72,8 @@ def workflow(tmp_path) -> tuple[Path, dict]:
 def test_plan_lists_what_snakemake_runs_after_each_kind_of_change(workflow):
     root, env = workflow
     spec, everything = root / "tiny.yaml", set(plan(root, env))
-    assert len(everything) == 13 and dry_run(root, env) == everything
+    stages = {p.stem for p in (root / "build" / "tiny" / "stages").glob("*.yaml")}
+    assert everything == stages and len(stages) == 18 and dry_run(root, env) == everything
     assert run(root, env).returncode == 0
 
     cases = []
