@@ -17,7 +17,7 @@ from pathlib import Path
 from . import models
 from . import task as taskdata
 from .common import atomic_write_json, derive_seed, log, progress, side_dir, start, torch_setup, write_jsonl
-from .room import check_room
+from .room import check_before_weights
 
 PARTIAL = "responses.partial.jsonl"
 
@@ -169,10 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, stage, args = start(argv, "generate")
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     ref = cfg.models["model"]
-    if ref.source != "init":   # init models were measured at validate; others only now, before any weights
-        check_room(ref, models.load_tokenizer(ref, cfg.task, cfg.spec_seed), cfg.task,
-                   taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
-                   stage.max_new_tokens, "max_new_tokens")
+    check_before_weights(cfg, ref, taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
+                         stage.max_new_tokens, "max_new_tokens")
     model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype, padding_side="left")
     model.to(device).eval()
     stats = run(cfg, stage, model, tok)

@@ -11,7 +11,6 @@ environment and may differ between runs.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import platform

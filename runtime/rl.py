@@ -35,7 +35,7 @@ from pathlib import Path
 from . import models
 from . import task as taskdata
 from .common import derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
-from .room import check_room
+from .room import check_before_weights
 from .reward_model import checkpoint_dir, train_or_load
 from .tracking import tracking_args
 
@@ -247,10 +247,8 @@ def main(argv=None) -> None:
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
     questions = [(q["id"], taskdata.messages(q, cfg.task))
                  for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
-    ref = cfg.models["policy"]
-    if ref.source != "init":   # init models were measured at validate; others only now, before any weights
-        check_room(ref, models.load_tokenizer(ref, cfg.task, cfg.spec_seed), cfg.task,
-                   taskdata.questions(cfg.task, "distill", cfg.spec_seed), st.response_length, "response_length")
+    check_before_weights(cfg, cfg.models["policy"], taskdata.questions(cfg.task, "distill", cfg.spec_seed),
+                         st.response_length, "response_length")
     targets = answer_targets(cfg, st)
     if targets is not None:   # majority: questions the vote dropped have no label, so no reward
         questions = [(q, m) for q, m in questions if q in targets]

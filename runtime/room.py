@@ -41,3 +41,10 @@ def check_room(ref, tok, task, rows: list[dict], new_tokens: int, what: str) -> 
         raise NoRoom(f"{where}: the longest prompt has {lengths[i]} tokens; with {what} {new_tokens} that is "
                      f"{lengths[i] + new_tokens}, more than model {ref.name!r}'s {limit}-token context. Lower "
                      f"{what}, shorten or drop that question, or use a model with a longer context")
+
+
+def check_before_weights(cfg, ref, rows: list[dict], new_tokens: int, what: str) -> None:
+    """check_room for a stage about to load `ref`: init models were measured at validate, others only now."""
+    if ref.source != "init":
+        from .models import load_tokenizer
+        check_room(ref, load_tokenizer(ref, cfg.task, cfg.spec_seed), cfg.task, rows, new_tokens, what)

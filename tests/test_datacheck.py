@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from compiler import cli
+from test_load import problems, validate
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "bad_data"
@@ -58,21 +59,7 @@ def expectations(case: Path) -> tuple[str, str, list[tuple[int, list[str]]]]:
 
 def data_problems(err: str) -> list[dict]:
     """`file:line: task.<split>: message` lines, each with its indented got/hint lines."""
-    out: list[dict] = []
-    for line in err.splitlines()[1:]:
-        match = DATA_LINE.match(line)
-        if match:
-            out.append({**match.groupdict(), "text": line})
-        else:
-            assert line.startswith("    ") and out, f"unexpected output line: {line!r}"
-            out[-1]["text"] += "\n" + line
-    return out
-
-
-def validate(spec: Path, capsys) -> tuple[int, str, str]:
-    code = cli.main(["validate", str(spec)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return problems(err, DATA_LINE)
 
 
 def test_corpus_is_large_and_varied():

@@ -49,11 +49,11 @@ def expectations(spec: Path) -> tuple[int, list[tuple[str, str, list[str]]]]:
     return code, expected
 
 
-def problems(stderr: str) -> list[dict]:
-    """Split CLI output into problems: a `file:line:col: field: message` line plus its indented lines."""
+def problems(stderr: str, header: re.Pattern = HEADER) -> list[dict]:
+    """Split CLI output into problems: a `file:line:col: field: message` line (or `header`) plus its indented lines."""
     out: list[dict] = []
     for line in stderr.splitlines()[1:]:
-        match = HEADER.match(line)
+        match = header.match(line)
         if match:
             out.append({**match.groupdict(), "text": line})
         else:
