@@ -56,6 +56,9 @@ def _guard(command) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `distillc plan spec.yaml | head`: the reader left early; nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 141            # what a shell reports for a writer killed by SIGPIPE
     except Exception as exc:  # a bug in distillc, not in the spec: say so, briefly
         if os.environ.get("DISTILLC_DEBUG") == "1":
             raise

@@ -93,3 +93,13 @@ def test_build_from_any_folder_prints_a_command_that_works_there(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "teacher_samples" in dry.stdout + dry.stderr and (tmp_path / "build" / "tiny").is_dir()
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    """`distillc schema | head -1`: the pipe closes mid-output; no traceback, no "internal error"."""
+    import subprocess
+    import sys
+    cmd = f"{sys.executable} -m compiler.cli schema | head -1"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "{"
+    assert out.stderr == ""
