@@ -72,7 +72,7 @@ def hf_engine(model_dir: str, task, texts: list[str], args, dtype, device, cache
 
     from compiler.schema import ModelRef
     from runtime import models
-    from runtime.generate import sample
+    from runtime.sampling import sample
 
     t0 = time.perf_counter()
     ref = ModelRef(name="bench", source="path", path=model_dir, base="bench")
@@ -153,7 +153,7 @@ def run(args, task, ref, spec_seed: int) -> int:
     from runtime import models
     from runtime import task as taskdata
     from runtime.common import torch_setup
-    from runtime.generate import prompts
+    from runtime.sampling import prompts
 
     transformers.utils.logging.disable_progress_bar()   # the table is the output
     device, dtype = torch_setup(args.seed, args.threads, args.device, args.precision)

@@ -21,6 +21,7 @@ TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
 )
+LM_EVAL_ANSWERS = "distillc_answers.py"   # beside each local lm-eval task; its YAML loads it by this name
 LOCKED_PACKAGES = ("distillc", "pydantic", "pyyaml", "jinja2", "snakemake", "snakemake-executor-plugin-slurm",
                    "torch", "transformers", "trl", "lm-eval", "datasets", "accelerate", "peft", "tokenizers")
 
@@ -42,6 +43,8 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
         if job.config.kind == "eval" and job.config.params.get("hub_task") is None:
             files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
+            # the task's `!function` scoring: imports runtime.answers, the pipeline's own answer code
+            files[f"lm_eval/{job.id}/{LM_EVAL_ANSWERS}"] = TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
     files["env.yaml"] = _conda_env()
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
@@ -93,7 +96,7 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
         task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p["samples"],
         sampled=p["samples"] > 1 or p["temperature"] > 0, temperature=p["temperature"] or 1.0,
-        max_new_tokens=p["max_new_tokens"], multiple_choice=plan.spec.task.format == "multiple_choice")
+        max_new_tokens=p["max_new_tokens"], format=plan.spec.task.format)
 
 
 def lock_text(plan: Plan) -> str:

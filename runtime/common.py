@@ -20,10 +20,22 @@ from typing import Iterable
 import yaml
 
 from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages import them from here)
+from compiler.errors import DistillcError
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.schema import StageConfig
 
 EXIT_STAGE_FAILED = 1
+
+
+class StageError(DistillcError):
+    """The one type of a stage failure a user can act on: its message says what and why, in one line.
+
+    Stages raise it (never SystemExit with a text); run_stage prints it naming the stage.
+    A DataError (a data file at fault, file:line first) is the other expected kind.
+    """
+
+    exit_code = EXIT_STAGE_FAILED
+
 _STAGE = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
 
 
@@ -42,7 +54,7 @@ def load_config(path: str | Path, kind: str) -> StageConfig:
         raise DataError(f"{path}: not a stage config this distillc can read ({str(exc).splitlines()[0]}); "
                         "run `distillc build` again") from None
     if cfg.kind != kind:
-        raise SystemExit(f"{path}: a {cfg.kind} stage config was given to runtime.{kind}")
+        raise StageError(f"{path}: a {cfg.kind} stage config was given to runtime.{kind}")
     return cfg
 
 
@@ -58,7 +70,7 @@ def start(argv: list[str] | None, kind: str):
     log(f"{kind} stage {cfg.id!r} (spec {cfg.spec_name}, seed {cfg.seed})")
     stage = cfg.stage()
     if getattr(stage, "engine", "hf") != "hf":   # the compiler refuses it; a hand-edited config must not get further
-        raise SystemExit(f"{args.config}: engine: {stage.engine} is not available yet in this version "
+        raise StageError(f"{args.config}: engine: {stage.engine} is not available yet in this version "
                          "(it waits for a validation run on a GPU); use engine: hf")
     progress(cfg, 0)
     return cfg, stage, args
@@ -120,13 +132,14 @@ def read_json(path: str | Path):
 def run_stage(main) -> None:
     """The one catch of every stage CLI (`python -m runtime.<kind>`): a failure prints ONE line
     naming the stage, its kind and, where a file is at fault, file:line; then exit 1.
-    DISTILLC_DEBUG=1 lets the traceback through."""
+    A StageError or DataError is expected (its message is the whole story); anything else is
+    named with the line of our code it came through. DISTILLC_DEBUG=1 lets the traceback through."""
     try:
         main()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):   # argparse has already said why
             raise
-        _fail(str(exc.code))
+        _fail(str(exc.code))   # a library's sys.exit("..."): ours raise StageError
     except Exception as exc:
         if os.environ.get("DISTILLC_DEBUG") == "1":
             raise
@@ -142,7 +155,7 @@ def _fail(message: str) -> None:
 
 def _describe(exc: Exception) -> str:
     """What went wrong, in the words that locate it: a DataError already names file:line."""
-    if isinstance(exc, DataError):
+    if isinstance(exc, (StageError, DataError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"

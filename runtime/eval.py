@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from . import answers
 from . import task as taskdata
-from .common import atomic_write_json, log, progress, start, torch_setup, write_jsonl
+from .common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
 
 PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
@@ -31,18 +32,26 @@ def write_questions(cfg, stage) -> list[dict]:
     """
     rows = taskdata.gold(cfg.task, "test", cfg.spec_seed)[: stage.limit]
     if not rows:
-        raise SystemExit("eval: the task has no test questions (set task.test or task.synthetic.test_size)")
-    task_yaml = yaml.safe_load(Path(cfg.inputs["lm_eval_task"]).read_text())
+        raise StageError("eval: the task has no test questions (set task.test or task.synthetic.test_size)")
+    task_yaml = read_task_yaml(cfg.inputs["lm_eval_task"])
     path = Path(task_yaml["dataset_kwargs"]["data_files"]["test"])
     expected = (Path(cfg.out_dir) / "questions.jsonl").resolve()
     if path.resolve() != expected:
-        raise SystemExit(f"eval: {cfg.inputs['lm_eval_task']} reads {path}, not {expected}: "
+        raise StageError(f"eval: {cfg.inputs['lm_eval_task']} reads {path}, not {expected}: "
                          "it was built in another folder; run `distillc build` again here")
     questions = [{"question_id": r["id"], "prompt": taskdata.messages(r, cfg.task)[-1]["content"],
                   "target": r["target"]} for r in rows]
     write_jsonl(path, questions)
     check_lengths(cfg, stage, rows)
     return questions
+
+
+def read_task_yaml(path) -> dict:
+    """The rendered task YAML as data; its `!function` tags (lm-eval's) are read as their plain names."""
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load(Path(path).read_text(), Loader=Loader)   # noqa: S506 (a SafeLoader subclass)
 
 
 def check_lengths(cfg, stage, rows: list[dict]) -> None:
@@ -54,7 +63,7 @@ def check_lengths(cfg, stage, rows: list[dict]) -> None:
     ref = cfg.models["model"]
     tok = load_tokenizer(ref, cfg.task, cfg.spec_seed)
     if not tok.chat_template:
-        raise SystemExit(f"eval: model {ref.name!r} has no chat template; eval and generate both prompt through it")
+        raise StageError(f"eval: model {ref.name!r} has no chat template; eval and generate both prompt through it")
     check_room(ref, tok, cfg.task, rows, stage.max_new_tokens, "max_new_tokens")
 
 
@@ -115,11 +124,11 @@ def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
     except (ConnectionError, OSError) as exc:
         if stage.hub_task is None:
             raise
-        raise SystemExit(f"eval: hub_task {name!r} could not fetch its dataset (or the model) from the Hugging Face "
+        raise StageError(f"eval: hub_task {name!r} could not fetch its dataset (or the model) from the Hugging Face "
                          f"hub: {type(exc).__name__}: {exc}. Hub tasks need network access (unset HF_HUB_OFFLINE and "
                          "HF_DATASETS_OFFLINE) or the dataset already in the local cache.") from None
     if name not in result.get("results", {}):
-        raise SystemExit(f"eval: lm-eval returned no results for {name!r} (a task group? name one task)")
+        raise StageError(f"eval: lm-eval returned no results for {name!r} (a task group? name one task)")
     return name, result
 
 
@@ -127,7 +136,7 @@ def scores(results: dict) -> tuple[str, dict]:
     """(metric name, {filter: {"accuracy", "stderr"}}) from lm-eval's "metric,filter" keys."""
     metric = next((m for m in METRICS if any(k.startswith(m + ",") for k in results)), None)
     if metric is None:
-        raise SystemExit(f"eval: the task reports none of {METRICS}: {sorted(results)}")
+        raise StageError(f"eval: the task reports none of {METRICS}: {sorted(results)}")
     out = {}
     for key, value in results.items():
         name, _, filt = key.partition(",")
@@ -149,7 +158,8 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
 
     Responses come from `resps` (all repeats); "correct" is lm-eval's own score
     under the primary filter, so accuracy == mean(correct) by construction.
-    "answers" are runtime.task.extract_answer's, like everywhere else in the pipeline.
+    "answers" are runtime.answers.extract's: the same code lm-eval scored with (the local task's
+    filters load it), and the code every other stage reads answers with.
     """
     by_doc: dict[int, dict[str, dict]] = {}
     for s in logged:
@@ -161,7 +171,7 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
         responses = [r if isinstance(r, str) else str(r) for inst in s["resps"] for r in inst]
         qid = questions[doc_id]["question_id"] if questions is not None else f"{task_name}-{doc_id}"
         row = {"question_id": qid, "target": str(s["target"]), "responses": responses,
-               "answers": [taskdata.extract_answer(r, fmt) for r in responses], "correct": bool(s[metric])}
+               "answers": [answers.extract(r, fmt) for r in responses], "correct": bool(s[metric])}
         if "majority" in entries:
             row["majority_correct"] = bool(entries["majority"][metric])
         rows.append(row)

@@ -139,10 +139,10 @@ def save(model, tokenizer, path) -> None:
 def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg, results: dict | None = None) -> None:
     """Write weights, tokenizer, train_log.jsonl and a model card beside `out`, then rename:
     no half-written model is visible. `results`: metric name -> value the stage measured (for the card)."""
-    import shutil
     import tempfile
     from pathlib import Path
 
+    from .checkpoints import swap_in
     from .common import atomic_write_text, write_jsonl
     from .model_card import card_text
 
@@ -153,11 +153,4 @@ def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg, results: di
     save(model, tokenizer, tmp)
     write_jsonl(tmp / "train_log.jsonl", log_rows)
     atomic_write_text(tmp / "README.md", card_text(cfg, results))
-    if out_path.exists():
-        old = out_path.with_name(f".{out_path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_path.rename(old)
-        tmp.rename(out_path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out_path)
+    swap_in(tmp, out_path)

@@ -17,22 +17,10 @@ from collections import Counter
 from itertools import chain, zip_longest
 
 from . import task as taskdata
-from .common import atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
+from .answers import same, vote
+from .common import StageError, atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
 
 HISTOGRAM_BINS = 10
-
-
-def vote(answers: list[str | None]) -> tuple[str | None, float]:
-    """(majority answer, share of ALL samples voting for it); None answers never vote.
-
-    Ties go to the smallest answer string: arbitrary but deterministic, and
-    independent of sample order. No usable answer at all gives (None, 0.0).
-    """
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None, 0.0
-    best = min(counts, key=lambda a: (-counts[a], a))
-    return best, counts[best] / len(answers)
 
 
 def load_sources(cfg) -> list[tuple[str, str, list[dict]]]:
@@ -50,7 +38,7 @@ def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
     for role, source, rows in sources:
         for r in sorted(rows, key=lambda r: r["sample_id"]):
             if r["question_id"] not in known:
-                raise SystemExit(f"{source}: question {r['question_id']!r} is not in the distill split; "
+                raise StageError(f"{source}: question {r['question_id']!r} is not in the distill split; "
                                  "were the responses made from another task?")
             grouped.setdefault(r["question_id"], []).append(
                 {"question_id": r["question_id"], "source": source, "role": role, "sample_id": r["sample_id"],
@@ -101,7 +89,7 @@ def label_all(cfg, st):
             (no_answer if label is None else dropped).append(qid)
             continue
         for r in rows:
-            r |= {"pseudo_label": label, "agreement": agreement, "label": int(r["answer"] == label)}
+            r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
         labels += rows
         pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)

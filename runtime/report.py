@@ -16,12 +16,12 @@ import os
 import platform
 import shutil
 import subprocess
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
 from . import report_seeds
 from . import task as taskdata
+from .answers import same as same_answer, vote
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
 from .report_page import NAMES, render
@@ -61,17 +61,6 @@ def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tup
         means.append(d[idx].mean(axis=1))
     lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def same_answer(answer, target) -> bool:
-    if answer is None or target is None:
-        return False
-    if str(answer).strip() == str(target).strip():
-        return True
-    try:
-        return float(answer) == float(target)
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------- reading
@@ -265,7 +254,7 @@ def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
 
 
 def vote_accuracy(rows: list[dict], gold: dict) -> dict:
-    """Per-sample accuracy, majority-vote accuracy (ties: smallest answer) and pass@k."""
+    """Per-sample accuracy, majority-vote accuracy (runtime.answers.vote, the pipeline's one vote) and pass@k."""
     by_q: dict[str, list] = {}
     for r in rows:
         if r["question_id"] in gold:
@@ -273,10 +262,8 @@ def vote_accuracy(rows: list[dict], gold: dict) -> dict:
     single, majority, any_ok = [], [], []
     for q, answers in by_q.items():
         ok = [same_answer(a, gold[q]) for a in answers]
-        counts = Counter(a for a in answers if a is not None)
-        top = min(counts, key=lambda a: (-counts[a], a)) if counts else None
         single += ok
-        majority.append(same_answer(top, gold[q]))
+        majority.append(same_answer(vote(answers)[0], gold[q]))
         any_ok.append(any(ok))
     n = len(by_q)
     return {"questions": n, "samples": len(single), "single": sum(single) / max(1, len(single)),

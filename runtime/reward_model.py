@@ -11,81 +11,20 @@ way: pairwise accuracy, score(chosen) > score(rejected).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
-import shutil
 from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import (atomic_write_json, derive_seed, log, progress_callback, read_jsonl, side_dir, start,
+from .checkpoints import resume_dir, train_or_load
+from .common import (StageError, atomic_write_json, derive_seed, log, progress_callback, read_jsonl, start,
                      torch_setup, write_jsonl)
 from .tracking import tracking_args
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
 
 
-# ----------------------------------------------------------------------------- shared with rl
-def checkpoint_dir(cfg, name: str = "checkpoints") -> Path:
-    """side_dir(cfg, name), emptied when the config or the input files changed since it was written.
-
-    Resuming a checkpoint made for other data or settings would silently mix two runs.
-    `resources` are left out of the fingerprint: a job killed at its time limit and
-    rerun with more time should resume.
-    """
-    path = side_dir(cfg, name)
-    digest = hashlib.sha256()
-    digest.update(json.dumps(cfg.model_dump(mode="json", exclude={"params": {"resources"}}), sort_keys=True).encode())
-    for file in (f for key in sorted(cfg.inputs) for f in _files(Path(cfg.inputs[key]))):
-        stat = file.stat()
-        digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    stamp = path / "fingerprint.txt"
-    if not stamp.exists() or stamp.read_text() != digest.hexdigest():
-        shutil.rmtree(path)
-        path.mkdir(parents=True)
-        stamp.write_text(digest.hexdigest())
-    return path
-
-
-def _files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-
-
-def last_checkpoint(path: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    found = get_last_checkpoint(str(path))
-    if found:
-        log(f"resuming from {found}")
-    return found
-
-
-def finished_state(checkpoint: str | None):
-    """The TrainerState of a checkpoint that had completed training, else None.
-
-    Resumed from such a checkpoint, Trainer (transformers 5.24) trains one step
-    too many (it checks max_steps only after a step): load it instead of training.
-    """
-    if not checkpoint:
-        return None
-    from transformers import TrainerState
-
-    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-    return state if state.global_step >= state.max_steps else None
-
-
-def train_or_load(trainer, ckpt: Path):
-    """(trained model, TrainerState): resume from the last checkpoint, or load a finished one."""
-    found = last_checkpoint(ckpt)
-    state = finished_state(found)
-    if state is not None:
-        return type(trainer.model).from_pretrained(found), state
-    trainer.train(resume_from_checkpoint=found)
-    return trainer.model, trainer.state
-
-
+# ----------------------------------------------------------------------------- training log
 def train_log(state) -> list[dict]:
     """One row per logging step ({"step", "loss", ...}), from the trainer's own history."""
     return [{"step": row["step"], **row} for row in state.log_history if "loss" in row]
@@ -227,17 +166,17 @@ def main(argv=None) -> None:
     held_out = [p for p in pairs if p["question_id"] in eval_q]
     eval_pairs = preference_rows(held_out, prompts)
     model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
-    ckpt = checkpoint_dir(cfg)
+    ckpt = resume_dir(cfg)
     hp = trainer_args(cfg, st, device, dtype, ckpt)
     if st.loss == "pairwise":
         if not train_pairs:
-            raise SystemExit(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
+            raise StageError(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
                              "question with both a positive and a negative response")
         trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length)
     else:
         rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
         if not rows:
-            raise SystemExit(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
+            raise StageError(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
         trainer = pointwise_trainer(model, tok, rows, hp)
     log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
         f"{len(train_pairs)} / {len(eval_pairs)} pairs")

@@ -32,11 +32,11 @@ import math
 import shutil
 from pathlib import Path
 
-from . import models
+from . import answers, models
 from . import task as taskdata
-from .common import derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
+from .checkpoints import current, resume_dir, swap_in, train_or_load
+from .common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
 from .room import check_before_weights
-from .reward_model import checkpoint_dir, train_or_load
 from .tracking import tracking_args
 
 MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
@@ -77,7 +77,7 @@ def load_reward_model(path: str, policy_tok=None):
     rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
     if policy_tok is not None and tok.get_vocab() != policy_tok.get_vocab():
-        raise SystemExit(f"the reward model {path} has another vocabulary than the policy; PPO scores the policy's "
+        raise StageError(f"the reward model {path} has another vocabulary than the policy; PPO scores the policy's "
                          "tokens directly: train the reward model from the same base model, or use grpo/rloo")
     tok.padding_side = "right"
     rm.config.pad_token_id = tok.pad_token_id
@@ -101,21 +101,21 @@ def prompt_ids(prompts: list[list[dict]], tok) -> list[list[int]]:
 
 
 def snapshot(dir_: Path, policy, value, tok, rows: list[dict], step: int) -> None:
-    """Save what a PPO restart needs into dir_/latest, swapping the folder in whole."""
-    tmp, latest = dir_ / "latest.tmp", dir_ / "latest"
+    """Save what a PPO restart needs into dir_/latest, swapping the folder in whole (checkpoints.swap_in)."""
+    tmp = dir_ / "latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     models.save(policy, tok, tmp / "policy")
     value.save_pretrained(tmp / "value")
     write_jsonl(tmp / "rl_log.jsonl", rows)
     (tmp / "progress.json").write_text(json.dumps({"step": step}))
-    shutil.rmtree(latest, ignore_errors=True)
-    tmp.rename(latest)
+    swap_in(tmp, dir_ / "latest")
 
 
 def ppo_start(cfg, latest: Path):
     """(policy, value model, rl_log rows so far, steps done): the last snapshot's, else fresh ones."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    latest = current(latest) or latest    # a kill mid-swap leaves the previous snapshot, complete
     if not (latest / "progress.json").exists():
         policy, _ = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed)
         value, _ = load_reward_model(cfg.inputs["reward_model"])   # the value model starts as the reward model
@@ -145,7 +145,7 @@ def run_ppo(cfg, st, prompts, device, dtype):
     from transformers import TrainerCallback
     from trl.experimental.ppo import PPOTrainer
 
-    ckpt = checkpoint_dir(cfg)
+    ckpt = resume_dir(cfg)
     ref, tok = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed, padding_side="left")
     reward, _ = load_reward_model(cfg.inputs["reward_model"], tok)
     policy, value, previous, done = ppo_start(cfg, ckpt / "latest")
@@ -154,7 +154,7 @@ def run_ppo(cfg, st, prompts, device, dtype):
         return policy, tok, previous
     data = Dataset.from_dict({"input_ids": prompt_ids(prompts, tok)})
     if len(data) < st.batch_size:
-        raise SystemExit(f"{len(data)} distill questions but batch_size {st.batch_size}: lower batch_size")
+        raise StageError(f"{len(data)} distill questions but batch_size {st.batch_size}: lower batch_size")
 
     class Snapshot(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -178,7 +178,7 @@ def policy_path(cfg) -> str:
     ref = cfg.models["policy"]
     if ref.source != "init":
         return ref.path
-    path = checkpoint_dir(cfg, "init_policy")
+    path = resume_dir(cfg, "init_policy")
     if not (path / "config.json").exists():
         models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)
     return str(path)
@@ -192,7 +192,7 @@ def answer_targets(cfg, st) -> dict[str, str] | None:
         rows = taskdata.gold(cfg.task, "distill", cfg.spec_seed)
         missing = [r["id"] for r in rows if "target" not in r]
         if missing:
-            raise SystemExit(f"rl stage {cfg.id!r}: reward: gold needs an answer on every distill question; "
+            raise StageError(f"rl stage {cfg.id!r}: reward: gold needs an answer on every distill question; "
                              f"{len(missing)} have none (e.g. {missing[:3]})")
         return {r["id"]: r["target"] for r in rows}
     return None
@@ -202,7 +202,7 @@ def answer_reward(targets: dict[str, str], fmt: str, name: str):
     """A TRL reward function: 1.0 when a completion's extracted answer equals its question's target, else 0.0."""
     def reward(prompts, completions, question_id, **kwargs):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return [float(taskdata.extract_answer(t, fmt) == targets[q]) for t, q in zip(texts, question_id)]
+        return [float(answers.same(answers.extract(t, fmt), targets[q])) for t, q in zip(texts, question_id)]
     reward.__name__ = name   # TRL logs it as rewards/<name>/mean
     return reward
 
@@ -227,7 +227,7 @@ def run_group(cfg, st, questions, targets, device, dtype):
     tok.padding_side = "left"
     reward, reward_tok = reward_function(cfg, st, targets)
     rollouts = math.ceil(st.episodes / st.batch_size)
-    ckpt = checkpoint_dir(cfg)
+    ckpt = resume_dir(cfg)
     args = config_cls(output_dir=str(ckpt), max_steps=rollouts * st.mini_batches * st.ppo_epochs,
                       per_device_train_batch_size=st.batch_size // st.mini_batches,
                       steps_per_generation=st.mini_batches, num_iterations=st.ppo_epochs,
@@ -255,7 +255,7 @@ def main(argv=None) -> None:
         log(f"reward: {st.reward} answer ({'ORACLE: gold answers' if st.reward == 'gold' else 'pseudo-labels'}) "
             f"on {len(questions)} distill questions")
     if len(questions) * (st.num_generations if st.algorithm != "ppo" else 1) < st.batch_size:
-        raise SystemExit(f"rl stage {cfg.id!r}: {len(questions)} questions are too few for batch_size "
+        raise StageError(f"rl stage {cfg.id!r}: {len(questions)} questions are too few for batch_size "
                          f"{st.batch_size}: lower batch_size")
     if st.algorithm == "ppo":
         policy, tok, rows = run_ppo(cfg, st, [m for _, m in questions], device, dtype)

@@ -8,15 +8,15 @@ run resumes; the final model is written atomically, merged if LoRA was used.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 from . import models
 from . import task as taskdata
-from .common import hide_tied_weights_warning, log, progress_callback, read_jsonl, side_dir, start, torch_setup
-from .generate import fingerprint, prompts, sample
+from .checkpoints import last_checkpoint, resume_dir
+from .common import StageError, hide_tied_weights_warning, log, progress_callback, read_jsonl, start, torch_setup
+from .sampling import greedy_accuracy
 from .tracking import tracking_args
 
 DEV_BATCH = 64        # dev questions per greedy generate call
@@ -45,32 +45,24 @@ def training_rows(cfg, stage) -> list[dict]:
         elif "data_responses" in cfg.inputs:
             picked = read_jsonl(cfg.inputs["data_responses"])
         else:
-            raise SystemExit(f"sft stage {cfg.id!r}: no data_labels or data_responses input in its config")
+            raise StageError(f"sft stage {cfg.id!r}: no data_labels or data_responses input in its config")
         picked = [r for r in picked if r["text"].strip()]
         prompts_by_id = _distill_prompts(cfg)
         missing = sorted({r["question_id"] for r in picked} - set(prompts_by_id))
         if missing:
-            raise SystemExit(f"sft stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
+            raise StageError(f"sft stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
                              f"(e.g. {missing[:3]}); sft trains only on distill-split samples")
         rows = [_row(prompts_by_id[r["question_id"]], r["text"]) for r in picked]
     if not rows:
-        raise SystemExit(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
+        raise StageError(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
                          "(no agreeing teacher samples, or all responses empty)")
     return rows
 
 
 # ----------------------------------------------------------------------------- dev accuracy
 def dev_accuracy(model, tok, task, dev: list[dict], max_new_tokens: int) -> float:
-    """Greedy accuracy on gold dev questions (left-padded batches)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(dev), DEV_BATCH):
-        batch = dev[i: i + DEV_BATCH]
-        outs = sample(model, tok, prompts(batch, task, tok), 0.0, 1, max_new_tokens)
-        correct += sum(taskdata.extract_answer(text, task.format) == r["target"] for r, (text, _) in zip(batch, outs))
-    model.train(was_training)
-    return correct / len(dev)
+    """Greedy accuracy on gold dev questions, answers read as everywhere else (runtime.answers)."""
+    return greedy_accuracy(model, tok, task, dev, max_new_tokens, DEV_BATCH)
 
 
 def max_new_tokens(tok, dev: list[dict]) -> int:
@@ -114,31 +106,7 @@ def stop_rules(stage, dev: list[dict], gen_tok, task):
     return StopRules()
 
 
-# ----------------------------------------------------------------------------- checkpoints and output
-def last_checkpoint(cfg) -> str | None:
-    """The newest complete checkpoint an earlier run of this very config left, if any.
-
-    The Trainer writes checkpoints in place, trainer_state.json last: a kill while
-    saving leaves a folder without a readable state, which is dropped here.
-    """
-    ckpt_dir = side_dir(cfg, "checkpoints")
-    stamp, stamp_file = fingerprint(cfg), ckpt_dir / "fingerprint.txt"
-    if stamp_file.exists() and stamp_file.read_text() != stamp:
-        log("checkpoints come from another config or other inputs: starting over")
-        shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir()
-    stamp_file.write_text(stamp)
-    complete = []
-    for d in sorted(ckpt_dir.glob("checkpoint-*"), key=lambda d: int(d.name.rsplit("-", 1)[-1])):
-        try:
-            json.loads((d / "trainer_state.json").read_text())
-            complete.append(d)
-        except (OSError, ValueError):
-            log(f"dropping incomplete checkpoint {d}")
-            shutil.rmtree(d)
-    return str(complete[-1]) if complete else None
-
-
+# ----------------------------------------------------------------------------- trainer
 def sft_config(cfg, stage, device, dtype, out_dir: Path):
     import torch
     from trl import SFTConfig
@@ -179,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     dev = taskdata.gold(cfg.task, "dev", cfg.spec_seed) if stage.data == "gold" else []
     gen_tok = models.load_tokenizer(ref, cfg.task, cfg.spec_seed, padding_side="left")
     log(f"{len(rows)} training rows from {stage.data!r}" + (f", {len(dev)} dev questions" if dev else ""))
-    resume = last_checkpoint(cfg)
-    trainer = SFTTrainer(model=model, args=sft_config(cfg, stage, device, dtype, side_dir(cfg, "checkpoints")),
+    ckpt = resume_dir(cfg)
+    resume = last_checkpoint(ckpt)
+    trainer = SFTTrainer(model=model, args=sft_config(cfg, stage, device, dtype, ckpt),
                          train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=lora_config(stage), callbacks=[stop_rules(stage, dev, gen_tok, cfg.task),
                                                                     progress_callback(cfg)])
@@ -191,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trainer.train(resume_from_checkpoint=resume)
     except TimeLimitExceeded as exc:
-        raise SystemExit(f"sft stage {cfg.id!r} failed: {exc}. A time limit never shortens training (the result "
+        raise StageError(f"sft stage {cfg.id!r} failed: {exc}. A time limit never shortens training (the result "
                          "would depend on machine load); stop on max_steps, epochs or stop_at_dev_accuracy, "
                          "or raise max_time_s. Checkpoints are kept: a rerun resumes.") from None
     history = trainer.state.log_history
@@ -206,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     dev_acc = [r["dev_accuracy"] for r in history if r.get("dev_accuracy") is not None]
     models.save_model_dir(final, tok, cfg.outputs["model"], history, cfg,
                           {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None)
-    shutil.rmtree(side_dir(cfg, "checkpoints"))    # done: a forced rerun starts fresh
+    shutil.rmtree(ckpt)    # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 
 

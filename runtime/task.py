@@ -8,11 +8,11 @@ Pure Python (no torch), so light stages import it cheaply.
 """
 from __future__ import annotations
 
-import re
-
 from compiler.datarows import LETTERS, DataError, in_fraction, parse_row, read_rows, user_text  # noqa: F401 (re-exported)
 from compiler.schema import DataSource, TaskSpec
 from compiler.synthetic import SPLITS, synthetic  # noqa: F401 (re-exported)
+
+from .answers import normalise
 
 
 # ----------------------------------------------------------------------------- files and hub
@@ -51,8 +51,13 @@ def questions(task: TaskSpec, split: str, seed: int) -> list[dict]:
 
 
 def gold(task: TaskSpec, split: str, seed: int) -> list[dict]:
-    """Rows with answers. Only the bootstrap (gold, dev), eval and report may call this."""
-    return [dict(row) for row in _rows(task, split, seed)]
+    """Rows with answers. Only the bootstrap (gold, dev), eval and report may call this.
+
+    Targets are spelled as runtime.answers spells a response's answer ("7.0" -> "7",
+    "1,000" -> "1000"), so that every comparison against gold is like for like.
+    """
+    return [dict(row) | ({"target": normalise(row["target"])} if "target" in row else {})
+            for row in _rows(task, split, seed)]
 
 
 def corpus(task: TaskSpec, seed: int) -> list[str]:
@@ -63,30 +68,9 @@ def corpus(task: TaskSpec, seed: int) -> list[str]:
     return texts
 
 
-# ----------------------------------------------------------------------------- prompts and answers
+# ----------------------------------------------------------------------------- prompts
 def messages(row: dict, task: TaskSpec) -> list[dict]:
     """The chat prompt for a question (system prompt first when the task has one)."""
     msgs = [{"role": "system", "content": task.system_prompt}] if task.system_prompt else []
     return msgs + [{"role": "user", "content": user_text(row)}]
 
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_LETTER = re.compile(r"\b([A-J])\b")
-
-
-def extract_answer(text: str, fmt: str) -> str | None:
-    """The final answer of a response: after the last '####', else the last number/letter.
-
-    Tiny or random models often emit nothing usable: that is None, never an error.
-    """
-    if not text:
-        return None
-    tail = text.split("####")[-1] if "####" in text else text
-    pattern = _LETTER if fmt == "multiple_choice" else _NUMBER
-    found = pattern.findall(tail)
-    if not found:
-        return None
-    answer = found[-1]
-    if fmt != "multiple_choice" and "." in answer and float(answer).is_integer():
-        answer = str(int(float(answer)))
-    return answer

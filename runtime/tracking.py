@@ -16,6 +16,8 @@ from pathlib import Path
 
 from compiler.schema import StageConfig, Tracking
 
+from .common import StageError
+
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
@@ -31,7 +33,7 @@ def tracking_args(cfg: StageConfig) -> dict:
     report_to = (["tensorboard"] if t.tensorboard else []) + ([t.backend] if t.backend != "none" else [])
     missing = [PACKAGES[name] for name in report_to if importlib.util.find_spec(PACKAGES[name]) is None]
     if missing:
-        raise SystemExit(f"tracking: {', '.join(missing)} is not installed; `pip install {' '.join(missing)}`, "
+        raise StageError(f"tracking: {', '.join(missing)} is not installed; `pip install {' '.join(missing)}`, "
                          "or turn it off in the spec's `tracking:` block")
     if t.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out_dir).resolve() / "tensorboard")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime import generate, task
-from runtime.common import load_config, read_jsonl
+from runtime import answers, checkpoints, generate, task
+from runtime.common import StageError, load_config, read_jsonl
 
 from conftest import REPO
 
@@ -46,7 +46,7 @@ def test_rows_follow_the_format_and_counts(built):
         assert r["sample_id"] == i % per_q
         assert r["temperature"] == [0.0, 0.7, 0.7, 0.7, 1.0, 1.0, 1.0][r["sample_id"]]
         assert isinstance(r["text"], str) and isinstance(r["seed"], int)
-        assert r["answer"] == task.extract_answer(r["text"], "gsm8k")
+        assert r["answer"] == answers.extract(r["text"], "gsm8k")
         assert 1 <= r["num_tokens"] <= 12
     # one seed per (batch of 8 questions, temperature): 4 batches x 3 temperatures
     assert len({r["seed"] for r in rows}) == 12
@@ -100,8 +100,9 @@ def test_partial_rows_of_another_config_are_discarded(built):
     config = built(spec())["samples"]
     reference = run(config)
     partial = Path("runs/gen/samples/partial") / generate.PARTIAL
+    partial.parent.mkdir()     # a finished run removed it; a killed run of another config left this one
     partial.write_text("".join(json.dumps(r | {"text": "stale"}) + "\n" for r in reference[:14]))
-    partial.with_suffix(".fingerprint").write_text("an older config")
+    (partial.parent / checkpoints.STAMP).write_text("an older config")
     assert run(config) == reference
 
 
@@ -139,6 +140,6 @@ def test_a_hand_edited_vllm_engine_is_refused_at_start(built):
     text = config.read_text()
     assert "engine: hf" in text
     config.write_text(text.replace("engine: hf", "engine: vllm"))
-    with pytest.raises(SystemExit, match="engine: vllm is not available yet in this version"):
+    with pytest.raises(StageError, match="engine: vllm is not available yet in this version"):
         generate.main(["--config", str(config), "--threads", "1"])
     assert not Path(load_config(config, "generate").outputs["responses"]).exists()

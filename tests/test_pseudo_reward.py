@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from runtime import pseudo_reward, task
+from runtime.answers import extract
 from runtime.common import read_jsonl, write_jsonl
 from runtime.pseudo_reward import vote
 
@@ -34,7 +35,7 @@ def responses(path: str | Path, answers: dict[str, list], texts: dict | None = N
             own = f"{tag} says {k} #### {a}" if a is not None else f"{tag} hmm {'x' * k}"
             text = (texts or {}).get((qid, k)) or own
             rows.append({"question_id": qid, "sample_id": k, "temperature": 0.7 if k % 2 else 1.0, "seed": k,
-                         "text": text, "answer": task.extract_answer(text, "gsm8k"), "num_tokens": 9})
+                         "text": text, "answer": extract(text, "gsm8k"), "num_tokens": 9})
     write_jsonl(path, rows)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from runtime import report_method as method
-from runtime.report import same_answer
+from runtime.answers import same as same_answer
 
 
 def scored(q: str, answers_scores: list[tuple[str, float]]) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import reward_model, task
+from runtime import answers, reward_model, task
 from runtime.common import read_jsonl, write_jsonl
 
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}}
@@ -46,7 +46,7 @@ def write_data(cfg: dict, per_question: int = 4) -> None:
                           "chosen_source": "t", "rejected_source": "s"})
             for i, (text, label) in enumerate(((chosen, 1), (rejected, 0))):
                 labels.append({"question_id": q["id"], "source": "s", "role": "student", "sample_id": 2 * k + i,
-                               "temperature": 1.0, "text": text, "answer": task.extract_answer(text, "gsm8k"),
+                               "temperature": 1.0, "text": text, "answer": answers.extract(text, "gsm8k"),
                                "pseudo_label": "0", "agreement": 1.0, "label": label})
     write_jsonl(cfg["inputs"]["data_pairs"], pairs)
     write_jsonl(cfg["inputs"]["data_labels"], labels)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtime import models, sft, task
-from runtime.common import load_config, read_jsonl, write_jsonl
+from runtime.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import REPO, build_spec
 
@@ -109,7 +109,7 @@ def test_responses_keep_non_empty_rows_and_no_rows_is_a_clear_error(built):
     rows = sft.training_rows(cfg, cfg.stage())
     assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "2 + 1 = 3. #### 3"
     write_jsonl(cfg.inputs["data_responses"], [row | {"question_id": qs[1]["id"], "text": ""}])
-    with pytest.raises(SystemExit, match="no training rows"):
+    with pytest.raises(StageError, match="no training rows"):
         sft.training_rows(cfg, cfg.stage())
 
 
@@ -144,7 +144,7 @@ def test_killed_run_resumes_from_its_checkpoint(built, capsys):
 def test_max_time_fails_loudly_and_never_shortens_training(built):
     """A time limit is a guard: past it the job fails with a message and writes no model (no load-dependent result)."""
     config = built(spec({"max_steps": 500, "max_time_s": 0.001}))["s"]
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(StageError) as exc:
         sft.main(["--config", str(config), "--threads", "1"])
     assert "ran past max_time_s" in str(exc.value) and "never shortens training" in str(exc.value)
     assert not Path("runs/sft/s/model").exists()
