@@ -24,6 +24,8 @@ from compiler.errors import DistillcError
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.schema import StageConfig
 
+from . import terminal
+
 EXIT_STAGE_FAILED = 1
 
 
@@ -43,6 +45,9 @@ def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m runtime.{kind}", description=f"Run one {kind} stage.")
     parser.add_argument("--config", required=True, help="resolved stage config (build/<spec>/stages/<id>.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--progress-fd", type=int, default=None,
+                        help="a file descriptor for short progress lines (the rule passes Snakemake's stderr "
+                             "as 3; the full log goes to stdout/stderr)")
     return parser.parse_args(argv)
 
 
@@ -62,8 +67,10 @@ def start(argv: list[str] | None, kind: str):
     """Parse args, load the config, seed Python's RNG; return (cfg, stage params, args)."""
     args = parse_args(argv, kind)
     _STAGE.update(kind=kind, config=args.config)
+    terminal.attach(args.progress_fd)
     cfg = load_config(args.config, kind)
     _STAGE["id"] = cfg.id
+    terminal.say(cfg.id, f"{kind} started")
     random.seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -134,8 +141,11 @@ def run_stage(main) -> None:
     naming the stage, its kind and, where a file is at fault, file:line; then exit 1.
     A StageError or DataError is expected (its message is the whole story); anything else is
     named with the line of our code it came through. DISTILLC_DEBUG=1 lets the traceback through."""
+    t0 = time.monotonic()
     try:
         main()
+        if _STAGE["id"]:
+            terminal.finished(_STAGE["id"], time.monotonic() - t0)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):   # argparse has already said why
             raise
@@ -150,6 +160,7 @@ def _fail(message: str) -> None:
     who = f"stage {_STAGE['id']!r}" if _STAGE["id"] else f"stage config {_STAGE['config']}"
     text = " ".join(message.split())    # one line, whatever the message held
     print(f"distillc: {who} ({_STAGE['kind']}) failed: {text}", file=sys.stderr, flush=True)
+    terminal.say(_STAGE["id"] or _STAGE["kind"], f"FAILED: {text}")
     sys.exit(EXIT_STAGE_FAILED)
 
 
@@ -200,13 +211,15 @@ PROGRESS = "progress.json"
 _STARTED: dict[str, float] = {}
 
 
-def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = "") -> None:
+def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = "", note: str = "") -> None:
     """Record how far this stage is, for `distillc status` (runs/<spec>/<id>/progress.json).
 
     Part of every stage's contract: generate counts questions, training stages
     steps, eval questions. The file sits beside the declared outputs, so it survives
     a failed job; the pid and host let `distillc status` tell running from dead.
     Times are only shown to people (elapsed, ETA), never used in a result.
+    A few of these calls also print a short line on Snakemake's terminal (runtime/terminal.py);
+    `note` (e.g. "loss 0.83") goes on that line.
     """
     now = time.time()
     started = _STARTED.setdefault(cfg.id, now)
@@ -214,7 +227,8 @@ def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = 
         "stage": cfg.id, "kind": cfg.kind, "pid": os.getpid(), "host": socket.gethostname(),
         "started": round(started, 3), "updated": round(now, 3), "done": done, "total": total, "unit": unit})
     if total:
-        log(f"progress: {done}/{total} {unit}")
+        log(f"progress: {done}/{total} {unit}" + (f", {note}" if note else ""))
+        terminal.progress(cfg.id, done, total, unit, note)
 
 
 def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
@@ -225,12 +239,20 @@ def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        last = 0.0
+        last, note = 0.0, ""
 
         def report(self, state, force: bool = False) -> None:
             if force or time.monotonic() - self.last >= every_s:
                 self.last = time.monotonic()
-                progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps")
+                progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps",
+                         self.note)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # rl: the reward says more than its loss (GRPO/RLOO log `reward`, PPO `objective/scores`)
+            for key, name in (("reward", "reward"), ("objective/scores", "reward"), ("loss", "loss")):
+                if isinstance((logs or {}).get(key), (int, float)):
+                    self.note = f"{name} {logs[key]:.3g}"
+                    return
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.report(state, force=True)

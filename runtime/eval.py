@@ -20,6 +20,8 @@ from .common import StageError, atomic_write_json, log, progress, start, torch_s
 
 PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
+HF_WITH_PROGRESS = "distillc-hf"       # lm-eval's "hf" model that reports questions answered
+_COUNTING: dict = {}                     # the stage config that model reports to
 DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
 
 
@@ -68,10 +70,11 @@ def check_lengths(cfg, stage, rows: list[dict]) -> None:
 
 
 def make_lm(cfg, stage, device, dtype):
-    """(model, model_args) for simple_evaluate: "hf" by path, or an in-memory HFLM for `init:` models.
+    """(model, model_args) for simple_evaluate: lm-eval's hf model by path, or an in-memory HFLM for
+    `init:` models (models.py rebuilds them from the seed); either one counts its progress.
 
-    Paths go through lm-eval's own loader so its config records what was loaded;
-    `init:` models exist only in memory (models.py rebuilds them from the seed).
+    Paths go through lm-eval's own loader, inside simple_evaluate as before (same seeding order),
+    so its config records what was loaded.
     """
     ref = cfg.models["model"]
     if ref.source == "init":
@@ -79,12 +82,66 @@ def make_lm(cfg, stage, device, dtype):
 
         from .models import load_causal_lm
         model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
-        return HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size), None
+        lm = HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
+        count_progress(lm, cfg)
+        return lm, None
     args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,
             "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
     if ref.revision:
         args["revision"] = ref.revision
-    return "hf", args
+    return hf_with_progress(cfg), args
+
+
+def hf_with_progress(cfg) -> str:
+    """lm-eval's "hf" model class with count_progress in its constructor, registered once per process
+    (lm-eval refuses a second class under one name; tests run several stages in one process)."""
+    _COUNTING["cfg"] = cfg
+    if not _COUNTING.get("registered"):
+        from lm_eval.api.registry import register_model
+        from lm_eval.models.huggingface import HFLM
+
+        class ProgressHFLM(HFLM):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                count_progress(self, _COUNTING["cfg"])
+
+        register_model(HF_WITH_PROGRESS)(ProgressHFLM)
+        _COUNTING["registered"] = True
+    return HF_WITH_PROGRESS
+
+
+def count_progress(lm, cfg, updates: int = 100) -> None:
+    """Report questions answered into progress.json (and the terminal) while lm-eval runs.
+
+    lm-eval has no progress hook, but every LM hands each finished request to its cache hook
+    (`add_partial`, a no-op unless lm-eval's request cache is on): count them there. The request
+    methods are wrapped only to learn how many requests (and questions: repeats and answer options
+    make several requests per question) a call brings. Nothing lm-eval computes changes.
+    At most `updates` records per stage, by count (not by time).
+    """
+    from lm_eval.api.model import CacheHook
+
+    class Counter(CacheHook):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.done, self.total, self.docs, self.shown = 0, 0, set(), 0
+
+        def add_partial(self, attr, req, res) -> None:
+            self.done += 1
+            questions = len(self.docs)
+            answered = min(self.done, self.total) * questions // max(self.total, 1)
+            if answered - self.shown >= max(1, questions // updates) or (answered == questions > self.shown):
+                self.shown = answered
+                progress(cfg, answered, questions, "questions")
+
+    counter = Counter()
+    lm.set_cache_hook(counter)
+    for name in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+        def counted(requests, *args, _method=getattr(lm, name), **kwargs):
+            counter.total += len(requests)
+            counter.docs |= {(r.task_name, r.doc_id) for r in requests}
+            return _method(requests, *args, **kwargs)
+        setattr(lm, name, counted)
 
 
 def quiet_git_hash() -> str | None:
@@ -207,8 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     questions = write_questions(cfg, stage) if stage.hub_task is None else None
     lm, model_args = make_lm(cfg, stage, device, dtype)
-    total = len(questions) if questions is not None else stage.limit
-    progress(cfg, 0, total, "questions")   # lm-eval reports no progress of its own: start and end
+    progress(cfg, 0, len(questions) if questions is not None else stage.limit, "questions")
     name, result = run_lm_eval(cfg, stage, lm, model_args, device)
     metric, filters = scores(result["results"][name])
     first = primary(filters)

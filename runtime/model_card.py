@@ -15,8 +15,11 @@ ROLE = {"sft": "model", "reward_model": "model", "rl": "policy"}   # the role ho
 HOW = {
     "sft": "supervised fine-tuning (TRL SFTTrainer, loss on the completion only)",
     "reward_model": "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels",
-    "rl": "reinforcement learning against the learned reward model, KL-penalised to the starting policy",
+    "rl": "reinforcement learning (TRL), KL-penalised to the starting policy",
 }
+REWARD = {"model": "the learned reward model's score (the paper's method)",
+          "majority": "1 when the answer matches the teacher's majority-vote pseudo-label",
+          "gold": "1 when the answer matches the gold answer (an ORACLE: an upper bound, not the method)"}
 
 
 def _lock(cfg: StageConfig) -> dict:
@@ -38,9 +41,30 @@ def _data_sources(cfg: StageConfig, split: str) -> tuple[list[str], str]:
     return [], f"the local file `{Path(src.path).name}` as the `{split}` split"
 
 
+def metric_type(name: str) -> str:
+    """The model-index metric type from a result's name: "... accuracy" -> accuracy, "final KL ..." -> kl."""
+    lowered = name.lower()
+    return next((t for t in ("accuracy", "reward", "kl") if t in lowered.split(" ")), "value")
+
+
+def own_results(cfg: StageConfig, results: dict[str, float | None] | None, datasets: list[str]) -> list:
+    """EvalResults for what the training stage measured itself: a bootstrap's dev accuracy, a reward
+    model's held-out pairwise accuracy, an rl policy's final reward and KL on its rollouts."""
+    from huggingface_hub import EvalResult
+
+    classifier = cfg.kind == "reward_model"
+    split = {"sft": "dev", "reward_model": "distill", "rl": "distill"}[cfg.kind]
+    what = {"sft": "dev", "reward_model": "held-out pseudo-labelled pairs", "rl": "rollouts on distill questions"}
+    return [EvalResult(task_type="text-classification" if classifier else "text-generation",
+                       dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
+                       dataset_name=f"{cfg.spec_name} {what[cfg.kind]}", dataset_split=split,
+                       metric_type=metric_type(name), metric_name=name, metric_value=value)
+            for name, value in (results or {}).items() if value is not None]
+
+
 def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) -> str:
     """The README.md of this stage's model folder; `results`: metric name -> value this stage measured."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     lock, st = _lock(cfg), cfg.stage()
     ref = cfg.models[ROLE[cfg.kind]]
@@ -50,12 +74,7 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     datasets, data_text = _data_sources(cfg, split)
     classifier = cfg.kind == "reward_model"
     tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if cfg.kind == "rl" else [])
-    evals = [EvalResult(task_type="text-classification" if classifier else "text-generation",
-                        dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
-                        dataset_name=f"{cfg.spec_name} {'held-out pseudo-labelled pairs' if classifier else 'dev'}",
-                        dataset_split="distill" if classifier else "dev", metric_type="accuracy",
-                        metric_name=name, metric_value=value)
-             for name, value in (results or {}).items() if value is not None]
+    evals = own_results(cfg, results, datasets)
     data = ModelCardData(
         base_model=hub_base, library_name="transformers", tags=tags, datasets=datasets or None,
         pipeline_tag="text-classification" if classifier else "text-generation",
@@ -72,6 +91,8 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
             f"`{cfg.spec_name}`: {HOW[cfg.kind]}.", "",
             f"- starting weights: {start}", f"- trained on: {data_text}", f"- upstream stages: {upstream}",
             f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`"]
+    if cfg.kind == "rl":
+        body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD[st.reward]}")
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
     body += ["", "The training log is `train_log.jsonl` in this folder; the run's report (runs/"
              f"{cfg.spec_name}/report/) compares this model with the others on held-out questions."]

@@ -19,7 +19,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from . import report_seeds
+from . import report_cards, report_seeds
 from . import task as taskdata
 from .answers import same as same_answer, vote
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
@@ -355,6 +355,7 @@ def main(argv=None) -> None:
     atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)   # beside the outputs, for tools and tests
     atomic_write_text(cfg.outputs["md"], md)
     atomic_write_text(cfg.outputs["html"], html)
+    report_cards.write(cfg, summary)   # beside the outputs too: model_cards/<stage>/README.md
     ok = [a for a in summary["accuracy"] if a["status"] == "ok"]
     log(f"report: {len(ok)}/{len(summary['accuracy'])} evals, {len(summary['comparisons'])} comparisons "
         f"-> {cfg.outputs['html']}")

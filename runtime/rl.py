@@ -242,6 +242,17 @@ def run_group(cfg, st, questions, targets, device, dtype):
     return policy, tok, history_rows(state, {})
 
 
+def final_results(rows: list[dict]) -> dict[str, float | None]:
+    """For the model card: mean reward and KL over the last 10% of logged steps (one step is noisy)."""
+    tail = rows[-max(1, len(rows) // 10):]
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
+        return sum(values) / len(values) if values else None
+    return {"final reward (mean of the last 10% of steps)": mean("reward"),
+            "final KL (mean of the last 10% of steps)": mean("kl")} if rows else {}
+
+
 def main(argv=None) -> None:
     cfg, st, args = start(argv, "rl")
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
@@ -263,7 +274,7 @@ def main(argv=None) -> None:
         policy, tok, rows = run_group(cfg, st, questions, targets, device, dtype)
     if rows:
         log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
-    models.save_model_dir(policy, tok, cfg.outputs["model"], rows, cfg)
+    models.save_model_dir(policy, tok, cfg.outputs["model"], rows, cfg, final_results(rows))
     write_jsonl(cfg.outputs["log"], rows)
 
 

@@ -23,13 +23,15 @@ RUN_TIMEOUT = 1200
 
 
 def run_pipeline(root: Path) -> Path:
-    """Build specs/tiny.yaml under `root` and run it to the report; return runs/tiny."""
+    """Build specs/tiny.yaml under `root` and run it to the report (`distillc run`, its terminal output
+    kept in terminal.txt); return runs/tiny."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
     subprocess.run([str(BIN / "distillc"), "build", str(REPO / "specs" / "tiny.yaml"), "--root", str(root)],
                    check=True, cwd=root, capture_output=True, text=True)
-    proc = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--quiet", "rules"], cwd=root,
+    proc = subprocess.run([str(BIN / "distillc"), "run", "--cores", "2", "--quiet", "rules"], cwd=root,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    (root / "terminal.txt").write_text(proc.stderr)   # what a user saw
     if proc.returncode:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (root / "runs/tiny/logs").glob("*.log"))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs}")
@@ -197,3 +199,41 @@ def test_status_model_cards_and_tensorboard_of_the_finished_run(run):
         assert card.data.library_name == "transformers" and stage in card.text, stage
         assert card.data.to_dict()["distillc"]["spec_hash"].startswith("sha256:"), stage
     assert not any("fatal:" in p.read_text() for p in (run / "logs").glob("*.log"))
+
+
+def test_the_terminal_shows_each_stages_progress(run):
+    """Snakemake's own output carries the stages' short progress lines (fd 3 of each rule), not their logs."""
+    lines = (run.parent.parent / "terminal.txt").read_text().splitlines()
+    for stage, unit, total in (("teacher_samples", "questions", 128), ("eval_sft", "questions", 64),
+                               ("student_sft", "steps", None), ("student_rl", "steps", 32)):
+        counts = [line for line in lines if re.match(rf"\[{stage}\] \d+/{total or '[0-9]+'} {unit} \(", line)]
+        assert counts, (stage, lines)
+    for stage in ("teacher", "rewards", "rm", "report"):
+        assert any(re.fullmatch(rf"\[{stage}\] done in \d+ s.*", line) for line in lines), (stage, lines)
+    assert any(re.match(r"\[student_sft\] \d+/\d+ steps \(\d+%\), loss ", line) for line in lines)
+    assert not any("Loading weights" in line or "progress:" in line for line in lines)   # logs stay in the logs
+
+
+def test_report_writes_complete_model_cards(run):
+    """Each model folder's card plus this run's eval results, beside the report: parsed by the hub's loader."""
+    from huggingface_hub import ModelCard
+
+    cards = run / "report" / "model_cards"
+    assert sorted(p.name for p in cards.iterdir()) == sorted(
+        ["teacher", "student_sft", "rm", "student_rl", "student_rl_majority", "student_rl_gold"])
+    for stage, evaluated in (("teacher", "eval_teacher"), ("student_sft", "eval_sft"), ("student_rl", "eval_rl"),
+                             ("student_rl_gold", "eval_rl_gold")):
+        card = ModelCard.load(cards / stage / "README.md")
+        own = ModelCard.load(run / stage / "model" / "README.md")
+        results = {r.metric_name: r for r in card.data.eval_results}
+        assert {r.metric_name for r in own.data.eval_results or []} < set(results), stage
+        got = results[f"accuracy ({evaluated})"]
+        assert got.metric_value == metrics(run, evaluated)["accuracy"] and got.dataset_split == "test", stage
+        assert card.data.to_dict()["distillc"] == own.data.to_dict()["distillc"], stage
+        assert f"| {evaluated} |" in card.text, stage
+    rl = {r.metric_name: r.metric_value for r in ModelCard.load(run / "student_rl" / "model" / "README.md").data.eval_results}
+    rows = read_jsonl(run / "student_rl" / "rl_log.jsonl")
+    assert rl["final reward (mean of the last 10% of steps)"] == pytest.approx(
+        sum(r["reward"] for r in rows[-3:]) / 3)
+    rm = ModelCard.load(cards / "rm" / "README.md").data.eval_results
+    assert [r.metric_name for r in rm] == ["held-out pairwise accuracy"]

@@ -28,7 +28,7 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 each_spec = pytest.mark.parametrize("spec_file", SPECS, ids=lambda p: p.stem)
 SHELL = re.compile(r"^\S+ -m runtime\.\w+ --config build/\w+/stages/\w+\.yaml --threads \d+ "
-                   r"> runs/\w+/logs/\w+\.log 2>&1$")
+                   r"--progress-fd 3 3>&2 > runs/\w+/logs/\w+\.log 2>&1$")
 
 
 def snakemake(root: Path, *args: str) -> str:
