@@ -87,3 +87,8 @@ def short(value: object, limit: int = 80) -> str:
     text = repr(value) if not isinstance(value, str) else repr(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def article(word: str) -> str:
+    """The article as the word is said: "an eval", "an sft", "a generate"."""
+    return ("an " if word.startswith(("a", "e", "i", "o", "u", "sft", "rl")) else "a ") + word

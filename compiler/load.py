@@ -10,7 +10,8 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from .errors import Problem, SpecError, available, did_you_mean, short
-from .schema import ID_PATTERN, KINDS, RESERVED_IDS, STAGE_CLASSES, Spec
+from .schema import ID_PATTERN, RESERVED_IDS, Spec
+from .stages import KINDS, STAGE_CLASSES
 from .yamlload import Positions, dotted, load_yaml
 
 

@@ -15,7 +15,8 @@ import math
 from pydantic import ValidationError
 
 from .errors import Problem, available, did_you_mean, short
-from .schema import STAGE_CLASSES, ModelSpec
+from .schema import ModelSpec
+from .stages import STAGE_CLASSES
 from .yamlload import Positions, dotted
 
 MAX_VARIANTS = 1000     # a grid this big is a typo (a list pasted twice), not a plan for one machine

@@ -9,14 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compiler.schema import StageConfig
-
-ROLE = {"sft": "model", "reward_model": "model", "rl": "policy"}   # the role holding the starting weights
-HOW = {
-    "sft": "supervised fine-tuning (TRL SFTTrainer, loss on the completion only)",
-    "reward_model": "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels",
-    "rl": "reinforcement learning against the learned reward model, KL-penalised to the starting policy",
-}
+from compiler.contract import StageConfig
 
 
 def _lock(cfg: StageConfig) -> dict:
@@ -43,13 +36,13 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     lock, st = _lock(cfg), cfg.stage()
-    ref = cfg.models[ROLE[cfg.kind]]
+    ref = cfg.models[st.starts_from]       # the role holding the starting weights (its kind's fact)
     root = lock.get("spec", {}).get("models", {}).get(ref.base, {})
     hub_base = root.get("path") if root.get("path") and not str(root["path"]).startswith("/") else None
-    split = "gold" if cfg.kind == "sft" and st.data == "gold" else "distill"
+    split = "gold" if getattr(st, "data", None) == "gold" else "distill"
     datasets, data_text = _data_sources(cfg, split)
-    classifier = cfg.kind == "reward_model"
-    tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if cfg.kind == "rl" else [])
+    classifier = not st.produces_model     # a model folder that is no causal LM: the reward model's
+    tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if hasattr(st, "algorithm") else [])
     evals = [EvalResult(task_type="text-classification" if classifier else "text-generation",
                         dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
                         dataset_name=f"{cfg.spec_name} {'held-out pseudo-labelled pairs' if classifier else 'dev'}",
@@ -69,7 +62,7 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     upstream = ", ".join(f"{role}: `{', '.join(ids)}`" for role, ids in sorted(cfg.upstream.items())) or "none"
     body = [f"# {cfg.spec_name}/{cfg.id}", "",
             f"Made by distillc stage `{cfg.id}` (kind `{cfg.kind}`) of spec "
-            f"`{cfg.spec_name}`: {HOW[cfg.kind]}.", "",
+            f"`{cfg.spec_name}`: {st.made_by}.", "",
             f"- starting weights: {start}", f"- trained on: {data_text}", f"- upstream stages: {upstream}",
             f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`"]
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
