@@ -51,7 +51,7 @@ def problems(errors: list, data: dict, positions: Positions, file: str) -> list[
 
 
 def strip_tags(loc: tuple, data: dict) -> tuple:
-    """Drop pydantic's union tags: ('stages','t','sft','epochs') -> ('stages','t','epochs')."""
+    """Drop pydantic's union tags: ('stages','t',<its kind>,'epochs') -> ('stages','t','epochs')."""
     if len(loc) >= 3 and loc[0] == "stages" and loc[2] in KINDS:
         stage = (data.get("stages") or {}).get(loc[1])
         if isinstance(stage, dict) and stage.get("kind") == loc[2]:
