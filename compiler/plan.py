@@ -27,6 +27,9 @@ class Job:
     log: str
     benchmark: str
     deps: list[str] = field(default_factory=list)
+    # Inputs read for what they say, whose change alone must rerun nothing (Snakemake's ancient()):
+    # the lock changes with resources and package versions, which rerun no stage.
+    ancient: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -214,9 +217,11 @@ def _report_job(pl: _Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:
     for j in jobs:
         up.setdefault(j.config.kind, []).append(j.id)
     stages = pl.spec.stages
-    return _make_job(pl, sid, task, {}, inputs, up, stages[sid], roles=report_roles(stages),
-                     lineage={n: lineage(stages, n) for n in [*pl.spec.models, *stages]
-                              if n in pl.spec.models or stages[n].produces_model})
+    job = _make_job(pl, sid, task, {}, inputs, up, stages[sid], roles=report_roles(stages),
+                    lineage={n: lineage(stages, n) for n in [*pl.spec.models, *stages]
+                             if n in pl.spec.models or stages[n].produces_model})
+    job.ancient = ("lock",)
+    return job
 
 
 def _make_job(pl: _Planner, sid, task, models, inputs, up, st, **facts) -> Job:
