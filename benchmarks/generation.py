@@ -52,7 +52,7 @@ def resolve(spec_file: str, model_id: str):
     from compiler.errors import Problem, SpecError, did_you_mean
     from compiler.load import load_spec_with_positions
     from compiler.plan import build_plan
-    from compiler.schema import ModelRef
+    from compiler.contract import ModelRef
 
     spec, positions = load_spec_with_positions(spec_file)
     plan = build_plan(spec, positions, spec_file)
@@ -70,7 +70,7 @@ def hf_engine(model_dir: str, task, texts: list[str], args, dtype, device, cache
     """Load the saved model and sample every prompt batch, as the generate stage does."""
     import torch
 
-    from compiler.schema import ModelRef
+    from compiler.contract import ModelRef
     from runtime import models
     from runtime.sampling import sample
 

@@ -90,7 +90,7 @@ def _run(args) -> int:
     if args.command == "validate":
         print(f"{args.spec}: ok ({len(plan.jobs)} stages)")
     elif args.command == "plan":
-        from .status import describe
+        from .show_plan import describe
         print(describe(plan, root))
     else:
         from .render import render

@@ -17,10 +17,7 @@ def check_engine(pl, sid: str, default_gpus: int) -> None:
     st = pl.spec.stages[sid]
     if getattr(st, "engine", "hf") != "vllm":
         return
-    at = ("stages", sid, "engine")
-    if st.kind == "rl" and st.algorithm == "ppo":
-        pl.problem(at, "engine: vllm needs algorithm grpo or rloo: PPO's rollouts (TRL's PPOTrainer) "
-                   "cannot use vLLM", st.engine, "set algorithm: grpo (or rloo), or engine: hf")
+    at = ("stages", sid, "engine")   # rl's own rule (PPO has no vLLM rollouts) is RlStage.check
     gpus = st.resources.gpus
     if (gpus if gpus is not None else default_gpus) == 0:
         said = "resources.gpus is 0" if gpus == 0 else f"resources.gpus is unset, and {st.kind} stages default to 0"

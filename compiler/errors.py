@@ -6,6 +6,7 @@ stage of the compiler collects `Problem`s and raises one `SpecError` at the end.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -87,3 +88,12 @@ def short(value: object, limit: int = 80) -> str:
     text = repr(value) if not isinstance(value, str) else repr(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def article(word: str) -> str:
+    """The article as the word is said: "an eval", "a generate", and "an sft", "an rl": a short
+    word without a vowel is spelled out letter by letter, and s, r, f, l, m, n are said with a vowel first."""
+    first = re.split(r"[\W_]", word)[0]
+    spelled = len(first) <= 3 and not re.search(r"[aeiouy]", first)
+    vowel = first[:1] in tuple("aeiou") or (spelled and first[:1] in tuple("fhlmnrsx"))
+    return ("an " if vowel else "a ") + word

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from .errors import Problem, SpecError
 from .schema import Spec
+from .stages import REPORT
 from .sweep import apply, key_path, variants
 from .yamlload import Positions
 
-REF_FIELDS = ("model", "data", "teacher", "students", "policy", "reward_model", "votes", "score")   # fields naming a stage or model
 
 
 def expand(spec: Spec, positions: Positions, file: str, root: Path):
@@ -71,7 +71,7 @@ def _reach(keys: list[str], plans: list) -> dict[str, set[str]]:
     loads: dict[str, set] = {}      # stage -> model ids it loads directly
     for plan in plans:
         for job in plan.jobs:
-            if job.config.kind != "report":
+            if job.config.kind != REPORT:
                 parents.setdefault(job.id, set()).update(job.deps)
                 loads.setdefault(job.id, set()).update(r.name for r in job.config.models.values() if r.source != "stage")
     out = {}
@@ -100,7 +100,7 @@ def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: 
         mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] == ("models", m)], names, texts)
                 for m in sv.models}
         sids = {s: s + _suffix(values, [k for k in keys if s in reach[k]], names, texts)
-                for s, st in sv.stages.items() if st.kind != "report"}
+                for s, st in sv.stages.items() if st.kind != REPORT}
         rename = {**mids, **sids}
         for m, new in mids.items():
             _put(models, new, sv.models[m])
@@ -108,14 +108,14 @@ def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: 
             _put(stages, new, _rewire(sv.stages[s], rename))
             seeds[new] = values.get("seed", spec.seed)
         table.append({"values": values, "label": describe_values(values), "stages": sids, "models": mids})
-    stages.update({s: st for s, st in spec.stages.items() if st.kind == "report"})
+    stages.update({s: st for s, st in spec.stages.items() if st.kind == REPORT})
     return spec.model_copy(update={"models": models, "stages": stages, "sweep": {}}), table, seeds
 
 
 def _rewire(stage, rename: dict):
     """The stage with its references pointing at this variant's stages and models."""
     update = {}
-    for f in REF_FIELDS:
+    for f in (r.field for r in stage.refs):
         value = getattr(stage, f, None)
         if isinstance(value, str):
             update[f] = rename.get(value, value)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 import yaml
 
 from .files import atomic_write_text
-from .plan import Job, Plan, lm_eval_task_name
+from .plan import Job, Plan
+from .stages import lm_eval_task_name
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
@@ -41,10 +42,12 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for job in plan.jobs:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
-        if job.config.kind == "eval" and job.config.params.get("hub_task") is None:
-            files[f"lm_eval/{job.id}/{lm_eval_task_name(plan.spec.name, job.id)}.yaml"] = _lm_eval_task(plan, job, root)
+        if "lm_eval_task" in job.inputs:     # a stage that declares it reads a local lm-eval task
+            task_file = job.inputs["lm_eval_task"].removeprefix(plan.build_dir + "/")
+            files[task_file] = _lm_eval_task(plan, job, root)
             # the task's `!function` scoring: imports runtime.answers, the pipeline's own answer code
-            files[f"lm_eval/{job.id}/{LM_EVAL_ANSWERS}"] = TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
+            files[str(PurePosixPath(task_file).parent / LM_EVAL_ANSWERS)] = \
+                TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
     files["env.yaml"] = _conda_env()
     files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
@@ -59,8 +62,8 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
 
 
 def _stage_yaml(job: Job) -> str:
-    data = job.config.model_dump(mode="json", exclude_none=False)
-    return "# Resolved stage config, written by distillc. Read with compiler.schema.StageConfig.\n" + \
+    data = job.config.model_dump(mode="json", exclude_none=False, exclude={"params": {"resources"}})
+    return "# Resolved stage config, written by distillc. Read with compiler.contract.StageConfig.\n" + \
         yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
 
 
@@ -84,7 +87,7 @@ def _job_resources(job: Job) -> dict:
     for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("constraint", "constraint")):
         if getattr(r, key):
             res[name] = getattr(r, key)
-    trains = job.config.kind in ("sft", "reward_model", "rl")
+    trains = job.config.params.trains
     launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
     return {"threads": r.cpus, "resources": res, "launch": launch}
 
@@ -94,9 +97,9 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     p = job.config.params
     data = (root / job.config.out_dir / "questions.jsonl").resolve()
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
-        task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p["samples"],
-        sampled=p["samples"] > 1 or p["temperature"] > 0, temperature=p["temperature"] or 1.0,
-        max_new_tokens=p["max_new_tokens"], format=plan.spec.task.format)
+        task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,
+        sampled=p.samples > 1 or p.temperature > 0, temperature=p.temperature or 1.0,
+        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format)
 
 
 def lock_text(plan: Plan) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .schema import StageConfig
+from .contract import StageConfig, read_config
 
 STYLES = {"done": "green", "running": "bold yellow", "failed": "bold red", "pending": "dim"}
 
@@ -95,7 +95,7 @@ def _progress_text(info: dict | None) -> tuple[str, float | None]:
 
 def stage_status(root: Path, build: Path, stage_id: str, done_ids: set[str], now: float) -> StageStatus:
     config_file = build / "stages" / f"{stage_id}.yaml"
-    cfg = StageConfig.model_validate(yaml.safe_load(config_file.read_text()))
+    cfg = read_config(yaml.safe_load(config_file.read_text()))
     info = _read_json(root / cfg.out_dir / "progress.json")
     text, eta = _progress_text(info)
     upstream_done = all(d in done_ids for ids in cfg.upstream.values() for d in ids)

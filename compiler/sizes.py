@@ -1,5 +1,5 @@
-"""Sizes checked before compute: prompt + new tokens against an `init:` model's context,
-and batch sizes against question counts.
+"""Sizes checked before compute: prompt + new tokens against an `init:` model's context
+(rl's rollout batch against the question count is RlStage.check_data).
 
 An `init:` model's tokenizer is word-level (runtime/models.py): its vocabulary holds every
 piece of the task corpus, so a prompt's length is its number of pre-tokenizer pieces,
@@ -75,30 +75,15 @@ def prompt_tokens(row: dict, system_prompt: str) -> int:
     return word_level_tokens(f"<s>{system}Question: {user_text(row)} Answer:")
 
 
-# What a stage asks of its model's context: (model role, split, first-N field, new-token field).
-_WANTS = {
-    "generate": ("model", None, "max_questions", "max_new_tokens"),
-    "eval": ("model", "test", "limit", "max_new_tokens"),
-    "rl": ("policy", "distill", None, "response_length"),
-}
-
-
 def check_sizes(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
-    """Problems (on the planner `pl`) for prompts that cannot fit an `init:` model's context,
-    and for an rl rollout batch that needs more distill questions than there are; only where the data was read."""
+    """Problems (on the planner `pl`) for prompts that cannot fit an `init:` model's context (as the
+    stage's class declares its `context`); only where the data was read."""
     for sid, (models, _) in wired.items():
         st = pl.spec.stages[sid]
-        if st.kind == "rl" and "distill" in sizes:
-            n = len(sizes["distill"].lengths)
-            per_q = 1 if st.algorithm == "ppo" else st.num_generations   # grpo/rloo: num_generations per question
-            if st.batch_size > n * per_q:
-                pl.problem(("stages", sid, "batch_size"), f"batch_size {st.batch_size} needs "
-                           f"{-(-st.batch_size // per_q)} questions per rollout, more than the {n} distill "
-                           "questions: a rollout batch cannot be filled", st.batch_size,
-                           f"lower batch_size to {n * per_q} or less, or add distill questions")
-        if st.kind not in _WANTS or getattr(st, "hub_task", None):
+        context = st.sizes_context()
+        if context is None:
             continue
-        role, split, first, new = _WANTS[st.kind]
+        role, split, first, new = context.model_field, context.split, context.first, context.new_tokens
         split = split or st.split
         ref, base = models.get(role), None
         if ref is not None:

@@ -15,7 +15,9 @@ import math
 from pydantic import ValidationError
 
 from .errors import Problem, available, did_you_mean, short
-from .schema import STAGE_CLASSES, ModelSpec
+from .explain import message, wants_number
+from .schema import ModelSpec
+from .stages import STAGE_CLASSES
 from .yamlload import Positions, dotted
 
 MAX_VARIANTS = 1000     # a grid this big is a typo (a list pasted twice), not a plan for one machine
@@ -138,8 +140,6 @@ def _dym(name: str, choices) -> str:
 
 def _value_problems(key: str, values: list, data: dict, positions: Positions, file: str) -> list[Problem]:
     """Each value validated as if written in place of the field (deeper fields included)."""
-    from .load import _message, _wants_number
-
     path, problems = key_path(key), []
     for i, value in enumerate(values):
         line, col = positions.find(("sweep", key, i))
@@ -148,12 +148,12 @@ def _value_problems(key: str, values: list, data: dict, positions: Positions, fi
             problems.append(Problem("this value repeats an earlier one: the two variants would be the same run",
                                     where, file, line, col, short(value), "delete it"))
             continue
-        if isinstance(value, bool) and (path == ("seed",) or _wants_number(path, data)):
+        if isinstance(value, bool) and (path == ("seed",) or wants_number(path, data)):
             problems.append(Problem("expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
                                     where, file, line, col, short(value), "write the number"))
             continue
         for loc, err in _errors(key, value, data):
-            msg, hint = _message(err, path[:2] + loc, value, apply(data, {key: value}))
+            msg, hint = message(err, path[:2] + loc, value, apply(data, {key: value}))
             problems.append(Problem(msg, where, file, line, col, short(value), hint))
     return problems
 

@@ -22,7 +22,7 @@ import yaml
 from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages import them from here)
 from compiler.errors import DistillcError
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
-from compiler.schema import StageConfig
+from compiler.contract import StageConfig, read_config
 
 from . import terminal
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
 def load_config(path: str | Path, kind: str) -> StageConfig:
     """Read a stage config through the same schema the compiler wrote it with."""
     try:
-        cfg = StageConfig.model_validate(yaml.safe_load(Path(path).read_text()))
+        cfg = read_config(yaml.safe_load(Path(path).read_text()))
     except (yaml.YAMLError, ValueError) as exc:   # pydantic's ValidationError is a ValueError
         raise DataError(f"{path}: not a stage config this distillc can read ({str(exc).splitlines()[0]}); "
                         "run `distillc build` again") from None

@@ -9,14 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compiler.schema import StageConfig
+from compiler.contract import StageConfig
 
-ROLE = {"sft": "model", "reward_model": "model", "rl": "policy"}   # the role holding the starting weights
-HOW = {
-    "sft": "supervised fine-tuning (TRL SFTTrainer, loss on the completion only)",
-    "reward_model": "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels",
-    "rl": "reinforcement learning (TRL), KL-penalised to the starting policy",
-}
 REWARD = {"model": "the learned reward model's score (the paper's method)",
           "majority": "1 when the answer matches the teacher's majority-vote pseudo-label",
           "gold": "1 when the answer matches the gold answer (an ORACLE: an upper bound, not the method)"}
@@ -52,12 +46,14 @@ def own_results(cfg: StageConfig, results: dict[str, float | None] | None, datas
     model's held-out pairwise accuracy, an rl policy's final reward and KL on its rollouts."""
     from huggingface_hub import EvalResult
 
-    classifier = cfg.kind == "reward_model"
-    split = {"sft": "dev", "reward_model": "distill", "rl": "distill"}[cfg.kind]
-    what = {"sft": "dev", "reward_model": "held-out pseudo-labelled pairs", "rl": "rollouts on distill questions"}
+    st = cfg.stage()
+    classifier = not st.produces_model            # the reward model: scores, not text
+    split = "dev" if getattr(st, "data", None) == "gold" else "distill"
+    what = ("held-out pseudo-labelled pairs" if classifier else "dev" if split == "dev"
+            else "rollouts on distill questions")
     return [EvalResult(task_type="text-classification" if classifier else "text-generation",
                        dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
-                       dataset_name=f"{cfg.spec_name} {what[cfg.kind]}", dataset_split=split,
+                       dataset_name=f"{cfg.spec_name} {what}", dataset_split=split,
                        metric_type=metric_type(name), metric_name=name, metric_value=value)
             for name, value in (results or {}).items() if value is not None]
 
@@ -67,13 +63,13 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     from huggingface_hub import ModelCard, ModelCardData
 
     lock, st = _lock(cfg), cfg.stage()
-    ref = cfg.models[ROLE[cfg.kind]]
+    ref = cfg.models[st.starts_from]       # the role holding the starting weights (its kind's fact)
     root = lock.get("spec", {}).get("models", {}).get(ref.base, {})
     hub_base = root.get("path") if root.get("path") and not str(root["path"]).startswith("/") else None
-    split = "gold" if cfg.kind == "sft" and st.data == "gold" else "distill"
+    split = "gold" if getattr(st, "data", None) == "gold" else "distill"
     datasets, data_text = _data_sources(cfg, split)
-    classifier = cfg.kind == "reward_model"
-    tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if cfg.kind == "rl" else [])
+    classifier = not st.produces_model     # a model folder that is no causal LM: the reward model's
+    tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if hasattr(st, "algorithm") else [])
     evals = own_results(cfg, results, datasets)
     data = ModelCardData(
         base_model=hub_base, library_name="transformers", tags=tags, datasets=datasets or None,
@@ -88,10 +84,10 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     upstream = ", ".join(f"{role}: `{', '.join(ids)}`" for role, ids in sorted(cfg.upstream.items())) or "none"
     body = [f"# {cfg.spec_name}/{cfg.id}", "",
             f"Made by distillc stage `{cfg.id}` (kind `{cfg.kind}`) of spec "
-            f"`{cfg.spec_name}`: {HOW[cfg.kind]}.", "",
+            f"`{cfg.spec_name}`: {st.made_by}.", "",
             f"- starting weights: {start}", f"- trained on: {data_text}", f"- upstream stages: {upstream}",
             f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`"]
-    if cfg.kind == "rl":
+    if getattr(st, "reward", None) in REWARD:   # an rl stage: how it was rewarded
         body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD[st.reward]}")
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
     body += ["", "The training log is `train_log.jsonl` in this folder; the run's report (runs/"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compiler.schema import InitModel, ModelRef, TaskSpec
+from compiler.contract import ModelRef
+from compiler.schema import InitModel, TaskSpec
 
 from . import task as taskdata
 from .common import derive_seed

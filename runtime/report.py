@@ -19,6 +19,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from compiler.stages import STAGE_CLASSES, all_roles
+
 from . import report_cards, report_seeds
 from . import task as taskdata
 from .answers import same as same_answer, vote
@@ -26,9 +28,10 @@ from .common import atomic_write_json, atomic_write_text, derive_seed, log, read
 from . import report_method as method
 from .report_page import NAMES, render
 
-# later in the pipeline = compared first; SFT on all samples (the data ablation) sits before majority-filtered SFT
-RANK = {"rl": 3, "sft": 2, "sft_all": 1.5, "student": 1, "teacher": 0}
-HIGHLIGHT = [("rl", "sft"), ("rl", "teacher"), ("sft", "teacher"), ("sft", "sft_all"), ("sft", "student")]
+# The roles the stage kinds define (compiler/stages.py): later in the pipeline = higher rank = compared first;
+# highlighted pairs in that order, each role's own comparisons in the order its kind lists them.
+RANK = {name: role.rank for name, role in all_roles().items()}
+HIGHLIGHT = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with]
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -102,47 +105,16 @@ def question_texts(cfg, seed: int | None = None) -> dict[str, str]:
     return {r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed if seed is None else seed)}
 
 
-def lineage(spec: dict, name: str) -> list[str]:
-    """[name, parent, ..., base model]: sft/rl stages point at the model they started from."""
-    chain, stages = [], spec.get("stages", {})
-    while name and name not in chain:
-        chain.append(name)
-        st = stages.get(name) or {}
-        name = (st.get("model") or st.get("policy")) if st.get("kind") in ("sft", "rl") else None
-    return chain
-
-
 def stage_model(spec: dict, sid: str) -> str:
     return (spec.get("stages", {}).get(sid) or {}).get("model", "?")
-
-
-def roles(spec: dict) -> dict[str, str]:
-    """Model or stage name -> teacher | student | sft | rl, read off the pipeline's wiring."""
-    stages = spec.get("stages", {})
-    teachers, students, out = set(), set(), {}
-    for st in stages.values():
-        if st.get("kind") == "pseudo_reward":
-            teachers.add((stages.get(st["teacher"]) or {}).get("model"))
-            students.update((stages.get(s) or {}).get("model") for s in st.get("students", []))
-    for sid, st in stages.items():
-        if st.get("kind") == "rl":
-            out[sid] = "rl"
-        elif st.get("kind") == "sft":
-            all_samples = (stages.get(st.get("data")) or {}).get("kind") == "generate"
-            out[sid] = "teacher" if st.get("data") == "gold" else "sft_all" if all_samples else "sft"
-            if st.get("data") != "gold":
-                students.add(lineage(spec, sid)[-1])
-    out.update({m: "student" for m in students if m and m not in out})
-    out.update({m: "teacher" for m in teachers if m})
-    return out
 
 
 # ----------------------------------------------------------------------------- computing
 def collect(cfg, st) -> dict:
     """Every number the report shows, as plain data (this is summary.json)."""
-    lock = read(Path("build") / cfg.spec_name / "spec.lock.json") or {}
+    lock = read(cfg.inputs.get("lock")) or {}
     spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
-    role_of = roles(spec)
+    role_of = cfg.roles      # the planner's (compiler.stages.report_roles)
     evals = []
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
         model = stage_model(spec, e)
@@ -158,7 +130,7 @@ def collect(cfg, st) -> dict:
         return gold_targets(cfg, "distill", seed_of(sid))
     accuracy = [accuracy_row(e) for e in evals]
     compared = report_seeds.within_variants(
-        evals, lock, lambda group: comparisons(group, spec, st.bootstrap_samples, cfg.seed))
+        evals, lock, lambda group: comparisons(group, cfg.lineage, st.bootstrap_samples, cfg.seed))
     return {
         "spec": cfg.spec_name, "spec_hash": lock.get("spec_hash"), "packages": lock.get("packages", {}),
         "seeds": {"spec": cfg.spec_seed, "report": cfg.seed,
@@ -194,8 +166,9 @@ def accuracy_row(e: dict) -> dict:
                   "single": (filters.get("single") or {}).get("accuracy")}
 
 
-def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[dict]:
-    """Every pair of evals sharing questions; the method's key pairs first (highlighted)."""
+def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, seed: int) -> list[dict]:
+    """Every pair of evals sharing questions; the method's key pairs first (highlighted).
+    `lineage`: model name -> [it, what it started from, ..., a model id] (the planner's)."""
     have = [e for e in evals if e["samples"]]
     out = []
     for i, first in enumerate(have):
@@ -209,7 +182,8 @@ def comparisons(evals: list[dict], spec: dict, samples: int, seed: int) -> list[
                 continue
             x, y = [ca[q] for q in shared], [cb[q] for q in shared]
             key = (a["role"], b["role"])
-            related = b["model"] in lineage(spec, a["model"]) or lineage(spec, a["model"])[-1:] == lineage(spec, b["model"])[-1:]
+            chain_a, chain_b = lineage.get(a["model"], [a["model"]]), lineage.get(b["model"], [b["model"]])
+            related = b["model"] in chain_a or chain_a[-1:] == chain_b[-1:]
             hl = key in HIGHLIGHT and (b["role"] == "teacher" or related)
             only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
             lo, hi = paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
@@ -297,17 +271,16 @@ def pseudo_label_quality(cfg, p: str, gold) -> dict:
 
 
 def curves(cfg) -> dict:
-    """Loss per logged step of sft/reward_model stages, reward/KL per step of rl stages."""
+    """Per logged step, what each training stage's kind declares as its curve (loss; rl: reward, KL)."""
     out = {}
-    for kind in ("sft", "reward_model"):
-        for s in cfg.upstream.get(kind, []):
-            rows = read(Path(cfg.inputs.get(f"{s}_model", "-")) / "train_log.jsonl")
-            out[s] = {"kind": kind, "rows": [{"step": r.get("step", i), "loss": r["loss"]}
-                                             for i, r in enumerate(rows or []) if "loss" in r]} if rows else None
-    for s in cfg.upstream.get("rl", []):
-        rows = read(cfg.inputs.get(f"{s}_log"))
-        out[s] = {"kind": "rl", "rows": [{k: r.get(k) for k in ("step", "reward", "kl", "entropy")}
-                                         for r in rows]} if rows else None
+    for kind, ids in cfg.upstream.items():
+        curve = STAGE_CLASSES[kind].curve if kind in STAGE_CLASSES else None
+        for s in ids if curve else []:
+            path = cfg.inputs.get(f"{s}_{curve.output}")
+            rows = read(Path(path) / curve.file if path and curve.file else path)
+            out[s] = {"kind": kind, "rows": [{"step": r.get("step", i)} | {k: r.get(k) for k in curve.keys}
+                                             for i, r in enumerate(rows) if any(k in r for k in curve.keys)]
+                      } if rows else None
     return out
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import io
 
+from compiler.stages import all_roles
+
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
-NAMES = {"rl": "RL student", "sft": "SFT student", "sft_all": "SFT student (all teacher samples)",
-         "student": "base student", "teacher": "teacher"}
+NAMES = {name: role.label for name, role in all_roles().items()}   # role -> its name in the report
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
 
 

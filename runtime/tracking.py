@@ -14,7 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from compiler.schema import StageConfig, Tracking
+from compiler.contract import StageConfig
+from compiler.schema import Tracking
 
 from .common import StageError
 

@@ -30,7 +30,7 @@ def run(config: Path) -> tuple[dict, list[dict]]:
 
 
 def gold_rows(config: Path) -> list[dict]:
-    from compiler.schema import StageConfig
+    from compiler.contract import StageConfig
     cfg = StageConfig.model_validate(yaml.safe_load(config.read_text()))
     return taskdata.gold(cfg.task, "test", cfg.spec_seed)
 
@@ -43,7 +43,8 @@ def trained_dir(tmp_path_factory) -> Path:
     """
     import torch
 
-    from compiler.schema import InitModel, ModelRef, TaskSpec
+    from compiler.contract import ModelRef
+    from compiler.schema import InitModel, TaskSpec
     from runtime import models
 
     torch.set_num_threads(1)

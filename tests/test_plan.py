@@ -9,7 +9,8 @@ import yaml
 
 from compiler.errors import SpecError
 from compiler.load import load_spec_with_positions
-from compiler.plan import OUTPUTS, build_plan
+from compiler.plan import build_plan
+from compiler.stages import STAGE_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ def test_inputs_are_the_upstream_outputs_by_role(tiny, tmp_path):
                           "data_pairs": "runs/tiny/teacher_votes/pairs.jsonl"}
     assert plan.job("eval_rl").inputs["lm_eval_task"].startswith("build/tiny/lm_eval/eval_rl/")
     for job in plan.jobs:
-        assert set(job.outputs) == set(OUTPUTS[job.config.kind])
+        assert set(job.outputs) == set(STAGE_CLASSES[job.config.kind].outputs)
         assert all(p.startswith(f"runs/tiny/{job.id}/") for p in job.outputs.values())
 
 

@@ -203,7 +203,7 @@ def test_build_takes_well_under_a_second(tmp_path, spec_file):
 def test_compiler_imports_no_ml_library(tmp_path):
     code = f"""
 import sys
-import compiler.cli, compiler.load, compiler.plan, compiler.render, compiler.status
+import compiler.cli, compiler.load, compiler.plan, compiler.render, compiler.show_plan
 for command in (["build"], ["validate"]):   # plan runs these too, then snakemake in a subprocess (test_run.py)
     assert compiler.cli.main(command + [{str(REPO / "specs" / "tiny.yaml")!r}, "--root", {str(tmp_path)!r}]) == 0
 heavy = {{"torch", "transformers", "trl", "lm_eval", "datasets", "accelerate", "peft", "matplotlib", "runtime"}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -277,7 +278,8 @@ def snakemake_report_rule(workflow: Path) -> None:
 def test_snakemake_report_embeds_the_page(tiny, tmp_path):
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     snakemake_report_rule(tmp_path / "build/tiny/workflow.smk")
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}     # a worktree's checkout, not the installed one
     # --allowed-rules: the fake upstream outputs count as given; only the report rule runs.
     run = subprocess.run([str(BIN / "snakemake"), "runs/tiny/report/report.html", "--cores", "1",
                           "--allowed-rules", "report"],

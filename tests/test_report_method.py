@@ -69,13 +69,19 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
     """SFT on all teacher samples vs SFT on majority-agreeing ones: both from the same base student."""
     from runtime import report
 
-    spec = {"stages": {"teacher": {"kind": "sft", "model": "base", "data": "gold"},
+    from compiler.schema import Spec
+    from compiler.stages import lineage, report_roles
+
+    spec = {"name": "ablation", "models": {"base": {"init": {}}, "student": {"init": {}}},
+            "stages": {"teacher": {"kind": "sft", "model": "base", "data": "gold"},
                        "samples": {"kind": "generate", "model": "teacher"},
                        "votes": {"kind": "pseudo_reward", "teacher": "samples"},
                        "sft": {"kind": "sft", "model": "student", "data": "votes"},
                        "sft_all": {"kind": "sft", "model": "student", "data": "samples"},
-                       "rl": {"kind": "rl", "policy": "sft", "reward": "majority"}}}
-    roles = report.roles(spec)
+                       "rl": {"kind": "rl", "policy": "sft", "reward": "majority", "votes": "votes",
+                              "algorithm": "rloo"}}}
+    stages = Spec.model_validate(spec).stages
+    roles = report_roles(stages)     # what the planner writes into the report's config
     assert (roles["sft"], roles["sft_all"], roles["teacher"], roles["rl"], roles["student"]) == \
         ("sft", "sft_all", "teacher", "rl", "student")
     right = {"sft": [1, 1, 1, 0], "sft_all": [1, 0, 0, 0], "rl": [1, 1, 1, 1]}
@@ -83,7 +89,8 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
                      "label": method.model_label(spec, m, roles[m], report.NAMES),
                      "samples": [{"question_id": str(i), "correct": c} for i, c in enumerate(right[m])]}
                     for m in right), key=lambda e: report.RANK[e["role"]])
-    cs = {(c["a"], c["b"]): c for c in report.comparisons(evals, spec, 200, 0)}
+    chains = {name: lineage(stages, name) for name in right}
+    cs = {(c["a"], c["b"]): c for c in report.comparisons(evals, chains, 200, 0)}
     ablation = cs[("eval_sft", "eval_sft_all")]
     assert ablation["highlight"] and ablation["diff"] == 0.5
     assert ablation["label"] == "SFT student vs SFT student (all teacher samples)"

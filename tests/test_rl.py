@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.schema import StageConfig
+from compiler.contract import StageConfig
 from conftest import build_spec
 from runtime import models, reward_model, rl, task
 from runtime.common import read_jsonl, write_jsonl

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from compiler.schema import KINDS
+from compiler.stages import KINDS
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 

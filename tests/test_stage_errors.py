@@ -87,7 +87,7 @@ def test_a_corrupt_json_file_names_its_line(tmp_path):
 
 def test_every_stage_cli_goes_through_the_one_catch():
     """Each runtime.<kind> module runs its main through run_stage (a new kind cannot skip it)."""
-    from compiler.schema import KINDS
+    from compiler.stages import KINDS
 
     for kind in KINDS:
         source = (REPO / "runtime" / f"{kind}.py").read_text()

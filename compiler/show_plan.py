@@ -19,6 +19,7 @@ from .errors import DistillcError
 from .plan import Plan
 from .render import build_files
 from .runner import RUN_FLAGS, snakemake_command
+from .stages import REPORT
 
 PROJECT = Path(__file__).resolve().parent.parent
 RECORDS = ("metadata", "incomplete")   # what Snakemake keeps in .snakemake/ to decide reruns
@@ -79,13 +80,12 @@ def describe(plan: Plan, root: Path) -> str:
     width = max(len(j.id) for j in plan.jobs)
     lines = [f"plan for {plan.spec.name}: {len(plan.jobs)} stages (run order)"]
     for job in plan.jobs:
-        deps = ", ".join(job.deps) if job.config.kind != "report" else "all stages"
+        deps = ", ".join(job.deps) if job.config.kind != REPORT else "all stages"
         state = f"RUN  ({_short(plan, why[job.id])})" if why[job.id] else "ok"
         lines.append(f"  {job.id:<{width}}  {job.config.kind:<13} <- {deps or '-':<40} {state}")
     todo = sum(1 for w in why.values() if w)
     lines.append(f"{todo} of {len(plan.jobs)} stages would run (Snakemake's dry run of `distillc run`)")
-    lines += [f"note: {j.id} is an ORACLE (reward: gold reads gold distill answers): an upper bound, not the method"
-              for j in plan.jobs if j.config.kind == "rl" and j.config.params.get("reward") == "gold"]
+    lines += [f"note: {j.id} {note}" for j in plan.jobs if (note := j.config.params.plan_note())]
     if plan.sweep:
         from .expand import describe as describe_sweep
         lines += describe_sweep(plan)

@@ -1,0 +1,84 @@
+"""What the compiler hands a runtime stage: one resolved stage config (build/<spec>/stages/<id>.yaml).
+
+Not written by users: the planner fills it in (compiler/plan.py) and `python -m runtime.<kind>`
+reads it back through the same classes, so both sides agree on every field.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
+
+from .schema import InitModel, TaskSpec
+from .stagekind import StageBase, Strict
+from .stages import REPORT, STAGE_CLASSES
+
+
+class ModelRef(Strict):
+    """A model reference after planning: where a runtime finds the weights."""
+
+    name: str = Field(..., description="The model id or stage id it came from.")
+    source: Literal["path", "init", "stage"]
+    path: str | None = None        # hub id, local dir, or a stage's output dir
+    init: InitModel | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    base: str = Field(..., description="The model id at the root of this model's lineage.")
+
+
+class StageConfig(Strict):
+    """What `python -m runtime.<kind> --config X` reads: one resolved stage."""
+
+    spec_name: str
+    id: str
+    kind: str
+    seed: int = Field(..., description="This stage's seed (its own `seed`, else the spec's).")
+    spec_seed: int = Field(..., description="The spec's seed: task data and init models derive from it, "
+                                            "so every stage sees the same questions and the same base weights.")
+    run_dir: str = Field(..., description="runs/<spec>/ (relative to the workflow root).")
+    out_dir: str = Field(..., description="This stage's output folder.")
+    task: TaskSpec
+    models: dict[str, ModelRef] = Field({}, description="Role -> model (model, policy, reward_model ...).")
+    inputs: dict[str, str] = Field({}, description="Input name (declared by the stage classes' refs) -> path.")
+    outputs: dict[str, str] = Field({}, description="Name -> declared output path.")
+    upstream: dict[str, list[str]] = Field({}, description="Role -> upstream stage ids (report: kind -> stage ids).")
+    # Typed per kind: `kind` picks the stage class (compiler/stages.py) that validates the fields.
+    params: SerializeAsAny[StageBase] = Field(..., description="The stage's own fields, as its stage class.")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _by_kind(cls, value, info):
+        if isinstance(value, dict):
+            kind = info.data.get("kind")
+            if kind not in STAGE_CLASSES:
+                raise ValueError(f"unknown stage kind {kind!r}")
+            return STAGE_CLASSES[kind].model_validate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _same_kind(self):
+        if self.params.kind != self.kind:
+            raise ValueError(f"params of a {self.params.kind} stage in a {self.kind} stage config")
+        return self
+
+    def stage(self):
+        """The stage's own validated fields, as its schema class."""
+        return self.params
+
+
+class ReportConfig(StageConfig):
+    """The report's config: what the planner knows of the pipeline, so the report never re-derives it."""
+
+    roles: dict[str, str] = Field({}, description="Model or stage name -> report role (compiler.stages.report_roles).")
+    lineage: dict[str, list[str]] = Field({}, description="Model name -> [it, the weights it started from, ..., "
+                                                          "a model id].")
+
+
+def config_class(kind: str) -> type[StageConfig]:
+    return ReportConfig if kind == REPORT else StageConfig
+
+
+def read_config(data) -> StageConfig:
+    """A stage config from its YAML data, as the class its kind needs."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return config_class(kind).model_validate(data)
