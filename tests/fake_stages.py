@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from compiler.stages import KINDS   # one stand-in per stage kind, whatever kinds there are
+
 STAGE = '''
 import hashlib, pathlib, sys, time, yaml
 config = pathlib.Path(sys.argv[sys.argv.index("--config") + 1])
@@ -35,7 +37,6 @@ for name, path in cfg["outputs"].items():
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(digest.hexdigest() + "\\n")
 '''
-KINDS = ("generate", "sft", "pseudo_reward", "reward_model", "rl", "eval", "report")
 
 
 def fake_stages(where: Path) -> dict[str, str]:
