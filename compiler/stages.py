@@ -6,6 +6,7 @@ the one list of kinds: the spec's stage union, the planner, the renderer and the
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -278,6 +279,102 @@ class RlStage(StageBase):
         return None
 
 
+class DistillLogitsStage(StageBase):
+    """White-box distillation: the student learns the teacher's next-token distribution (TRL's GKD trainer).
+
+    Where sft copies the teacher's sampled text (one token per position), this matches
+    the teacher's whole distribution at every position of a response, by generalized
+    Jensen-Shannon divergence. The responses are the `data` stage's teacher samples
+    (off-policy) or, with probability `lmbda` per step, the student's own samples of the
+    same questions (on-policy, scored by the teacher). Teacher and student must share
+    a tokenizer: the divergence compares the two distributions token id by token id.
+    """
+
+    kind: Literal["distill_logits"]
+    teacher: str = Field(..., description="The teacher: a model id or a model-producing stage (e.g. the bootstrapped "
+                                          "teacher). Only its logits are read; it is never trained.")
+    model: str = Field(..., description="The student's starting weights: a model id (from scratch) or an sft stage "
+                                        "(a warm start, as RL starts from SFT).")
+    data: str = Field(..., description="Whose responses to train on: a generate stage (all non-empty responses) or a "
+                                       "pseudo_reward stage (its majority-agreeing teacher responses, as sft). Its "
+                                       "questions are also the prompts the student samples on-policy.")
+    lmbda: float = Field(0.5, ge=0, le=1, description="Share of steps on the student's own samples (on-policy): "
+                                                      "0 trains on teacher responses only (fastest: no sampling); 1 "
+                                                      "only on the student's (it learns from its own mistakes, but "
+                                                      "each such step first generates max_new_tokens tokens).")
+    beta: float = Field(0.0, ge=0, le=1, description="Generalized JSD interpolation: 0 = forward KL(teacher||student) "
+                                                     "(covers all the teacher's mass; learns fastest from scratch), 1 = "
+                                                     "reverse KL (mode-seeking), 0.5 = symmetric JSD (TRL's default; "
+                                                     "with lmbda 0.5 a random-init tiny student learned little).")
+    temperature: float = Field(0.9, gt=0, le=5, description="Sampling temperature of the on-policy responses (the "
+                                                            "loss compares distributions at temperature 1). Lower: "
+                                                            "samples nearer greedy, less exploration.")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest on-policy response; keep it near the "
+                                                               "teacher's answer length (a longer one costs time).")
+    epochs: float = Field(3.0, gt=0, description="Passes over the data rows.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Tiny models like 1e-3; 7B models 1e-5.")
+    batch_size: int = Field(32, ge=1, description="Per-device batch size (rows, or on-policy prompts).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(256, ge=16, description="Truncate prompt + response to this many tokens.")
+    save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
+
+    outputs: ClassVar = {"model": Output("model/", passed_on=True)}
+    refs: ClassVar = (Ref("teacher"), Ref("model"), Ref("data", ("pseudo_reward", "generate")))
+    default_resources: ClassVar = Resources(gpus=0, cpus=1, mem_mb=8000, runtime_min=120)
+    produces_model: ClassVar = True
+    starts_from: ClassVar = "model"
+    trains: ClassVar = True
+    context: ClassVar = Context("model", "distill", None, "max_new_tokens")
+    curve: ClassVar = Curve("model", "train_log.jsonl")
+    roles: ClassVar = (Role("logits", "logit-distilled student (GKD)", 2.5, ("sft", "teacher", "student")),)
+    made_by: ClassVar = ("logit distillation (TRL GKDTrainer): the teacher's next-token distributions on its "
+                         "responses and, with probability lmbda per step, on the student's own samples")
+
+    def check(self, pl, sid: str) -> None:
+        roots = [_root_model(pl, name) for name in (self.teacher, self.model)]
+        if None in roots:
+            return
+        why = self.tokenizer_mismatch(*roots, lambda v: pl._local(v) if pl._local(v).is_dir() else None)
+        if why:
+            pl.problem(("stages", sid, "teacher"), why, self.teacher,
+                       "pick a student of the teacher's family, or distil through text (an sft stage)")
+
+    def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
+        return {sid: "logits", lineage(stages, sid)[-1]: STUDENT}
+
+    @staticmethod
+    def tokenizer_mismatch(teacher, student, local) -> str | None:
+        """Why the teacher's and student's lineages cannot share a tokenizer, where the spec tells; else None.
+
+        `teacher`/`student`: the models at the roots of their lineages; `local(path)`: a path's
+        folder if it is one. `init:` models all share the tokenizer built from the task corpus;
+        two local folders are compared by their tokenizer.json vocabularies. Hub models are
+        left to the stage, which compares the tokenizers before loading any weights.
+        """
+        if (teacher.init is None) != (student.init is None):
+            loaded = teacher if teacher.init is None else student
+            return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
+                    f"corpus), the other from {loaded.path!r} (its own tokenizer): logit distillation compares the two "
+                    "distributions token by token, so both need one tokenizer")
+        if teacher.init is not None or teacher.path == student.path:
+            return None
+        vocabs = []
+        for m in (teacher, student):
+            folder = local(m.path)
+            file = folder / "tokenizer.json" if folder is not None else None
+            if file is None or not file.is_file():
+                return None
+            try:
+                vocabs.append(json.loads(file.read_text(encoding="utf-8")).get("model", {}).get("vocab"))
+            except (OSError, ValueError):
+                return None
+        if vocabs[0] != vocabs[1]:
+            return (f"the tokenizers of {teacher.path!r} and {student.path!r} differ (tokenizer.json vocabularies): "
+                    "logit distillation compares the two distributions token by token")
+        return None
+
+
 class EvalStage(StageBase):
     """Benchmark one model with lm-eval on the held-out questions (or a hub task)."""
 
@@ -336,7 +433,8 @@ class ReportStage(StageBase):
 
 # The one list of stage kinds.
 STAGE_CLASSES: dict[str, type[StageBase]] = {c.kind_name(): c for c in (
-    GenerateStage, SftStage, PseudoRewardStage, RewardModelStage, RlStage, EvalStage, ReportStage)}
+    GenerateStage, SftStage, PseudoRewardStage, RewardModelStage, RlStage, DistillLogitsStage, EvalStage,
+    ReportStage)}
 KINDS = tuple(STAGE_CLASSES)
 Stage = Annotated[Union[tuple(STAGE_CLASSES.values())], Field(discriminator="kind")]
 REPORT = ReportStage.kind_name()
@@ -350,6 +448,11 @@ def lineage(stages: dict, name: str) -> list[str]:
         st = stages.get(name)
         name = getattr(st, st.starts_from) if st is not None and st.produces_model else None
     return chain
+
+
+def _root_model(pl, name: str):
+    """The declared model at the root of `name`'s lineage (a model id, or a stage's starting weights), if any."""
+    return pl.spec.models.get(lineage(pl.spec.stages, name)[-1])
 
 
 def report_roles(stages: dict) -> dict[str, str]:
