@@ -23,6 +23,8 @@ from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages impor
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.schema import StageConfig
 
+from . import startup
+
 EXIT_STAGE_FAILED = 1
 _STAGE = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
 
@@ -52,6 +54,7 @@ def start(argv: list[str] | None, kind: str):
     _STAGE.update(kind=kind, config=args.config)
     cfg = load_config(args.config, kind)
     _STAGE["id"] = cfg.id
+    startup.begin(cfg)
     random.seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -220,6 +223,7 @@ def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
                 progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps")
 
         def on_train_begin(self, args, state, control, **kwargs):
+            startup.settle()   # libraries, models and data are loaded: training is the work
             self.report(state, force=True)
 
         def on_step_end(self, args, state, control, **kwargs):
