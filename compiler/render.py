@@ -49,7 +49,9 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
             files[str(PurePosixPath(task_file).parent / LM_EVAL_ANSWERS)] = \
                 TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
     files["env.yaml"] = _conda_env()
-    files["resources.json"] = json.dumps({j.id: _job_resources(j) for j in plan.jobs}, indent=2, sort_keys=True) + "\n"
+    priority = _priorities(plan)
+    files["resources.json"] = json.dumps({j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs},
+                                         indent=2, sort_keys=True) + "\n"
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
     # where Snakemake would otherwise skip a missing intermediate file whose consumers are up to date.
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
@@ -90,6 +92,25 @@ def _job_resources(job: Job) -> dict:
     trains = job.config.params.trains
     launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
     return {"threads": r.cpus, "resources": res, "launch": launch}
+
+
+def _priorities(plan: Plan) -> dict[str, int]:
+    """Each job's Snakemake priority: the number of jobs on its longest path to the end of the DAG.
+
+    When fewer cores than ready jobs are free, Snakemake starts the highest priority
+    first; left to itself it ran rl rungs and evals before the reward model that the
+    longest chain waits on (rm -> student_rl -> eval), and the demo ended on one busy
+    core for two minutes. Starting the longest chain first is the classic critical-path
+    rule; it changes the order of jobs only, never what one computes.
+    """
+    below = {j.id: [] for j in plan.jobs}
+    for job in plan.jobs:
+        for up in job.deps:
+            below[up].append(job.id)
+    depth: dict[str, int] = {}
+    for job in reversed(plan.jobs):   # topological order: every job after the jobs it reads
+        depth[job.id] = 1 + max((depth[d] for d in below[job.id]), default=0)
+    return depth
 
 
 def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:

@@ -20,23 +20,11 @@ from typing import Iterable
 import yaml
 
 from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages import them from here)
-from compiler.errors import DistillcError
 from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.contract import StageConfig, read_config
 
-from . import terminal
-
-EXIT_STAGE_FAILED = 1
-
-
-class StageError(DistillcError):
-    """The one type of a stage failure a user can act on: its message says what and why, in one line.
-
-    Stages raise it (never SystemExit with a text); run_stage prints it naming the stage.
-    A DataError (a data file at fault, file:line first) is the other expected kind.
-    """
-
-    exit_code = EXIT_STAGE_FAILED
+from . import startup, terminal
+from .errors import EXIT_STAGE_FAILED, StageError  # noqa: F401  (stages import them from here)
 
 _STAGE = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
 
@@ -71,6 +59,7 @@ def start(argv: list[str] | None, kind: str):
     cfg = load_config(args.config, kind)
     _STAGE["id"] = cfg.id
     terminal.say(cfg.id, f"{kind} started")
+    startup.begin(cfg)
     random.seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -255,6 +244,7 @@ def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
                     return
 
         def on_train_begin(self, args, state, control, **kwargs):
+            startup.settle()   # libraries, models and data are loaded: training is the work
             self.report(state, force=True)
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -17,6 +17,7 @@ import yaml
 from . import answers
 from . import task as taskdata
 from .common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
+from .startup import settle
 
 PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
@@ -161,6 +162,7 @@ def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
     from lm_eval.tasks import TaskManager
 
     lm_eval.evaluator.get_git_commit_hash = quiet_git_hash
+    settle()
 
     if stage.hub_task is None:
         task_file = Path(cfg.inputs["lm_eval_task"])

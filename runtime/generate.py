@@ -20,6 +20,7 @@ from .checkpoints import resume_dir
 from .common import atomic_write_json, derive_seed, log, progress, start, torch_setup, write_jsonl
 from .room import check_before_weights
 from .sampling import prompts, sample
+from .startup import settle
 
 PARTIAL = "responses.partial.jsonl"
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                          stage.max_new_tokens, "max_new_tokens")
     model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype, padding_side="left")
     model.to(device).eval()
+    settle()
     stats = run(cfg, stage, model, tok)
     atomic_write_json(Path(cfg.out_dir) / "generate_stats.json", stats)
     log(f"wrote {cfg.outputs['responses']}: {stats}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from compiler.contract import StageConfig
 from compiler.schema import Tracking
 
-from .common import StageError
+from .errors import StageError
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 

@@ -161,6 +161,10 @@ def injected_spec() -> dict:
     text["stages"]["teacher"] = {"kind": "generate", "model": "teacher_base"}   # no gold corpus: no bootstrap
     text["stages"]["teacher_samples"]["model"] = "teacher_base"
     text["stages"]["eval_teacher"]["model"] = "teacher_base"
+    # a hub teacher cannot teach an `init:` student through its logits (no shared tokenizer: refused)
+    text["stages"] = {sid: st for sid, st in text["stages"].items()
+                      if st.get("kind") != "distill_logits" and st.get("model") not in
+                      [s for s, v in text["stages"].items() if v.get("kind") == "distill_logits"]}
     return text
 
 

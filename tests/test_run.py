@@ -150,3 +150,17 @@ def test_a_killed_run_finishes_with_the_same_command_and_runs_never_overlap(work
     assert again.returncode == 0, again.stderr[-3000:]
     assert (root / "runs/tiny/report/report.md").exists()
     assert dry_run(root, env) == set() and plan(root, env) == {}
+
+
+def test_the_longest_chain_starts_first(workflow):
+    """With one core free and several stages ready, Snakemake starts the one on the longest path to the
+    end (render.py's priorities): the reward model before the rl rungs and evals that do not wait on it,
+    so that rm -> student_rl -> eval_rl does not run last on one core while the other idles."""
+    root, env = workflow
+    proc = sh(root, env, str(BIN / "distillc"), "run", "--cores", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M)
+    assert set(started) - {"all"} == SFT_AND_AFTER | {"teacher", "teacher_samples", "teacher_votes", "eval_teacher",
+                                                      "eval_student"}, started
+    for later in ("student_rl_gold", "student_rl_majority", "eval_sft", "eval_teacher", "eval_student"):
+        assert started.index("rm") < started.index(later), started
