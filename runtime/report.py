@@ -11,7 +11,6 @@ environment and may differ between runs.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import platform
 import shutil
@@ -27,43 +26,12 @@ from .answers import same as same_answer, vote
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
 from .report_page import NAMES, render
+from .stats import mcnemar_exact, paired_bootstrap, wilson
 
 # The roles the stage kinds define (compiler/stages.py): later in the pipeline = higher rank = compared first;
 # highlighted pairs in that order, each role's own comparisons in the order its kind lists them.
 RANK = {name: role.rank for name, role in all_roles().items()}
 HIGHLIGHT = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with]
-
-
-# ----------------------------------------------------------------------------- statistics
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
-    """95% Wilson score interval: unlike p +- 1.96*stderr it stays inside [0, 1] for small n."""
-    if n <= 0:
-        return None, None
-    p, d = k / n, 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: binomial(b + c, 1/2) tail on the discordant pairs."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
-
-
-def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tuple[float, float]:
-    """95% percentile CI of mean(x - y), resampling questions (pairs stay together)."""
-    import numpy as np
-
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    rng, means = np.random.default_rng(seed), []
-    for done in range(0, samples, 256):          # chunks bound memory on large test sets
-        idx = rng.integers(0, len(d), size=(min(256, samples - done), len(d)))
-        means.append(d[idx].mean(axis=1))
-    lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 # ----------------------------------------------------------------------------- reading

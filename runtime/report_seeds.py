@@ -131,7 +131,7 @@ def _first(v: dict, role: str, evals_by: dict) -> dict | None:
 
 
 def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int) -> list[dict]:
-    from .report import mcnemar_exact, paired_bootstrap
+    from .stats import mcnemar_exact, paired_bootstrap
 
     rows = []
     for ra, rb in KEY:
@@ -153,7 +153,7 @@ def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int
 
 
 def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[dict]:
-    from .report import mcnemar_exact
+    from .stats import mcnemar_exact
 
     rows = []
     for ra, rb in KEY:

@@ -126,6 +126,8 @@ def test_report_reads_the_ladder_and_the_reward_model_against_gold(run):
     assert "## What the comparisons say" in md and "Reward ladder: " in md
     assert "| gold answers (oracle, upper bound) | eval_rl_gold | 64 |" in md
     assert all(s in md for s in summary["sentences"]) and len(summary["sentences"]) >= 6
+    # the third baseline (logits, distill_logits) beside data (SFT), compared question by question
+    assert "| **logit-distilled student (GKD) vs SFT student** | eval_gkd vs eval_sft | 64 |" in md
 
 
 def test_pseudo_labels_never_saw_gold(run):

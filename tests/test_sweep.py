@@ -122,7 +122,7 @@ def test_the_lock_rebuilds_the_same_sweep(tmp_path):
 def test_across_seed_statistics_on_hand_worked_cases():
     from scipy import stats
 
-    from runtime.report import mcnemar_exact
+    from runtime.stats import mcnemar_exact
     from runtime.report_seeds import stratified_bootstrap, t_interval
 
     lo, hi = t_interval([0.2, 0.4, 0.6])
