@@ -29,6 +29,8 @@ from .tracking import settings
 
 DEFAULT_FULL = gc.get_threshold()[2]   # gc's third threshold: middle-generation collections per full one
 NEVER = 10 ** 9
+MLFLOW_OFF = "DISABLE_MLFLOW_INTEGRATION"   # transformers' switch; a value the user set wins
+_OURS: dict = {"mlflow_off": False}          # did begin() set it (in this process: tests run stages in-process)
 
 
 def begin(cfg: StageConfig) -> None:
@@ -36,7 +38,11 @@ def begin(cfg: StageConfig) -> None:
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
     if settings(cfg).backend != "mlflow":
-        os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+        if MLFLOW_OFF not in os.environ:
+            os.environ[MLFLOW_OFF], _OURS["mlflow_off"] = "TRUE", True
+    elif _OURS["mlflow_off"]:             # an earlier stage in this process turned it off: turn it back on
+        del os.environ[MLFLOW_OFF]
+        _OURS["mlflow_off"] = False
 
 
 def settle() -> None:

@@ -69,5 +69,6 @@ def test_state_of_another_config_or_input_is_discarded(built):
     responses.write_text("{}\n{}\n")                                    # the upstream stage ran again
     assert checkpoints.fingerprint(cfg) != stamp
     assert not (checkpoints.resume_dir(cfg) / "state").exists()
-    resources = cfg.model_copy(update={"params": cfg.params | {"resources": {"cpus": 7}}})
+    more = cfg.params.model_copy(update={"resources": cfg.params.resources.model_copy(update={"cpus": 7})})
+    resources = cfg.model_copy(update={"params": more})
     assert checkpoints.fingerprint(resources) == checkpoints.fingerprint(cfg)   # more time or cpus: resume
