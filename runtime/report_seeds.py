@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import math
 
+from compiler.stages import all_roles
+
 from .common import derive_seed
 from .report_page import NAMES, ci, pct, pvalue, section, signed, table
 
-KEY = [("rl", "sft"), ("sft", "teacher"), ("rl", "teacher")]
+# The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/stages.py),
+# later roles first; not against the untrained base student (a foregone conclusion).
+KEY = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with
+       if other != "student"]
 
 
 # ----------------------------------------------------------------------------- hooks used by report.py
