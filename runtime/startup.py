@@ -12,7 +12,7 @@ half a million long-lived objects). Two costs there are not the libraries' own w
 - Experiment trackers the spec did not ask for: transformers and TRL import every
   installed one at import time (`trl.extras.profiling` imports mlflow: about 1 s
   of CPU in every grpo/rloo stage). The integrations' own switch turns MLflow off
-  unless the spec's `tracking:` chose it; a value the user set wins.
+  unless the spec's `tracking:` chose it (then it is on, whatever the environment inherited).
 
 pseudo_reward and report import little and end in a second or two: they never settle.
 Neither changes what a stage computes: collections only free unreachable objects,
@@ -29,20 +29,17 @@ from .tracking import settings
 
 DEFAULT_FULL = gc.get_threshold()[2]   # gc's third threshold: middle-generation collections per full one
 NEVER = 10 ** 9
-MLFLOW_OFF = "DISABLE_MLFLOW_INTEGRATION"   # transformers' switch; a value the user set wins
-_OURS: dict = {"mlflow_off": False}          # did begin() set it (in this process: tests run stages in-process)
+MLFLOW_OFF = "DISABLE_MLFLOW_INTEGRATION"   # transformers' switch
 
 
 def begin(cfg: StageConfig) -> None:
     """Called once a stage has read its config, before it imports its libraries."""
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
-    if settings(cfg).backend != "mlflow":
-        if MLFLOW_OFF not in os.environ:
-            os.environ[MLFLOW_OFF], _OURS["mlflow_off"] = "TRUE", True
-    elif _OURS["mlflow_off"]:             # an earlier stage in this process turned it off: turn it back on
-        del os.environ[MLFLOW_OFF]
-        _OURS["mlflow_off"] = False
+    if settings(cfg).backend == "mlflow":
+        os.environ.pop(MLFLOW_OFF, None)    # the spec asks for MLflow: an inherited switch must not drop it
+    else:
+        os.environ.setdefault(MLFLOW_OFF, "TRUE")
 
 
 def settle() -> None:
