@@ -78,9 +78,8 @@ def stage_model(spec: dict, sid: str) -> str:
 
 
 # ----------------------------------------------------------------------------- computing
-def collect(cfg, st) -> dict:
-    """Every number the report shows, as plain data (this is summary.json)."""
-    lock = read(cfg.inputs.get("lock")) or {}
+def collect(cfg, st, lock: dict) -> dict:
+    """Every number the report shows, as plain data (this is summary.json); `lock`: the declared spec lock."""
     spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
     role_of = cfg.roles      # the planner's (compiler.stages.report_roles)
     evals = []
@@ -291,12 +290,13 @@ def environment() -> dict:
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> None:
     cfg, st, _ = start(argv, "report")
-    summary = collect(cfg, st)
+    lock = read(cfg.inputs.get("lock")) or {}
+    summary = collect(cfg, st, lock)
     html, md = render(summary, st.bootstrap_samples)
     atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)   # beside the outputs, for tools and tests
     atomic_write_text(cfg.outputs["md"], md)
     atomic_write_text(cfg.outputs["html"], html)
-    report_cards.write(cfg, summary)   # beside the outputs too: model_cards/<stage>/README.md
+    report_cards.write(cfg, summary, lock)   # beside the outputs too: model_cards/<stage>/README.md
     ok = [a for a in summary["accuracy"] if a["status"] == "ok"]
     log(f"report: {len(ok)}/{len(summary['accuracy'])} evals, {len(summary['comparisons'])} comparisons "
         f"-> {cfg.outputs['html']}")

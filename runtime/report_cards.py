@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import atomic_write_text, log
-from .model_card import _data_sources, _lock
+from .model_card import _data_sources
 
 
-def eval_results(cfg, rows: list[dict]) -> list:
-    """model-index EvalResults for one model's eval rows (summary["accuracy"] entries that ran)."""
+def eval_results(cfg, rows: list[dict], lock: dict) -> list:
+    """model-index EvalResults for one model's eval rows (summary["accuracy"] entries that ran);
+    `lock`: the spec lock the report read as its declared input."""
     from huggingface_hub import EvalResult
 
-    lock = _lock(cfg)
     stages = (lock.get("expanded") or lock.get("spec") or {}).get("stages", {})
     datasets, _ = _data_sources(cfg, "test")
     out = []
@@ -46,7 +46,7 @@ def table(rows: list[dict]) -> list[str]:
     return lines + ["", "Held-out test questions, scored by lm-eval; the run's report.html has paired comparisons."]
 
 
-def write(cfg, summary: dict) -> list[Path]:
+def write(cfg, summary: dict, lock: dict) -> list[Path]:
     """One complete card per model folder of this run that has a card; returns the files written."""
     from huggingface_hub import ModelCard
 
@@ -63,7 +63,7 @@ def write(cfg, summary: dict) -> list[Path]:
         card = ModelCard.load(card_file)
         rows = by_model.get(stage, [])
         if rows:
-            card.data.eval_results = (card.data.eval_results or []) + eval_results(cfg, rows)
+            card.data.eval_results = (card.data.eval_results or []) + eval_results(cfg, rows, lock)
             card.text = card.text.rstrip("\n") + "\n" + "\n".join(table(rows)) + "\n"
         out = Path(cfg.out_dir) / "model_cards" / stage / "README.md"
         atomic_write_text(out, str(card))

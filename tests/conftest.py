@@ -43,6 +43,25 @@ def built(tmp_path, monkeypatch):
     return lambda spec: build_spec(spec, tmp_path)
 
 
+def kill_at_first_checkpoint(kind: str, config, checkpoints: Path, timeout: float) -> None:
+    """Run `python -m runtime.<kind> --config X` and SIGKILL it once a complete checkpoint exists
+    (its trainer_state.json written): a place to test that the rerun resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", f"runtime.{kind}", "--config", str(config), "--threads", "1"],
+                            env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the first run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the fuzz tests' case counts (recorded as `fuzz_cases`; this works across xdist workers)."""
     counts = [value for report in terminalreporter.stats.get("passed", []) if report.when == "call"

@@ -7,10 +7,8 @@ questions before and after logit distillation, teacher-forced on gold solutions.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from runtime import distill_logits, models, sft, task
 from runtime.common import StageError, load_config, read_jsonl, write_jsonl
 
-from conftest import REPO, build_spec
+from conftest import REPO, build_spec, kill_at_first_checkpoint
 
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 300, "dev_size": 20,
                       "distill_size": 48, "test_size": 40}}
@@ -169,15 +167,7 @@ def test_killed_run_resumes_from_its_checkpoint_on_policy(built, capsys):
     cfg = load_config(configs["gkd"], "distill_logits")
     write_jsonl(cfg.inputs["data_responses"], teacher_responses(cfg))
     ckpts = Path(cfg.out_dir) / "checkpoints"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.distill_logits", "--config", str(configs["gkd"]),
-                             "--threads", "1"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the first run ended before it could be killed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint("distill_logits", configs["gkd"], ckpts, timeout=120)
     assert not Path(cfg.outputs["model"]).exists()
     capsys.readouterr()
     distill_logits.main(["--config", str(configs["gkd"]), "--threads", "1"])

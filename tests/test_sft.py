@@ -1,12 +1,6 @@
 """runtime.sft: it learns, stops on its rules, picks the right rows, resumes, and merges LoRA."""
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +8,7 @@ import pytest
 from runtime import models, sft, task
 from runtime.common import StageError, load_config, read_jsonl, write_jsonl
 
-from conftest import REPO, build_spec
+from conftest import build_spec, kill_at_first_checkpoint
 
 # max_number 5 keeps the arithmetic table small: a 64-wide model learns it in ~150 steps on one thread
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 300, "dev_size": 40,
@@ -117,15 +111,7 @@ def test_responses_keep_non_empty_rows_and_no_rows_is_a_clear_error(built):
 def test_killed_run_resumes_from_its_checkpoint(built, capsys):
     config = built(spec({"max_steps": 150, "batch_size": 8, "save_every_steps": 5}))["s"]
     ckpts = Path("runs/sft/s/checkpoints")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.sft", "--config", str(config), "--threads", "1"],
-                            env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the first run ended before it could be killed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint("sft", config, ckpts, timeout=90)
     assert not Path("runs/sft/s/model").exists()
 
     sft.main(["--config", str(config), "--threads", "1"])
