@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,6 @@ def kill_at_first_checkpoint(kind: str, config, checkpoints: Path, timeout: floa
     """Run `python -m runtime.<kind> --config X` and SIGKILL it once a complete checkpoint exists
     (its trainer_state.json written): a place to test that the rerun resumes."""
     import signal
-    import subprocess
     import sys
     import time
 
@@ -60,6 +60,18 @@ def kill_at_first_checkpoint(kind: str, config, checkpoints: Path, timeout: floa
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+# Written by test_slurm's cluster fixture when it started the test cluster; read at the run's end.
+STARTED_MARK = Path(os.environ.get("TMPDIR", "/tmp")) / "distillc-test-slurm-started"
+
+
+def pytest_sessionfinish(session):
+    """Stop the SLURM test cluster that this run started, once every test (on every worker) is done."""
+    if hasattr(session.config, "workerinput") or not STARTED_MARK.exists():
+        return   # an xdist worker: the controller's session ends last
+    STARTED_MARK.unlink()
+    subprocess.run([str(REPO / "tests" / "slurm" / "stop.sh")], capture_output=True, timeout=120)
 
 
 def pytest_terminal_summary(terminalreporter):

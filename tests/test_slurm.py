@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import REPO, build_spec
+from conftest import REPO, STARTED_MARK, build_spec
 
 # The executor plugin is the `slurm` extra (scripts/test.sh installs it): without it there is no
 # profiles/slurm to test.
@@ -87,7 +87,14 @@ def test_rendered_resources_become_the_right_sbatch_flags(tmp_path):
 # ------------------------------------------------------------------ a one-node cluster
 @pytest.fixture(scope="module")
 def cluster():
-    """Start the test cluster (unless one already runs), stop it afterwards if we started it."""
+    """Start the test cluster unless one already runs; one we started stops when the whole run ends.
+
+    Not at this module's end: once SLURM's client tools are installed, every Snakemake start
+    imports the slurm executor plugin, which runs `scontrol show config`; against a stopped
+    controller that retries for 10 s. Stopped mid-run, it added 10 s to every later Snakemake
+    call of the suite (test_render + test_sweep: 136 s instead of 64 s). conftest's
+    pytest_sessionfinish stops it, in the process that ran the session (xdist's controller).
+    """
     if os.geteuid() != 0:
         pytest.skip("the SLURM test cluster needs root: tests/slurm/start.sh installs and starts daemons")
     already = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
@@ -97,9 +104,9 @@ def cluster():
         pytest.skip(f"no SLURM cluster here: {proc.stderr.strip()}")
     assert proc.returncode == 0, f"SLURM daemons did not come up:\n{proc.stderr}"
     print(f"cluster up in {time.monotonic() - start:.1f}s: {proc.stderr.strip()}")
-    yield
     if not already:
-        subprocess.run([str(SCRIPTS / "stop.sh")], capture_output=True, timeout=120)
+        STARTED_MARK.touch()
+    yield
 
 
 def snakemake(workdir: Path, *args: str, timeout: float) -> tuple[int, str, float]:
