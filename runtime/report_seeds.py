@@ -24,7 +24,8 @@ from .common import derive_seed
 from .report_page import NAMES, ci, pct, pvalue, section, signed, table
 
 # The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/stages.py),
-# later roles first; not against the untrained base student (a foregone conclusion).
+# later roles first; not against the untrained base student (a foregone conclusion). Every eval of a role is
+# compared (the RL rungs of a reward ladder are three evals of the role "rl"), against the first eval of the other.
 KEY = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with
        if other != "student"]
 
@@ -123,56 +124,67 @@ def _accuracy(name: str, vs: list[dict], evals_by: dict, acc_by: dict) -> list[d
         accs = [acc_by[s]["accuracy"] for s in stages if s in acc_by]
         mean = sum(accs) / len(accs) if accs else None
         rows.append({"setting": name, "stage": base, "role": evals_by[stages[0]]["role"],
+                     "label": _name(evals_by[stages[0]]),
                      "seeds": [v["values"].get("seed") for v in vs], "accuracy": [acc_by.get(s, {}).get("accuracy")
                                                                              for s in stages],
                      "runs": len(accs), "of": len(stages), "mean": mean, "ci95": t_interval(accs)})
     return rows
 
 
-def _first(v: dict, role: str, evals_by: dict) -> dict | None:
-    """The variant's first eval (in spec order) of a model in this role, with per-question samples."""
-    return next((evals_by[s] for s in v["stages"].values()
-                 if s in evals_by and evals_by[s]["role"] == role and evals_by[s]["samples"]), None)
+def _of_role(v: dict, role: str, evals_by: dict) -> dict[str, dict]:
+    """The variant's evals (in spec order) of models in this role, with per-question samples, by base stage id."""
+    return {base: evals_by[s] for base, s in v["stages"].items()
+            if s in evals_by and evals_by[s]["role"] == role and evals_by[s]["samples"]}
+
+
+def _name(e: dict) -> str:
+    """How the report names an eval's model: its label ("RL student (gold reward, oracle)"), else its role's name."""
+    return e.get("label") or NAMES[e["role"]]
 
 
 def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int) -> list[dict]:
-    from .stats import mcnemar_exact, paired_bootstrap
-
     rows = []
     for ra, rb in KEY:
-        for v in vs:
-            a, b = _first(v, ra, evals_by), _first(v, rb, evals_by)
-            if a is None or b is None:
-                continue
-            x, y = paired(a, b)
-            if not x:
-                continue
-            only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
-            rows.append({"setting": name, "seed": v["values"].get("seed"), "a": a["stage"], "b": b["stage"],
-                         "label": f"{NAMES[ra]} vs {NAMES[rb]}", "key": [ra, rb], "n": len(x),
-                         "diff": (sum(x) - sum(y)) / len(x),
-                         "ci95": list(paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))),
-                         "a_only": only_a, "b_only": only_b, "p_mcnemar": mcnemar_exact(only_a, only_b),
-                         "pairs": [p - q for p, q in zip(x, y)]})
+        for base in _of_role(vs[0], ra, evals_by):
+            for v in vs:
+                a, others = _of_role(v, ra, evals_by).get(base), _of_role(v, rb, evals_by)
+                if a is None or not others:
+                    continue
+                b_base, b = next(iter(others.items()))
+                x, y = paired(a, b)
+                if x:
+                    rows.append(_pair_row(name, v, a, b, [base, b_base], x, y, samples, seed))
     return rows
+
+
+def _pair_row(name: str, v: dict, a: dict, b: dict, key: list[str], x: list[int], y: list[int],
+              samples: int, seed: int) -> dict:
+    """One seed's paired comparison; "key" (the two base eval ids) joins it to the same pair in other seeds."""
+    from .stats import mcnemar_exact, paired_bootstrap
+
+    only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
+    return {"setting": name, "seed": v["values"].get("seed"), "a": a["stage"], "b": b["stage"],
+            "label": f"{_name(a)} vs {_name(b)}", "names": [_name(a), _name(b)], "key": key, "n": len(x),
+            "diff": (sum(x) - sum(y)) / len(x),
+            "ci95": list(paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))),
+            "a_only": only_a, "b_only": only_b, "p_mcnemar": mcnemar_exact(only_a, only_b),
+            "pairs": [p - q for p, q in zip(x, y)]}
 
 
 def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[dict]:
     from .stats import mcnemar_exact
 
     rows = []
-    for ra, rb in KEY:
-        mine = [r for r in per_seed if r["key"] == [ra, rb]]
-        if not mine:
-            continue
+    for key in dict.fromkeys(tuple(r["key"]) for r in per_seed):
+        mine = [r for r in per_seed if tuple(r["key"]) == key]
         pairs = [d for r in mine for d in r["pairs"]]
         diffs = [r["diff"] for r in mine]
         wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
         a_only, b_only = sum(r["a_only"] for r in mine), sum(r["b_only"] for r in mine)
-        lo_hi = stratified_bootstrap([r["pairs"] for r in mine], samples, derive_seed(seed, "pooled", name, ra, rb))
-        row = {"setting": name, "label": mine[0]["label"], "key": [ra, rb], "seeds": len(mine), "wins": wins,
-               "ties": ties, "pairs": len(pairs), "diff": sum(pairs) / len(pairs), "ci95": lo_hi,
-               "ci95_across_seeds": t_interval(diffs), "a_only": a_only, "b_only": b_only,
+        lo_hi = stratified_bootstrap([r["pairs"] for r in mine], samples, derive_seed(seed, "pooled", name, *key))
+        row = {"setting": name, "label": mine[0]["label"], "names": mine[0]["names"], "key": list(key),
+               "seeds": len(mine), "wins": wins, "ties": ties, "pairs": len(pairs), "diff": sum(pairs) / len(pairs),
+               "ci95": lo_hi, "ci95_across_seeds": t_interval(diffs), "a_only": a_only, "b_only": b_only,
                "p_sign_flip": mcnemar_exact(a_only, b_only)}
         row["sentence"] = sentence(row)
         rows.append(row)
@@ -181,7 +193,7 @@ def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[di
 
 def sentence(r: dict) -> str:
     """'RL student > SFT student in 3 of 3 seeds, mean +1.2 points, 95% CI [-0.4, 2.8], p = 0.14.'"""
-    a, b = (NAMES[k] for k in r["key"])
+    a, b = r["names"]
     tie = f" ({r['ties']} tied)" if r["ties"] else ""
     return (f"{a} > {b} in {r['wins']} of {r['seeds']} seed{'s' if r['seeds'] != 1 else ''}{tie}, "
             f"mean {signed(r['diff'])} points, 95% CI {ci(r['ci95'])}, p = {pvalue(r['p_sign_flip'])} "
@@ -195,7 +207,7 @@ def sweep_section(s: dict) -> list[dict]:
     if not sw:
         return []
     acc = table(["setting", "stage", "role", "seeds", "accuracy % per seed", "mean %", "95% CI across seeds"],
-                [[r["setting"], r["stage"], NAMES.get(r["role"], r["role"]), ", ".join(map(str, r["seeds"])),
+                [[r["setting"], r["stage"], r.get("label") or NAMES.get(r["role"], r["role"]), ", ".join(map(str, r["seeds"])),
                   " / ".join(pct(a) for a in r["accuracy"]), pct(r["mean"]), ci(r["ci95"])] for r in sw["accuracy"]])
     per = table(["setting", "seed", "comparison", "A vs B", "n", "A - B", "95% CI", "only A right", "only B right",
                  "McNemar p"],

@@ -165,6 +165,30 @@ def test_pooled_comparison_pairs_by_seed_and_question():
     assert pairs == [{"a": f"eval_sft__seed_{s}", "b": f"eval_rl__seed_{s}", "highlight": True} for s in (0, 1, 2)]
 
 
+def test_each_rl_rung_is_pooled_on_its_own():
+    """A reward ladder has several evals of the role "rl": each is compared and pooled, under its own label."""
+    from runtime.report_seeds import summarize
+
+    bases = ("eval_sft", "eval_rl", "eval_rl_gold")
+    lock = {"spec": {"seed": 0}, "sweep": {"keys": ["seed"], "variants": [
+        {"values": {"seed": s}, "label": f"seed={s}", "stages": {b: f"{b}__seed_{s}" for b in bases}}
+        for s in (0, 1)]}}
+    correct = {"eval_sft": [1, 0, 0, 0], "eval_rl": [0, 0, 0, 0], "eval_rl_gold": [1, 1, 1, 0]}
+    labels = {"eval_sft": None, "eval_rl": "RL student (learned RM)", "eval_rl_gold": "RL student (gold reward, oracle)"}
+    evals = []
+    for s in (0, 1):
+        for b in bases:
+            e = fake_eval(f"{b}__seed_{s}", "sft" if b == "eval_sft" else "rl", correct[b])
+            evals.append({**e, "label": labels[b]} if labels[b] else e)
+    accuracy = [{"stage": e["stage"], "status": "ok", "accuracy": 0.5} for e in evals]
+    sw = summarize(lock, evals, accuracy, 200, 0)
+    assert [(r["key"], r["diff"], r["seeds"]) for r in sw["pooled"]] == \
+        [(["eval_rl", "eval_sft"], -0.25, 2), (["eval_rl_gold", "eval_sft"], 0.5, 2)]
+    assert [r["sentence"].split(" in ")[0] for r in sw["pooled"]] == \
+        ["RL student (learned RM) > SFT student", "RL student (gold reward, oracle) > SFT student"]
+    assert {r["stage"]: r["label"] for r in sw["accuracy"]}["eval_rl_gold"] == "RL student (gold reward, oracle)"
+
+
 # ----------------------------------------------------------------------------- end to end
 def shrunk(spec: dict) -> dict:
     """specs/tiny.yaml cut to seconds per stage: the test checks the plumbing, not the learning."""
