@@ -207,8 +207,9 @@ def sweep_section(s: dict) -> list[dict]:
     if not sw:
         return []
     acc = table(["setting", "stage", "role", "seeds", "accuracy % per seed", "mean %", "95% CI across seeds"],
-                [[r["setting"], r["stage"], r.get("label") or NAMES.get(r["role"], r["role"]), ", ".join(map(str, r["seeds"])),
-                  " / ".join(pct(a) for a in r["accuracy"]), pct(r["mean"]), ci(r["ci95"])] for r in sw["accuracy"]])
+                [[r["setting"], r["stage"], r.get("label") or NAMES.get(r["role"], r["role"]),
+                  ", ".join(map(str, r["seeds"])), " / ".join(pct(a) for a in r["accuracy"]), pct(r["mean"]),
+                  ci(r["ci95"])] for r in sw["accuracy"]])
     per = table(["setting", "seed", "comparison", "A vs B", "n", "A - B", "95% CI", "only A right", "only B right",
                  "McNemar p"],
                 [[r["setting"], r["seed"], r["label"], f"{r['a']} vs {r['b']}", r["n"], signed(r["diff"]),
