@@ -16,12 +16,11 @@ Every random draw has a fixed seed: identical inputs give identical numbers.
 """
 from __future__ import annotations
 
-import math
-
 from compiler.stages import all_roles
 
 from .common import derive_seed
 from .report_page import NAMES, ci, pct, pvalue, section, signed, table
+from .stats import mcnemar_exact, paired_bootstrap, stratified_bootstrap, t_interval
 
 # The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/stages.py),
 # later roles first; not against the untrained base student (a foregone conclusion). Every eval of a role is
@@ -50,35 +49,6 @@ def within_variants(evals: list[dict], lock: dict, compare) -> list[dict]:
                 seen.add((c["a"], c["b"]))
                 out.append(c)
     return sorted(out, key=lambda c: not c["highlight"])
-
-
-# ----------------------------------------------------------------------------- statistics
-def t_interval(values: list[float]) -> list[float | None]:
-    """95% t interval of the mean across seeds; none from a single seed."""
-    n = len(values)
-    if n < 2:
-        return [None, None]
-    from scipy.stats import t
-
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return [mean - half, mean + half]
-
-
-def stratified_bootstrap(strata: list[list[int]], samples: int, seed: int) -> list[float]:
-    """95% percentile CI of the mean pair difference, resampling pairs within each stratum (seed)."""
-    import numpy as np
-
-    rng, total = np.random.default_rng(seed), sum(len(d) for d in strata)
-    sums = np.zeros(samples)
-    for d in strata:
-        arr = np.asarray(d, dtype=float)
-        for done in range(0, samples, 256):          # chunks bound memory on large test sets
-            k = min(256, samples - done)
-            sums[done:done + k] += arr[rng.integers(0, len(arr), size=(k, len(arr)))].sum(axis=1)
-    lo, hi = np.percentile(sums / total, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def paired(a: dict, b: dict) -> tuple[list[int], list[int]]:
@@ -160,8 +130,6 @@ def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int
 def _pair_row(name: str, v: dict, a: dict, b: dict, key: list[str], x: list[int], y: list[int],
               samples: int, seed: int) -> dict:
     """One seed's paired comparison; "key" (the two base eval ids) joins it to the same pair in other seeds."""
-    from .stats import mcnemar_exact, paired_bootstrap
-
     only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
     return {"setting": name, "seed": v["values"].get("seed"), "a": a["stage"], "b": b["stage"],
             "label": f"{_name(a)} vs {_name(b)}", "names": [_name(a), _name(b)], "key": key, "n": len(x),
@@ -172,8 +140,6 @@ def _pair_row(name: str, v: dict, a: dict, b: dict, key: list[str], x: list[int]
 
 
 def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[dict]:
-    from .stats import mcnemar_exact
-
     rows = []
     for key in dict.fromkeys(tuple(r["key"]) for r in per_seed):
         mine = [r for r in per_seed if tuple(r["key"]) == key]

@@ -1,6 +1,7 @@
 """The report's statistics, apart from reading files and assembling pages: Wilson intervals for one
-accuracy, exact McNemar and a paired bootstrap for two models on the same questions. Used by the
-report and by the across-seed section (report_seeds)."""
+accuracy, exact McNemar and a paired bootstrap for two models on the same questions; across seeds, a t
+interval of a mean and a bootstrap stratified by seed. Used by the report and its across-seed section
+(report_seeds)."""
 from __future__ import annotations
 
 import math
@@ -35,3 +36,31 @@ def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tup
         means.append(d[idx].mean(axis=1))
     lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def t_interval(values: list[float]) -> list[float | None]:
+    """95% t interval of the mean across seeds; none from a single seed."""
+    n = len(values)
+    if n < 2:
+        return [None, None]
+    from scipy.stats import t
+
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return [mean - half, mean + half]
+
+
+def stratified_bootstrap(strata: list[list[int]], samples: int, seed: int) -> list[float]:
+    """95% percentile CI of the mean pair difference, resampling pairs within each stratum (seed)."""
+    import numpy as np
+
+    rng, total = np.random.default_rng(seed), sum(len(d) for d in strata)
+    sums = np.zeros(samples)
+    for d in strata:
+        arr = np.asarray(d, dtype=float)
+        for done in range(0, samples, 256):          # chunks bound memory on large test sets
+            k = min(256, samples - done)
+            sums[done:done + k] += arr[rng.integers(0, len(arr), size=(k, len(arr)))].sum(axis=1)
+    lo, hi = np.percentile(sums / total, [2.5, 97.5])
+    return [float(lo), float(hi)]

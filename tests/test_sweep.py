@@ -122,8 +122,7 @@ def test_the_lock_rebuilds_the_same_sweep(tmp_path):
 def test_across_seed_statistics_on_hand_worked_cases():
     from scipy import stats
 
-    from runtime.stats import mcnemar_exact
-    from runtime.report_seeds import stratified_bootstrap, t_interval
+    from runtime.stats import mcnemar_exact, stratified_bootstrap, t_interval
 
     lo, hi = t_interval([0.2, 0.4, 0.6])
     assert lo == pytest.approx(0.4 - stats.t.ppf(0.975, 2) * 0.2 / 3 ** 0.5) and hi == pytest.approx(0.8 - lo)
