@@ -16,7 +16,7 @@ import time
 from . import models
 from . import task as taskdata
 from .checkpoints import resume_dir, train_or_load
-from .common import StageError, hide_tied_weights_warning, log, progress_callback, read_jsonl, start, torch_setup
+from .common import StageError, hide_tied_weights_warning, log, progress_callback, start, torch_setup
 from .tracking import tracking_args
 
 LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
@@ -24,30 +24,13 @@ LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny
 
 # ----------------------------------------------------------------------------- data
 def training_rows(cfg) -> list[dict]:
-    """Chat rows (question prompt + one response) from the declared data input.
-
-    A pseudo_reward input gives every majority-agreeing teacher response (as sft
-    does), a generate input every non-empty response. Prompts come from the
-    answer-free distill questions: a response to any other question is refused.
-    """
-    if "data_labels" in cfg.inputs:
-        picked = [r for r in read_jsonl(cfg.inputs["data_labels"]) if r["role"] == "teacher" and r["label"] == 1]
-    elif "data_responses" in cfg.inputs:
-        picked = read_jsonl(cfg.inputs["data_responses"])
-    else:
-        raise StageError(f"distill_logits stage {cfg.id!r}: no data_labels or data_responses input in its config")
-    prompts = {q["id"]: taskdata.messages(q, cfg.task)
-               for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
-    picked = [r for r in picked if r["text"].strip()]
-    missing = sorted({r["question_id"] for r in picked} - set(prompts))
-    if missing:
-        raise StageError(f"distill_logits stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
-                         f"(e.g. {missing[:3]}); it trains only on distill-split samples")
-    if not picked:
+    """Chat rows (question prompt + one response): the responses sft would train on (task.distilled_responses)."""
+    pairs = taskdata.distilled_responses(cfg, "distill_logits")
+    if not pairs:
         source = cfg.inputs.get("data_labels") or cfg.inputs["data_responses"]
         raise StageError(f"distill_logits stage {cfg.id!r}: no training rows in {source} "
                          "(no agreeing teacher samples, or all responses empty)")
-    return [{"messages": prompts[r["question_id"]] + [{"role": "assistant", "content": r["text"]}]} for r in picked]
+    return [{"messages": prompt + [{"role": "assistant", "content": text}]} for prompt, text in pairs]
 
 
 # ----------------------------------------------------------------------------- tokenizers

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import models
 from . import task as taskdata
 from .checkpoints import last_checkpoint, resume_dir
-from .common import StageError, hide_tied_weights_warning, log, progress_callback, read_jsonl, start, torch_setup
+from .common import StageError, hide_tied_weights_warning, log, progress_callback, start, torch_setup
 from .sampling import greedy_accuracy
 from .tracking import tracking_args
 
@@ -29,30 +29,13 @@ def _row(messages: list[dict], completion: str) -> dict:
     return {"prompt": messages, "completion": [{"role": "assistant", "content": completion}]}
 
 
-def _distill_prompts(cfg) -> dict[str, list[dict]]:
-    """Question id -> chat prompt, from the answer-free door."""
-    return {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
-
-
 def training_rows(cfg, stage) -> list[dict]:
     """The rows this stage trains on, chosen by where its data comes from."""
     if stage.data == "gold":
         gold = taskdata.gold(cfg.task, "gold", cfg.spec_seed)
         rows = [_row(taskdata.messages(r, cfg.task), r["answer"]) for r in gold]
     else:
-        if "data_labels" in cfg.inputs:       # all majority-agreeing teacher samples, not one per question
-            picked = [r for r in read_jsonl(cfg.inputs["data_labels"]) if r["role"] == "teacher" and r["label"] == 1]
-        elif "data_responses" in cfg.inputs:
-            picked = read_jsonl(cfg.inputs["data_responses"])
-        else:
-            raise StageError(f"sft stage {cfg.id!r}: no data_labels or data_responses input in its config")
-        picked = [r for r in picked if r["text"].strip()]
-        prompts_by_id = _distill_prompts(cfg)
-        missing = sorted({r["question_id"] for r in picked} - set(prompts_by_id))
-        if missing:
-            raise StageError(f"sft stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
-                             f"(e.g. {missing[:3]}); sft trains only on distill-split samples")
-        rows = [_row(prompts_by_id[r["question_id"]], r["text"]) for r in picked]
+        rows = [_row(prompt, text) for prompt, text in taskdata.distilled_responses(cfg, "sft")]
     if not rows:
         raise StageError(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
                          "(no agreeing teacher samples, or all responses empty)")

@@ -9,10 +9,12 @@ Pure Python (no torch), so light stages import it cheaply.
 from __future__ import annotations
 
 from compiler.datarows import LETTERS, DataError, in_fraction, parse_row, read_rows, user_text  # noqa: F401 (re-exported)
+from compiler.datarows import iter_jsonl
 from compiler.schema import DataSource, TaskSpec
 from compiler.synthetic import SPLITS, synthetic  # noqa: F401 (re-exported)
 
 from .answers import normalise
+from .errors import StageError
 
 
 # ----------------------------------------------------------------------------- files and hub
@@ -74,3 +76,24 @@ def messages(row: dict, task: TaskSpec) -> list[dict]:
     msgs = [{"role": "system", "content": task.system_prompt}] if task.system_prompt else []
     return msgs + [{"role": "user", "content": user_text(row)}]
 
+
+def distilled_responses(cfg, kind: str) -> list[tuple[list[dict], str]]:
+    """(chat prompt, response text) pairs a student trains on, from its stage's declared data input.
+
+    A pseudo_reward input gives every majority-agreeing teacher response (all of them, not one
+    per question), a generate input every response; empty ones are dropped. Prompts come through
+    the answer-free door: a response to a question outside the distill split is refused.
+    """
+    if "data_labels" in cfg.inputs:
+        picked = [r for r in iter_jsonl(cfg.inputs["data_labels"]) if r["role"] == "teacher" and r["label"] == 1]
+    elif "data_responses" in cfg.inputs:
+        picked = list(iter_jsonl(cfg.inputs["data_responses"]))
+    else:
+        raise StageError(f"{kind} stage {cfg.id!r}: no data_labels or data_responses input in its config")
+    picked = [r for r in picked if r["text"].strip()]
+    prompts = {q["id"]: messages(q, cfg.task) for q in questions(cfg.task, "distill", cfg.spec_seed)}
+    missing = sorted({r["question_id"] for r in picked} - set(prompts))
+    if missing:
+        raise StageError(f"{kind} stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
+                         f"(e.g. {missing[:3]}); {kind} trains only on distill-split samples")
+    return [(prompts[r["question_id"]], r["text"]) for r in picked]
