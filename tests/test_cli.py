@@ -75,6 +75,7 @@ def test_usage_errors_exit_2(capsys):
     assert "usage: distillc" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_build_from_any_folder_prints_a_command_that_works_there(tmp_path):
     """`distillc build path/to/spec.yaml` in a folder without a Snakefile: the printed command runs (dry-run)."""
     import subprocess

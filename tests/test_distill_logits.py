@@ -98,6 +98,7 @@ def distilled(tmp_path_factory):
         yield cfg, out, read_jsonl(Path(out) / "train_log.jsonl"), kl
 
 
+@pytest.mark.slow
 def test_student_moves_toward_the_teachers_distribution_more_than_sft_on_the_same_rows(distilled):
     """KL(teacher || student) per token on held-out questions, measured at spec seeds 0, 1, 2:
     untrained 3.30-3.32; after logit distillation 0.35-0.39 (an 8.5-9.4x drop; asked: 4x);
@@ -109,6 +110,7 @@ def test_student_moves_toward_the_teachers_distribution_more_than_sft_on_the_sam
     assert kl["gkd"] < kl["sft"], kl
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_model_folder_is_complete(distilled):
     cfg, out, log, _ = distilled
     losses = [r["loss"] for r in log if "loss" in r]
@@ -120,6 +122,7 @@ def test_loss_falls_and_the_model_folder_is_complete(distilled):
 
 
 # ----------------------------------------------------------------------------- data and tokenizers
+@pytest.mark.slow
 def test_labels_select_only_agreeing_teacher_rows_and_foreign_ids_are_refused(built):
     cfg = load_config(built(spec({"data": "votes"}))["gkd"], "distill_logits")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
@@ -149,6 +152,7 @@ def test_the_compiler_refuses_an_init_student_for_a_loaded_teacher(tmp_path):
     assert "stages.gkd.teacher" in proc.stderr and "token by token" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_the_stage_refuses_tokenizers_that_differ(built):
     cfg = load_config(built(spec())["gkd"], "distill_logits")
     mine = models.build_tokenizer(cfg.task, cfg.spec_seed)
@@ -160,6 +164,7 @@ def test_the_stage_refuses_tokenizers_that_differ(built):
 
 
 # ----------------------------------------------------------------------------- resume, on-policy
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_on_policy(built, capsys):
     """lmbda 1: every step samples from the student, so this also runs the on-policy path."""
     configs = built(spec({"max_steps": 40, "save_every_steps": 5, "lmbda": 1.0}))

@@ -70,6 +70,7 @@ def trained_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_untrained_init_model_end_to_end(built, monkeypatch):
     """Random init model: contract shapes, gold targets, and lm-eval's prompts == generate's (one BOS)."""
     from lm_eval.models.huggingface import HFLM
@@ -104,6 +105,7 @@ def test_untrained_init_model_end_to_end(built, monkeypatch):
     assert all(ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1 for ids in seen)
 
 
+@pytest.mark.slow
 def test_scoring_agrees_with_extracted_answers(built, trained_dir):
     """A trained local model: correct == (answers.extract == target) on every row, accuracy == mean(correct)."""
     configs = built(spec({"local": {"path": str(trained_dir)}},
@@ -117,6 +119,7 @@ def test_scoring_agrees_with_extracted_answers(built, trained_dir):
     assert sum(bool(re.search(r"#### \d+$", r["responses"][0])) for r in rows) >= len(rows) // 2
 
 
+@pytest.mark.slow
 def test_sampled_eval_reports_single_and_majority(built, trained_dir):
     configs = built(spec({"local": {"path": str(trained_dir)}},
                          {"ev_vote": {"kind": "eval", "model": "local", "samples": 4, "temperature": 1.0,
@@ -133,6 +136,7 @@ def test_sampled_eval_reports_single_and_majority(built, trained_dir):
         sum(r["majority_correct"] for r in rows) / len(rows))
 
 
+@pytest.mark.slow
 def test_local_directory_matches_stage_output(built, trained_dir):
     """The same weights given as a `path:` model and as an sft stage's output give the same eval."""
     configs = built(spec({"local": {"path": str(trained_dir)}, "base": {"init": TINY}},
@@ -149,6 +153,7 @@ def test_local_directory_matches_stage_output(built, trained_dir):
     assert rows_path == rows_stage
 
 
+@pytest.mark.slow
 def test_prompt_that_would_be_truncated_is_refused(built):
     """lm-eval would silently cut the prompt's start (and its BOS): the stage refuses before running."""
     from runtime import eval as stage
@@ -170,6 +175,7 @@ def test_prompt_that_would_be_truncated_is_refused(built):
         stage.main(["--config", str(configs["ev_short"]), "--threads", "1"])
 
 
+@pytest.mark.slow
 def test_hub_task_refuses_majority_vote(built):
     """samples > 1 needs the rendered local task (its majority filter): refused at build time."""
     from compiler.errors import SpecError

@@ -15,6 +15,7 @@ import signal
 import string
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,6 +127,7 @@ perturbed = st.builds(_set, st.just(SMALL), st.sampled_from(sorted(set(_leaves(S
                       st.one_of(st.integers(0, 300), st.sampled_from(["m", "s", "g", "v", "gold"]), scalars, documents))
 
 
+@pytest.mark.slow
 def test_random_yaml_documents(tmp_path, capsys, record_property):
     tally, path = Tally(record_property, "random YAML documents"), tmp_path / "spec.yaml"
 
@@ -169,6 +171,7 @@ def mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_mutated_shipped_specs(tmp_path, capsys, record_property):
     tally = Tally(record_property, "mutated shipped specs")
     edit = st.tuples(st.integers(0, 5), st.integers(0, 10**6), st.sampled_from(WORDS) | st.text(max_size=6))
@@ -206,6 +209,7 @@ rows = st.dictionaries(keys, json_values, max_size=5).map(json.dumps) | json_val
 lines = rows | st.binary(max_size=60).map(lambda b: b.decode("latin-1")) | st.sampled_from(["", " ", "{", "\x00"])
 
 
+@pytest.mark.slow
 def test_random_bytes_and_rows_in_data_files(tmp_path, monkeypatch, capsys, record_property):
     monkeypatch.chdir(tmp_path)
     tally, spec = Tally(record_property, "random data files"), tmp_path / "spec.yaml"

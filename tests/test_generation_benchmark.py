@@ -19,6 +19,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_hf_dynamic_and_static_cache_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     run = bench(*TINY, "--json", str(out))

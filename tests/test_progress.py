@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import build_spec
+
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
 
 BIN = Path(sys.executable).parent
 QUESTIONS = 120

@@ -105,6 +105,7 @@ def test_rebuilding_an_unchanged_spec_touches_nothing(tiny, tmp_path, capsys):
     assert snapshot(tmp_path, "tiny") == before
 
 
+@pytest.mark.slow
 def test_a_changed_field_reruns_exactly_that_stage_and_downstream(tiny, tmp_path):
     plan, _ = build(tiny, tmp_path)
     fake_outputs(plan, tmp_path)
@@ -127,6 +128,7 @@ def test_a_changed_field_reruns_exactly_that_stage_and_downstream(tiny, tmp_path
     assert rerun == {name: 1 for name in expected}
 
 
+@pytest.mark.slow
 def test_lint_and_dry_run(tmp_path):
     """The demo builds into a lint-clean workflow with one job per stage (+ all) and plain commands.
 
@@ -168,6 +170,7 @@ def injected_spec() -> dict:
     return text
 
 
+@pytest.mark.slow
 def test_payloads_travel_as_data_and_never_run(tmp_path, capsys):
     # The spec's file name is a payload too.
     spec = tmp_path / f"evil\n__import__('os').system('touch {MARK}_file')\n#.yaml"

@@ -148,6 +148,7 @@ def test_mcnemar_matches_scipy():
 
 
 # ----------------------------------------------------------------------------- the report
+@pytest.mark.slow
 def test_tables_hold_the_hand_computed_numbers(tiny):
     configs, _ = tiny
     html, md, s = run_report(configs)
@@ -187,6 +188,7 @@ def test_tables_hold_the_hand_computed_numbers(tiny):
     assert "no gold or majority rung ran" in s["ladder"]["finding"] and s["ladder"]["finding"] in md
 
 
+@pytest.mark.slow
 def test_pseudo_labels_voting_rm_and_curves(tiny):
     configs, _ = tiny
     _, md, s = run_report(configs)
@@ -207,6 +209,7 @@ def test_pseudo_labels_voting_rm_and_curves(tiny):
     assert s["environment"]["git_commit"]
 
 
+@pytest.mark.slow
 def test_html_is_self_contained_with_inline_plots(tiny):
     configs, _ = tiny
     html, _, _ = run_report(configs)
@@ -218,6 +221,7 @@ def test_html_is_self_contained_with_inline_plots(tiny):
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
 
 
+@pytest.mark.slow
 def test_same_inputs_same_report_and_times_stay_apart(tiny):
     configs, inputs = tiny
     html1, md1, s1 = run_report(configs)
@@ -233,6 +237,7 @@ def test_same_inputs_same_report_and_times_stay_apart(tiny):
     assert "99.5" not in md1.split(ENV_MARKER)[0] and "99.5" in md3.split(ENV_MARKER)[1]
 
 
+@pytest.mark.slow
 def test_missing_outputs_say_not_run(tiny):
     configs, inputs = tiny
     for key in ("eval_rl_metrics", "eval_rl_samples", "student_rl_log", "rm_metrics", "rewards_labels",
@@ -251,6 +256,7 @@ def test_missing_outputs_say_not_run(tiny):
     assert 'alt="rl"' not in html and 'alt="accuracy"' in html
 
 
+@pytest.mark.slow
 def test_spec_without_distillation_stages(built):
     """A spec that only evaluates a model: every other section says not run."""
     configs = built({"name": "bare", "task": {"synthetic": {"distill_size": 4, "test_size": 4, "gold_size": 0,
@@ -275,6 +281,7 @@ def snakemake_report_rule(workflow: Path) -> None:
     workflow.write_text(text.replace(rule, wrapped))
 
 
+@pytest.mark.slow
 def test_snakemake_report_embeds_the_page(tiny, tmp_path):
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     snakemake_report_rule(tmp_path / "build/tiny/workflow.smk")
@@ -311,6 +318,7 @@ def chromium(*args, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_page_renders_in_a_headless_browser(tiny, tmp_path):
     configs, _ = tiny
     html, _, _ = run_report(configs)

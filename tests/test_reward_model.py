@@ -11,6 +11,8 @@ import yaml
 from runtime import answers, reward_model, task
 from runtime.common import read_jsonl, write_jsonl
 
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}}
 
 

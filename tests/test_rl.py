@@ -15,6 +15,8 @@ from conftest import build_spec
 from runtime import models, reward_model, rl, task
 from runtime.common import read_jsonl, write_jsonl
 
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}}
 WORDS = "Tom has apples then gives away books Ann eggs sells how many more".split()
 FAST = {"batch_size": 16, "response_length": 8, "learning_rate": 1e-2}   # tiny models take large steps

@@ -43,6 +43,7 @@ def run_stage(kind: str, config: Path, cwd: Path) -> subprocess.CompletedProcess
                           cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_generate_and_rl_refuse_a_prompt_that_does_not_fit_before_loading_weights(local_model):
     root, spec = local_model
     spec["models"] = {"local": {"path": "local"}}

@@ -20,6 +20,8 @@ import yaml
 from conftest import REPO
 from fake_stages import fake_stages
 
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+
 BIN = Path(sys.executable).parent
 # at least these follow student_sft in specs/tiny.yaml (after() reads the whole set from the build)
 SFT_AND_AFTER = {"student_sft", "sft_samples", "eval_sft", "rewards", "rm", "student_rl", "eval_rl", "report",

@@ -10,6 +10,8 @@ from runtime.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import build_spec, kill_at_first_checkpoint
 
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+
 # max_number 5 keeps the arithmetic table small: a 64-wide model learns it in ~150 steps on one thread
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 300, "dev_size": 40,
                       "distill_size": 32, "test_size": 64}}

@@ -53,6 +53,7 @@ def sbatch_line(entry: dict) -> str:
     return get_submit_command(job, params) + set_gres_string(job)
 
 
+@pytest.mark.slow
 def test_rendered_resources_become_the_right_sbatch_flags(tmp_path):
     spec = yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())
     spec["stages"]["student_sft"]["resources"] = {
@@ -159,6 +160,7 @@ rule b:
 '''
 
 
+@pytest.mark.slow
 def test_each_rule_runs_as_its_own_slurm_job(cluster, tmp_path):
     root = write_workflow(tmp_path / "pair", PAIR)
     code, out, seconds = snakemake(root, "--slurm-keep-successful-logs", timeout=150)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from importlib.util import find_spec
 
+import pytest
+
 from compiler import cli
 from compiler.stages import KINDS   # every stage kind's module
 from conftest import REPO
@@ -46,6 +48,7 @@ print(json.dumps({"full_gc_off": during == NEVER, "mlflow_imported": imported, "
 """
 
 
+@pytest.mark.slow
 def test_start_up_skips_unasked_trackers_and_full_collections(tmp_path):
     """start() turns full garbage collections off over the imports and MLflow off unless the spec tracks
     with it; settle() freezes the loaded heap and turns full collections back on for the work."""

@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
 
 BIN = Path(sys.executable).parent
 

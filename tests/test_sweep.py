@@ -60,6 +60,7 @@ def kinds(configs: dict) -> Counter:
                    for c in configs.values())
 
 
+@pytest.mark.slow
 def test_seed_by_learning_rate_plans_the_shared_stages_once(tmp_path):
     configs = build(tmp_path, tiny(**{"seed": [0, 1], "student_rl.learning_rate": [1.0e-4, 3.0e-4]}))
     count = kinds(configs)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import build_spec
+
+pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
 
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 64, "dev_size": 8,
                       "distill_size": 8, "test_size": 8}}
