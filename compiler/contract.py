@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from .schema import InitModel, TaskSpec
-from .stagekind import StageBase, Strict
+from .stagekind import BENCHMARK, LOCK, StageBase, Strict, input_key
 from .stages import REPORT, STAGE_CLASSES
 
 
@@ -65,6 +65,33 @@ class StageConfig(Strict):
         """The stage's own validated fields, as its schema class."""
         return self.params
 
+    # ------------------------------------------------------------------ inputs, by what the kind declares
+    def input(self, field: str, output: str = "model", index: int | None = None) -> str:
+        """The path of an input the kind declares: a reference field (`Ref`) and an output its upstream
+        kinds pass on. KeyError when this stage's config has none (the reference was unset)."""
+        return self.inputs[self._declared(field, output, index)]
+
+    def input_or_none(self, field: str, output: str = "model", index: int | None = None) -> str | None:
+        """`input`, or None when this stage's config has none (an optional or alternative reference)."""
+        return self.inputs.get(self._declared(field, output, index))
+
+    def build_input(self, name: str) -> str:
+        """A file of the build, not of a stage, that the kind declares (its `build_inputs`)."""
+        if name not in self.params.build_inputs(self.id, self.spec_name, ""):
+            raise UndeclaredInput(f"a {self.kind} stage declares no build input {name!r}")
+        return self.inputs[name]
+
+    def _declared(self, field: str, output: str, index: int | None) -> str:
+        """The input's key (compiler.stagekind.input_key); an input the kind does not declare is a bug."""
+        ref = next((r for r in self.params.refs if r.field == field), None)
+        if ref is None:
+            raise UndeclaredInput(f"a {self.kind} stage has no reference field {field!r}")
+        passed = {"model"} if ref.to_model else {n for k in ref.kinds for n, o in STAGE_CLASSES[k].outputs.items()
+                                                  if o.passed_on}
+        if output not in passed:
+            raise UndeclaredInput(f"a {self.kind} stage's {field!r} passes on no {output!r} (only {sorted(passed)})")
+        return input_key(field, output, index)
+
 
 class ReportConfig(StageConfig):
     """The report's config: what the planner knows of the pipeline, so the report never re-derives it."""
@@ -72,6 +99,27 @@ class ReportConfig(StageConfig):
     roles: dict[str, str] = Field({}, description="Model or stage name -> report role (compiler.stages.report_roles).")
     lineage: dict[str, list[str]] = Field({}, description="Model name -> [it, the weights it started from, ..., "
                                                           "a model id].")
+
+    def stage_file(self, sid: str, output: str) -> str | None:
+        """An upstream stage's output (or its BENCHMARK file) as the report reads it; None when absent."""
+        kind = next((k for k, ids in self.upstream.items() if sid in ids), None)
+        if kind is None:
+            raise UndeclaredInput(f"the report has no upstream stage {sid!r}")
+        if output != BENCHMARK and output not in STAGE_CLASSES[kind].outputs:
+            raise UndeclaredInput(f"a {kind} stage has no output {output!r}")
+        return self.inputs.get(input_key(sid, output, bare_model=False))
+
+    def stage_files(self, output: str) -> dict[str, str]:
+        """Upstream stage id -> its `output`, for every upstream stage whose kind writes one."""
+        return {sid: self.inputs[key] for kind, ids in self.upstream.items() if output in STAGE_CLASSES[kind].outputs
+                for sid in ids if (key := input_key(sid, output, bare_model=False)) in self.inputs}
+
+    def lock_file(self) -> str | None:
+        return self.inputs.get(LOCK)
+
+
+class UndeclaredInput(ValueError):
+    """A stage read an input its kind does not declare: a bug in the stage program, not a user error."""
 
 
 def config_class(kind: str) -> type[StageConfig]:

@@ -54,6 +54,18 @@ class Ref:
         return not self.kinds
 
 
+BENCHMARK = "benchmark"   # the report's input of each stage's Snakemake benchmark file: `<stage id>_benchmark`
+LOCK = "lock"             # the report's input of the spec's lock file
+
+
+def input_key(field: str, output: str = "model", index: int | None = None, *, bare_model: bool = True) -> str:
+    """The name of an input in a stage config, the one spelling the planner writes and the stages read:
+    `<field>_<output>`, `<field>_<i>_<output>` for the i-th stage of a list field, and a model alone
+    `<field>`. The report names its inputs `<stage id>_<output>`, a model too (bare_model=False)."""
+    key = field if index is None else f"{field}_{index}"
+    return key if output == "model" and bare_model else f"{key}_{output}"
+
+
 @dataclass(frozen=True)
 class Output:
     """A file (trailing "/": a folder) relative to the stage's folder."""

@@ -27,7 +27,7 @@ def training_rows(cfg) -> list[dict]:
     """Chat rows (question prompt + one response): the responses sft would train on (task.distilled_responses)."""
     pairs = taskdata.distilled_responses(cfg, "distill_logits")
     if not pairs:
-        source = cfg.inputs.get("data_labels") or cfg.inputs["data_responses"]
+        source = cfg.input_or_none("data", "labels") or cfg.input("data", "responses")
         raise StageError(f"distill_logits stage {cfg.id!r}: no training rows in {source} "
                          "(no agreeing teacher samples, or all responses empty)")
     return [{"messages": prompt + [{"role": "assistant", "content": text}]} for prompt, text in pairs]

@@ -36,11 +36,11 @@ def write_questions(cfg, stage) -> list[dict]:
     rows = taskdata.gold(cfg.task, "test", cfg.spec_seed)[: stage.limit]
     if not rows:
         raise StageError("eval: the task has no test questions (set task.test or task.synthetic.test_size)")
-    task_yaml = read_task_yaml(cfg.inputs["lm_eval_task"])
+    task_yaml = read_task_yaml(cfg.build_input("lm_eval_task"))
     path = Path(task_yaml["dataset_kwargs"]["data_files"]["test"])
     expected = (Path(cfg.out_dir) / "questions.jsonl").resolve()
     if path.resolve() != expected:
-        raise StageError(f"eval: {cfg.inputs['lm_eval_task']} reads {path}, not {expected}: "
+        raise StageError(f"eval: {cfg.build_input('lm_eval_task')} reads {path}, not {expected}: "
                          "it was built in another folder; run `distillc build` again here")
     questions = [{"question_id": r["id"], "prompt": taskdata.messages(r, cfg.task)[-1]["content"],
                   "target": r["target"]} for r in rows]
@@ -165,7 +165,7 @@ def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
     settle()
 
     if stage.hub_task is None:
-        task_file = Path(cfg.inputs["lm_eval_task"])
+        task_file = Path(cfg.build_input("lm_eval_task"))
         name, manager = task_file.stem, TaskManager(include_path=str(task_file.parent), include_defaults=False)
         extra = {}
     else:   # the task's own YAML decides prompts and filters; the stage sets length, temperature and shots

@@ -25,9 +25,9 @@ HISTOGRAM_BINS = 10
 
 def load_sources(cfg) -> list[tuple[str, str, list[dict]]]:
     """[(role, source stage id, rows)]: the teacher first, then students in spec order."""
-    sources = [("teacher", cfg.upstream["teacher"][0], read_jsonl(cfg.inputs["teacher_responses"]))]
+    sources = [("teacher", cfg.upstream["teacher"][0], read_jsonl(cfg.input("teacher", "responses")))]
     for i, sid in enumerate(cfg.upstream.get("students", [])):
-        sources.append(("student", sid, read_jsonl(cfg.inputs[f"students_{i}_responses"])))
+        sources.append(("student", sid, read_jsonl(cfg.input("students", "responses", i))))
     return sources
 
 

@@ -145,11 +145,11 @@ def held_out_by_kind(model, tok, pairs: list[dict], prompts: dict, labels: list[
 
 def score_responses(model, tok, cfg, st) -> list[dict]:
     """The trained model's score of every response of the `score` stage (label-free: no gold read here)."""
-    if "score_responses" not in cfg.inputs:
+    if cfg.input_or_none("score", "responses") is None:
         return []
     prompts = {q["id"]: taskdata.messages(q, cfg.task)
                for split in ("distill", "test") for q in taskdata.questions(cfg.task, split, cfg.spec_seed)}
-    rows = [r for r in read_jsonl(cfg.inputs["score_responses"]) if r["question_id"] in prompts]
+    rows = [r for r in read_jsonl(cfg.input("score", "responses")) if r["question_id"] in prompts]
     values = scores(model, tok, [prompts[r["question_id"]] + assistant(r["text"]) for r in rows],
                     st.batch_size, st.max_length)
     return [{"question_id": r["question_id"], "sample_id": r["sample_id"], "answer": r["answer"], "score": v}
@@ -160,7 +160,7 @@ def main(argv=None) -> None:
     cfg, st, args = start(argv, "reward_model")
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
     prompts = {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
-    pairs, labels = read_jsonl(cfg.inputs["data_pairs"]), read_jsonl(cfg.inputs["data_labels"])
+    pairs, labels = read_jsonl(cfg.input("data", "pairs")), read_jsonl(cfg.input("data", "labels"))
     train_q, eval_q = split_questions([r["question_id"] for r in pairs + labels], st.eval_fraction, cfg.seed)
     train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
     held_out = [p for p in pairs if p["question_id"] in eval_q]
@@ -170,13 +170,13 @@ def main(argv=None) -> None:
     hp = trainer_args(cfg, st, device, dtype, ckpt)
     if st.loss == "pairwise":
         if not train_pairs:
-            raise StageError(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
+            raise StageError(f"no training pairs in {cfg.input('data', 'pairs')}: the pseudo_reward stage found no "
                              "question with both a positive and a negative response")
         trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length)
     else:
         rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
         if not rows:
-            raise StageError(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
+            raise StageError(f"no labelled responses to train on in {cfg.input('data', 'labels')}")
         trainer = pointwise_trainer(model, tok, rows, hp)
     log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
         f"{len(train_pairs)} / {len(eval_pairs)} pairs")

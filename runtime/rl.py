@@ -118,7 +118,7 @@ def ppo_start(cfg, latest: Path):
     latest = current(latest) or latest    # a kill mid-swap leaves the previous snapshot, complete
     if not (latest / "progress.json").exists():
         policy, _ = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed)
-        value, _ = load_reward_model(cfg.inputs["reward_model"])   # the value model starts as the reward model
+        value, _ = load_reward_model(cfg.input("reward_model"))   # the value model starts as the reward model
         return policy, value, [], 0
     done = json.loads((latest / "progress.json").read_text())["step"]
     log(f"restarting from {latest} after step {done}")
@@ -147,7 +147,7 @@ def run_ppo(cfg, st, prompts, device, dtype):
 
     ckpt = resume_dir(cfg)
     ref, tok = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed, padding_side="left")
-    reward, _ = load_reward_model(cfg.inputs["reward_model"], tok)
+    reward, _ = load_reward_model(cfg.input("reward_model"), tok)
     policy, value, previous, done = ppo_start(cfg, ckpt / "latest")
     total = math.ceil(st.episodes / st.batch_size)
     if done >= total:
@@ -187,7 +187,7 @@ def policy_path(cfg) -> str:
 def answer_targets(cfg, st) -> dict[str, str] | None:
     """question id -> the answer that earns reward 1 (reward: majority or gold); None for reward: model."""
     if st.reward == "majority":   # every labelled row of a kept question carries the question's pseudo-label
-        return {r["question_id"]: r["pseudo_label"] for r in read_jsonl(cfg.inputs["votes_labels"])}
+        return {r["question_id"]: r["pseudo_label"] for r in read_jsonl(cfg.input("votes", "labels"))}
     if st.reward == "gold":       # the oracle rung: the spec asked for it by name
         rows = taskdata.gold(cfg.task, "distill", cfg.spec_seed)
         missing = [r["id"] for r in rows if "target" not in r]
@@ -210,7 +210,7 @@ def answer_reward(targets: dict[str, str], fmt: str, name: str):
 def reward_function(cfg, st, targets):
     """(reward_funcs, reward_processing_classes) for GRPO/RLOO: the reward model, or answer matching."""
     if targets is None:
-        model, tok = load_reward_model(cfg.inputs["reward_model"])
+        model, tok = load_reward_model(cfg.input("reward_model"))
         return model, tok
     return answer_reward(targets, cfg.task.format, f"{st.reward}_answer"), None
 

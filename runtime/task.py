@@ -84,10 +84,11 @@ def distilled_responses(cfg, kind: str) -> list[tuple[list[dict], str]]:
     per question), a generate input every response; empty ones are dropped. Prompts come through
     the answer-free door: a response to a question outside the distill split is refused.
     """
-    if "data_labels" in cfg.inputs:
-        picked = [r for r in iter_jsonl(cfg.inputs["data_labels"]) if r["role"] == "teacher" and r["label"] == 1]
-    elif "data_responses" in cfg.inputs:
-        picked = list(iter_jsonl(cfg.inputs["data_responses"]))
+    labels, responses = cfg.input_or_none("data", "labels"), cfg.input_or_none("data", "responses")
+    if labels is not None:
+        picked = [r for r in iter_jsonl(labels) if r["role"] == "teacher" and r["label"] == 1]
+    elif responses is not None:
+        picked = list(iter_jsonl(responses))
     else:
         raise StageError(f"{kind} stage {cfg.id!r}: no data_labels or data_responses input in its config")
     picked = [r for r in picked if r["text"].strip()]
