@@ -44,7 +44,7 @@ def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
 def check_model_paths(pl) -> None:
     """Every declared path, used or not: an existing directory, else something shaped like a hub id."""
     for name, m in pl.spec.models.items():
-        if m.path is None or pl._local(m.path).is_dir():
+        if m.path is None or pl.local_path(m.path).is_dir():
             continue
         if m.path.startswith((".", "/", "~")) or not HUB_ID.fullmatch(m.path):
             pl.problem(("models", name, "path"), f"no local directory {m.path!r}, and not a hub id", m.path,

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import Problem, SpecError
+from .planner import Plan, Planner, plan_spec, resolved_spec
 from .schema import Spec
 from .stages import REPORT
 from .sweep import apply, key_path, variants
@@ -27,17 +28,15 @@ from .yamlload import Positions
 
 
 
-def expand(spec: Spec, positions: Positions, file: str, root: Path):
+def expand(spec: Spec, positions: Positions, file: str, root: Path) -> Plan:
     """Plan every variant, then merge them into one plan; raise SpecError listing every variant's problems."""
-    from .plan import _Planner, _resolved, build_plan
-
     points, base = variants(spec.sweep), spec.model_dump(mode="json")
     specs, plans, problems = [], [], []
     for values in points:
         tag = f" (in the variant {describe_values(values)})"
         try:
             specs.append(Spec.model_validate(apply(base, values)))
-            plans.append(build_plan(specs[-1], positions, file, root))
+            plans.append(plan_spec(specs[-1], positions, file, root))
         except SpecError as exc:
             problems += [dataclasses.replace(p, message=p.message + tag) for p in exc.problems]
         except ValidationError as exc:
@@ -49,13 +48,13 @@ def expand(spec: Spec, positions: Positions, file: str, root: Path):
     keys = [k for k in spec.sweep if k != "zip"]
     reach = _reach(keys, plans)
     merged, table, seeds = _merge(spec, keys, reach, points, specs)
-    plan = build_plan(merged, Positions(), file, root)
+    plan = plan_spec(merged, Positions(), file, root)
     for job in plan.jobs:               # seed is a spec-level value: each variant's stages carry their own
         if job.id in seeds:
             own = merged.stages[job.id].seed
             job.config.seed, job.config.spec_seed = (own if own is not None else seeds[job.id]), seeds[job.id]
-    pl = _Planner(spec, positions, file, root)
-    plan.resolved = _resolved(pl, pl.task())    # the lock keeps the sweep block: it rebuilds the same plan
+    pl = Planner(spec, positions, file, root)
+    plan.resolved = resolved_spec(pl, pl.task())    # the lock keeps the sweep block: it rebuilds the same plan
     uses = {}
     for row in table:
         for sid in row["stages"].values():

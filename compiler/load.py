@@ -77,7 +77,7 @@ def _reference_problems(data: dict, errors: list, positions: Positions, file: st
     """The planner's checks on what did validate, so that one pass reports schema and
     reference problems together. Each bad value is dropped (its default stands in); an
     entry that still fails is left out, and references to it are not judged."""
-    from .plan import check_references
+    from .planner import check_references
 
     partial = copy.deepcopy(data)
     for err in errors:

@@ -15,7 +15,7 @@ import jinja2
 import yaml
 
 from .files import atomic_write_text
-from .plan import Job, Plan
+from .planner import Job, Plan
 from .stages import lm_eval_task_name
 
 TEMPLATES = jinja2.Environment(

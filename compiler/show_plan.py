@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DistillcError
-from .plan import Plan
+from .planner import Plan
 from .render import build_files
 from .runner import RUN_FLAGS, snakemake_command
 from .stages import REPORT

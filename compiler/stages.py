@@ -335,7 +335,7 @@ class DistillLogitsStage(StageBase):
         roots = [_root_model(pl, name) for name in (self.teacher, self.model)]
         if None in roots:
             return
-        why = self.tokenizer_mismatch(*roots, lambda v: pl._local(v) if pl._local(v).is_dir() else None)
+        why = self.tokenizer_mismatch(*roots, lambda v: pl.local_path(v) if pl.local_path(v).is_dir() else None)
         if why:
             pl.problem(("stages", sid, "teacher"), why, self.teacher,
                        "pick a student of the teacher's family, or distil through text (an sft stage)")

@@ -24,7 +24,7 @@ def _lock(cfg: StageConfig) -> dict:
         return {}
 
 
-def _data_sources(cfg: StageConfig, split: str) -> tuple[list[str], str]:
+def data_sources(cfg: StageConfig, split: str) -> tuple[list[str], str]:
     """(hub dataset ids, a sentence) for the task split this stage trained on."""
     task = cfg.task
     if task.synthetic is not None:
@@ -67,7 +67,7 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     root = lock.get("spec", {}).get("models", {}).get(ref.base, {})
     hub_base = root.get("path") if root.get("path") and not str(root["path"]).startswith("/") else None
     split = "gold" if getattr(st, "data", None) == "gold" else "distill"
-    datasets, data_text = _data_sources(cfg, split)
+    datasets, data_text = data_sources(cfg, split)
     classifier = not st.produces_model     # a model folder that is no causal LM: the reward model's
     tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if hasattr(st, "algorithm") else [])
     evals = own_results(cfg, results, datasets)

@@ -18,6 +18,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from compiler.stagekind import BENCHMARK
 from compiler.stages import STAGE_CLASSES, all_roles
 
 from . import report_cards, report_seeds
@@ -25,7 +26,8 @@ from . import task as taskdata
 from .answers import same as same_answer, vote
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
-from .report_page import NAMES, render
+from .report_format import NAMES
+from .report_page import render
 from .stats import mcnemar_exact, paired_bootstrap, wilson
 
 # The roles the stage kinds define (compiler/stages.py): later in the pipeline = higher rank = compared first;
@@ -87,8 +89,8 @@ def collect(cfg, st, lock: dict) -> dict:
         model = stage_model(spec, e)
         role = role_of.get(model, "other")
         evals.append({"stage": e, "model": model, "role": role, "label": method.eval_label(spec, e, model, role, NAMES),
-                      "metrics": read(cfg.inputs.get(f"{e}_metrics")),
-                      "samples": read(cfg.inputs.get(f"{e}_samples")) or []})
+                      "metrics": read(cfg.stage_file(e, "metrics")),
+                      "samples": read(cfg.stage_file(e, "samples")) or []})
 
     def seed_of(sid: str) -> int:      # a swept seed gives each variant's stages their own questions
         return report_seeds.stage_seed(lock, sid, cfg.spec_seed)
@@ -110,11 +112,11 @@ def collect(cfg, st, lock: dict) -> dict:
         "sweep": report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed),
         "voting": voting(cfg, evals, spec, gold),
         "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])},
-        "reward_models": {r: read(cfg.inputs.get(f"{r}_metrics")) for r in up.get("reward_model", [])},
+        "reward_models": {r: read(cfg.stage_file(r, "metrics")) for r in up.get("reward_model", [])},
         "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
         "curves": curves(cfg),
         "examples": examples(evals, st.examples_per_model, lambda sid: question_texts(cfg, seed_of(sid))),
-        "resources": {s: benchmark(cfg.inputs.get(f"{s}_benchmark"))
+        "resources": {s: benchmark(cfg.stage_file(s, BENCHMARK))
                       for s in sorted({i for ids in up.values() for i in ids})},
         "environment": environment(),
     }
@@ -171,7 +173,7 @@ def reward_vs_gold(cfg, spec: dict, rm: str, seed: int) -> dict | None:
     if not score_stage:
         return None
     split = ((spec.get("stages") or {}).get(score_stage) or {}).get("split", "distill")
-    rows, gold = read(cfg.inputs.get(f"{rm}_scores")), gold_targets(cfg, split, seed)
+    rows, gold = read(cfg.stage_file(rm, "scores")), gold_targets(cfg, split, seed)
     if not rows or not gold:
         return None
     return {"scored": score_stage, "split": split} | (method.rm_vs_gold(rows, gold, same_answer) or {})
@@ -188,7 +190,7 @@ def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
     teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})
     distill = {}
     for g in teachers:
-        rows = read(cfg.inputs.get(f"{g}_responses"))
+        rows = read(cfg.stage_file(g, "responses"))
         if rows and gold(g):
             distill[g] = vote_accuracy(rows, gold(g))
     return {"evals": from_evals, "distill": distill}
@@ -213,7 +215,7 @@ def vote_accuracy(rows: list[dict], gold: dict) -> dict:
 
 def pseudo_label_quality(cfg, p: str, gold) -> dict:
     """Precision of the pseudo-labels and of the positive labels against gold, and coverage."""
-    labels, stats = read(cfg.inputs.get(f"{p}_labels")), read(cfg.inputs.get(f"{p}_stats")) or {}
+    labels, stats = read(cfg.stage_file(p, "labels")), read(cfg.stage_file(p, "stats")) or {}
     if labels is None:
         return {"status": "not run"}
     kept = {r["question_id"]: r["pseudo_label"] for r in labels}
@@ -243,7 +245,7 @@ def curves(cfg) -> dict:
     for kind, ids in cfg.upstream.items():
         curve = STAGE_CLASSES[kind].curve if kind in STAGE_CLASSES else None
         for s in ids if curve else []:
-            path = cfg.inputs.get(f"{s}_{curve.output}")
+            path = cfg.stage_file(s, curve.output)
             rows = read(Path(path) / curve.file if path and curve.file else path)
             out[s] = {"kind": kind, "rows": [{"step": r.get("step", i)} | {k: r.get(k) for k in curve.keys}
                                              for i, r in enumerate(rows) if any(k in r for k in curve.keys)]
@@ -290,7 +292,7 @@ def environment() -> dict:
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> None:
     cfg, st, _ = start(argv, "report")
-    lock = read(cfg.inputs.get("lock")) or {}
+    lock = read(cfg.lock_file()) or {}
     summary = collect(cfg, st, lock)
     html, md = render(summary, st.bootstrap_samples)
     atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)   # beside the outputs, for tools and tests

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import atomic_write_text, log
-from .model_card import _data_sources
+from .model_card import data_sources
 
 
 def eval_results(cfg, rows: list[dict], lock: dict) -> list:
@@ -22,7 +22,7 @@ def eval_results(cfg, rows: list[dict], lock: dict) -> list:
     from huggingface_hub import EvalResult
 
     stages = (lock.get("expanded") or lock.get("spec") or {}).get("stages", {})
-    datasets, _ = _data_sources(cfg, "test")
+    datasets, _ = data_sources(cfg, "test")
     out = []
     for row in rows:
         local = not (stages.get(row["stage"]) or {}).get("hub_task")   # else an lm-eval task from the hub
@@ -55,11 +55,10 @@ def write(cfg, summary: dict, lock: dict) -> list[Path]:
         if row.get("status") == "ok" and row.get("accuracy") is not None:
             by_model.setdefault(row["model"], []).append(row)
     written = []
-    for key, folder in sorted(cfg.inputs.items()):
+    for stage, folder in sorted(cfg.stage_files("model").items()):
         card_file = Path(folder) / "README.md"
-        if not key.endswith("_model") or not card_file.is_file():
+        if not card_file.is_file():
             continue
-        stage = key[: -len("_model")]
         card = ModelCard.load(card_file)
         rows = by_model.get(stage, [])
         if rows:

@@ -7,51 +7,16 @@ the HTML, inline as base64, so the page needs no other file and no network.
 """
 from __future__ import annotations
 
-import base64
-import io
-
-from compiler.stages import all_roles
+from .report_format import NAMES, ci, num, pct, png, pvalue, section, signed, table
+from .report_seeds import sweep_plots, sweep_section
 
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
-NAMES = {name: role.label for name, role in all_roles().items()}   # role -> its name in the report
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
-
-
-# ----------------------------------------------------------------------------- formatting
-def pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}"
-
-
-def signed(x) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f}"
-
-
-def ci(pair) -> str:
-    return "n/a" if not pair or pair[0] is None else f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
-
-
-def pvalue(p) -> str:
-    return "n/a" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
-
-
-def num(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"
-
-
-def table(headers: list[str], rows: list[list], highlight: list[bool] | None = None) -> dict:
-    return {"headers": headers, "rows": [[str(c) for c in r] for r in rows],
-            "highlight": highlight or [False] * len(rows)}
-
-
-def section(title: str, notes=(), tables=(), plots=(), env: bool = False) -> dict:
-    return {"title": title, "notes": list(notes), "tables": [t for t in tables if t["rows"]], "plots": list(plots),
-            "env": env}
 
 
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
     """The page, in order; sections with env=True come last, after ENV_MARKER."""
-    from .report_seeds import sweep_section
     return [accuracy(s), *sweep_section(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s),
             reward_models(s), training(s), examples(s), provenance(s), resources(s), environment(s)]
 
@@ -216,12 +181,6 @@ def environment(s: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- plots
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})   # no version stamp: stable bytes
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(s: dict) -> dict[str, str]:
     """name -> inline PNG data URI, for the data that exists."""
     import matplotlib
@@ -237,7 +196,7 @@ def plots(s: dict) -> dict[str, str]:
         err = [[y - 100 * a["ci95"][0] for y, a in zip(ys, acc)], [100 * a["ci95"][1] - y for y, a in zip(ys, acc)]]
         ax.bar([a["stage"] for a in acc], ys, yerr=err, capsize=4, color="#4878a8")
         ax.set(ylabel="accuracy % (95% Wilson CI)", ylim=(0, 100), title="Accuracy per model")
-        out["accuracy"] = _png(fig)
+        out["accuracy"] = png(fig)
     for kind, name in (("sft", "sft_loss"), ("reward_model", "rm_loss")):
         lines = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == kind and c["rows"]}
         if lines:
@@ -245,7 +204,6 @@ def plots(s: dict) -> dict[str, str]:
     rl = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == "rl" and c["rows"]}
     if rl:
         out["rl"] = _lines({k: rl for k in ("reward", "kl")}, "RL: learned reward and KL per step")
-    from .report_seeds import sweep_plots
     return out | sweep_plots(s)
 
 
@@ -261,7 +219,7 @@ def _lines(panels: dict[str, dict[str, list]], title: str) -> str:
         ax.set(xlabel="step", ylabel=key)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _png(fig)
+    return png(fig)
 
 
 # ----------------------------------------------------------------------------- templates

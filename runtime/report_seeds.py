@@ -19,7 +19,7 @@ from __future__ import annotations
 from compiler.stages import all_roles
 
 from .common import derive_seed
-from .report_page import NAMES, ci, pct, pvalue, section, signed, table
+from .report_format import NAMES, ci, pct, png, pvalue, section, signed, table
 from .stats import mcnemar_exact, paired_bootstrap, stratified_bootstrap, t_interval
 
 # The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/stages.py),
@@ -201,7 +201,6 @@ def sweep_plots(s: dict) -> dict[str, str]:
         return {}
     from matplotlib.figure import Figure
 
-    from .report_page import _png
 
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
@@ -224,4 +223,4 @@ def sweep_plots(s: dict) -> dict[str, str]:
            title="Accuracy per stage and variant (dots: seeds)")
     if len(settings) > 1:
         ax.legend(fontsize=8)
-    return {"sweep_accuracy": _png(fig)}
+    return {"sweep_accuracy": png(fig)}
