@@ -10,7 +10,7 @@ from graphlib import CycleError, TopologicalSorter
 from .datacheck import check_task
 from .engines import check_engine
 from .schema import TaskSpec
-from .sizes import check_sizes
+from .sizes import check_context
 from .stages import REPORT, ReportStage
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
@@ -61,7 +61,7 @@ def _check_data(pl, task: TaskSpec, wired: dict) -> None:
             pl.problem(tuple(p.field.split(".")), p.message, hint=p.hint)
     for sid in wired:
         pl.spec.stages[sid].check_data(pl, sid, sizes)
-    check_sizes(pl, wired, sizes)
+    check_context(pl, wired, sizes)
 
 
 def _order(pl, wired: dict) -> list[str]:

@@ -5,10 +5,12 @@ reads it back through the same classes, so both sides agree on every field.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from .layout import build_dir
 from .schema import InitModel, TaskSpec
 from .stagekind import BENCHMARK, LOCK, StageBase, Strict, input_key
 from .stages import REPORT, STAGE_CLASSES
@@ -64,6 +66,10 @@ class StageConfig(Strict):
     def stage(self):
         """The stage's own validated fields, as its schema class."""
         return self.params
+
+    def build_file(self, name: str) -> Path:
+        """A file of this spec's build (compiler/layout.py), e.g. TRACKING_FILE, LOCK_FILE."""
+        return Path(build_dir(self.spec_name)) / name
 
     # ------------------------------------------------------------------ inputs, by what the kind declares
     def input(self, field: str, output: str = "model", index: int | None = None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from .checks import check_all
 from .contract import ModelRef, StageConfig, config_class
 from .errors import Problem, SpecError, article, available, did_you_mean, short
+from .layout import LOCK_FILE, build_dir, run_dir
 from .schema import Spec, TaskSpec
 from .stagekind import BENCHMARK, LOCK, Resources, input_key
 from .stages import REPORT, STAGE_CLASSES, lineage, report_roles
@@ -57,8 +58,8 @@ class Planner:
         self.unchecked = unchecked   # ids of entries that failed validation: references to them are not judged
         self.spec_dir = Path(file).resolve().parent if file else root
         self.problems: list[Problem] = []
-        self.run_dir = f"runs/{spec.name}"
-        self.build_dir = f"build/{spec.name}"
+        self.run_dir = run_dir(spec.name)
+        self.build_dir = build_dir(spec.name)
 
     # ------------------------------------------------------------------ problems
     def problem(self, path: tuple, message: str, value=None, hint: str = "") -> None:
@@ -211,7 +212,7 @@ def _report_job(pl: Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:
     """The report reads every output, every benchmark and the lock; roles and lineage come from the plan."""
     inputs = {input_key(j.id, name, bare_model=False): path for j in jobs for name, path in j.outputs.items()}
     inputs.update({input_key(j.id, BENCHMARK): j.benchmark for j in jobs})
-    inputs[LOCK] = f"{pl.build_dir}/spec.lock.json"
+    inputs[LOCK] = f"{pl.build_dir}/{LOCK_FILE}"
     up: dict[str, list[str]] = {}
     for j in jobs:
         up.setdefault(j.config.kind, []).append(j.id)

@@ -14,7 +14,9 @@ from pathlib import Path, PurePosixPath
 import jinja2
 import yaml
 
+from . import lm_eval_filters
 from .files import atomic_write_text
+from .layout import LOCK_FILE, RESOURCES_FILE, TRACKING_FILE
 from .planner import Job, Plan
 from .stages import lm_eval_task_name
 
@@ -50,16 +52,16 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
                 TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
     files["env.yaml"] = _conda_env()
     priority = _priorities(plan)
-    files["resources.json"] = json.dumps({j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs},
+    files[RESOURCES_FILE] = json.dumps({j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs},
                                          indent=2, sort_keys=True) + "\n"
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
     # where Snakemake would otherwise skip a missing intermediate file whose consumers are up to date.
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
         jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
         targets=[p.rstrip("/") for j in plan.jobs for p in j.outputs.values()])
-    files["spec.lock.json"] = lock_text(plan)
+    files[LOCK_FILE] = lock_text(plan)
     # read by the training stages (runtime/tracking.py), but no rule's input: changing it reruns nothing
-    files["tracking.json"] = json.dumps(plan.spec.tracking.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    files[TRACKING_FILE] = json.dumps(plan.spec.tracking.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     return files
 
 
@@ -120,7 +122,7 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
         task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,
         sampled=p.samples > 1 or p.temperature > 0, temperature=p.temperature or 1.0,
-        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format)
+        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format, filters=lm_eval_filters.NAMES)
 
 
 def lock_text(plan: Plan) -> str:

@@ -13,10 +13,10 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 
+from .chat import SPECIAL, prompt_text
 from .datarows import user_text
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")   # runtime.models.SPECIAL: matched before pre-tokenizing
-_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL.values()))   # matched before pre-tokenizing
 _ASCII_PUNCT = frozenset(string.punctuation)
 
 
@@ -70,12 +70,11 @@ def word_level_tokens(text: str) -> int:
 
 
 def prompt_tokens(row: dict, system_prompt: str) -> int:
-    """Tokens of a question's chat prompt (runtime.models.CHAT_TEMPLATE, BOS included)."""
-    system = f"{system_prompt} " if system_prompt else ""
-    return word_level_tokens(f"<s>{system}Question: {user_text(row)} Answer:")
+    """Tokens of a question's chat prompt (compiler.chat.CHAT_TEMPLATE, BOS included)."""
+    return word_level_tokens(prompt_text(user_text(row), system_prompt))
 
 
-def check_sizes(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
+def check_context(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
     """Problems (on the planner `pl`) for prompts that cannot fit an `init:` model's context (as the
     stage's class declares its `context`); only where the data was read."""
     for sid, (models, _) in wired.items():

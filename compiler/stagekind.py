@@ -86,7 +86,8 @@ class Role:
 
 @dataclass(frozen=True)
 class Context:
-    """What a stage asks of its model's context: the checks in compiler/sizes.py read it."""
+    """What a stage asks of its model's context. The one check "the prompt plus the new tokens fit the
+    context" is `check_context`: compiler.sizes at validate (init models), runtime.room at start (others)."""
 
     model_field: str                  # the field (and model role) naming the model
     split: str | None                 # the split it reads; None: the stage's own `split` field

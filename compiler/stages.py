@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from .rewards import REWARD_SOURCES, RewardValue
 from .stagekind import (ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict)
 
 TEACHER, STUDENT = "teacher", "student"   # the roles a pseudo_reward stage gives the models it samples
@@ -184,7 +185,7 @@ class RewardModelStage(StageBase):
         return getattr(pl.spec.stages.get(pr.students[0]), "model", None)
 
 
-RewardSource = Literal["model", "majority", "gold"]
+RewardSource = RewardValue   # compiler/rewards.py: the reward sources' one home
 
 
 class RlStage(StageBase):
@@ -234,7 +235,7 @@ class RlStage(StageBase):
 
     @model_validator(mode="after")
     def _reward_source(self):
-        needs = {"model": "reward_model", "majority": "votes"}.get(self.reward)
+        needs = REWARD_SOURCES[self.reward].needs
         for name in ("reward_model", "votes"):
             what = "a reward_model stage" if name == "reward_model" else "a pseudo_reward stage"
             if name == needs and getattr(self, name) is None:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from compiler.lm_eval_filters import MAJORITY, PRIMARY
+
 from . import answers
 from . import task as taskdata
 from .common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
 from .startup import settle
 
-PRIMARY_FILTERS = ("greedy", "single")   # the filter that gives "accuracy"; "majority" is the vote
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
 HF_WITH_PROGRESS = "distillc-hf"       # lm-eval's "hf" model that reports questions answered
 _COUNTING: dict = {}                     # the stage config that model reports to
@@ -61,13 +62,13 @@ def check_lengths(cfg, stage, rows: list[dict]) -> None:
     """Refuse prompts that do not fit: lm-eval would cut them from the left (losing BOS and
     the question's start) with only a log warning, and score the damaged prompt."""
     from .models import load_tokenizer
-    from .room import check_room
+    from .room import check_context
 
     ref = cfg.models["model"]
     tok = load_tokenizer(ref, cfg.task, cfg.spec_seed)
     if not tok.chat_template:
         raise StageError(f"eval: model {ref.name!r} has no chat template; eval and generate both prompt through it")
-    check_room(ref, tok, cfg.task, rows, stage.max_new_tokens, "max_new_tokens")
+    check_context(ref, tok, cfg.task, rows, stage.max_new_tokens, "max_new_tokens")
 
 
 def make_lm(cfg, stage, device, dtype):
@@ -208,7 +209,7 @@ def scores(results: dict) -> tuple[str, dict]:
 
 def primary(filters) -> str:
     """The filter behind "accuracy": greedy or single-sample, else the task's first (e.g. strict-match)."""
-    return next((f for f in PRIMARY_FILTERS if f in filters), next(iter(filters)))
+    return next((f for f in PRIMARY if f in filters), next(iter(filters)))
 
 
 def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dict] | None,
@@ -231,8 +232,8 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
         qid = questions[doc_id]["question_id"] if questions is not None else f"{task_name}-{doc_id}"
         row = {"question_id": qid, "target": str(s["target"]), "responses": responses,
                "answers": [answers.extract(r, fmt) for r in responses], "correct": bool(s[metric])}
-        if "majority" in entries:
-            row["majority_correct"] = bool(entries["majority"][metric])
+        if MAJORITY in entries:
+            row["majority_correct"] = bool(entries[MAJORITY][metric])
         rows.append(row)
     return rows
 

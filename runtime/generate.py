@@ -18,7 +18,7 @@ from . import answers, models
 from . import task as taskdata
 from .checkpoints import resume_dir
 from .common import atomic_write_json, derive_seed, log, progress, start, torch_setup, write_jsonl
-from .room import check_before_weights
+from .room import check_context_before_weights
 from .sampling import prompts, sample
 from .startup import settle
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg, stage, args = start(argv, "generate")
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     ref = cfg.models["model"]
-    check_before_weights(cfg, ref, taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
+    check_context_before_weights(cfg, ref, taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
                          stage.max_new_tokens, "max_new_tokens")
     model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype, padding_side="left")
     model.to(device).eval()

@@ -10,14 +10,12 @@ import json
 from pathlib import Path
 
 from compiler.contract import StageConfig
-
-REWARD = {"model": "the learned reward model's score (the paper's method)",
-          "majority": "1 when the answer matches the teacher's majority-vote pseudo-label",
-          "gold": "1 when the answer matches the gold answer (an ORACLE: an upper bound, not the method)"}
+from compiler.layout import LOCK_FILE
+from compiler.rewards import REWARD_SOURCES
 
 
 def _lock(cfg: StageConfig) -> dict:
-    path = Path("build") / cfg.spec_name / "spec.lock.json"
+    path = cfg.build_file(LOCK_FILE)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -87,8 +85,8 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
             f"`{cfg.spec_name}`: {st.made_by}.", "",
             f"- starting weights: {start}", f"- trained on: {data_text}", f"- upstream stages: {upstream}",
             f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`"]
-    if getattr(st, "reward", None) in REWARD:   # an rl stage: how it was rewarded
-        body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD[st.reward]}")
+    if getattr(st, "reward", None) in REWARD_SOURCES:   # an rl stage: how it was rewarded
+        body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD_SOURCES[st.reward].card}")
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
     body += ["", "The training log is `train_log.jsonl` in this folder; the run's report (runs/"
              f"{cfg.spec_name}/report/) compares this model with the others on held-out questions."]

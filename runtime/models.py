@@ -8,22 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from compiler.chat import CHAT_TEMPLATE, SPECIAL, TEMPLATE_WORDS
 from compiler.contract import ModelRef
 from compiler.schema import InitModel, TaskSpec
 
 from . import task as taskdata
 from .common import derive_seed
-
-SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
-# No newlines: the word-level tokenizer splits on spaces only, so the template stays one line.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }} "
-    "{% elif m['role'] == 'user' %}Question: {{ m['content'] }} Answer:"
-    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}"
-    "{% endfor %}"
-)
-TEMPLATE_WORDS = "Question: Answer: Options: (A) #### "   # words the chat template adds
 
 
 def _pre_tokenizer():

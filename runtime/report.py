@@ -18,6 +18,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from compiler.lm_eval_filters import MAJORITY, SINGLE
 from compiler.stagekind import BENCHMARK
 from compiler.stages import STAGE_CLASSES, all_roles
 
@@ -131,8 +132,8 @@ def accuracy_row(e: dict) -> dict:
     lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
     filters = m.get("metrics", {})
     return row | {"status": "ok", "task": m.get("task"), "n": n, "accuracy": acc, "stderr": m.get("stderr"),
-                  "ci95": [lo, hi], "majority": (filters.get("majority") or {}).get("accuracy"),
-                  "single": (filters.get("single") or {}).get("accuracy")}
+                  "ci95": [lo, hi], "majority": (filters.get(MAJORITY) or {}).get("accuracy"),
+                  "single": (filters.get(SINGLE) or {}).get("accuracy")}
 
 
 def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, seed: int) -> list[dict]:
@@ -183,9 +184,9 @@ def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
     """Single sample vs majority vote: from sampled evals, and on the distill questions with gold
     (`gold(stage id)`: a swept seed draws other questions)."""
     from_evals = [{"stage": e["stage"], "model": e["model"], "n": e["metrics"].get("n"),
-                   "single": e["metrics"]["metrics"]["single"]["accuracy"],
-                   "majority": e["metrics"]["metrics"]["majority"]["accuracy"]}
-                  for e in evals if e["metrics"] and {"single", "majority"} <= set(e["metrics"].get("metrics", {}))]
+                   "single": e["metrics"]["metrics"][SINGLE]["accuracy"],
+                   "majority": e["metrics"]["metrics"][MAJORITY]["accuracy"]}
+                  for e in evals if e["metrics"] and {SINGLE, MAJORITY} <= set(e["metrics"].get("metrics", {}))]
     stages = spec.get("stages", {})
     teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})
     distill = {}

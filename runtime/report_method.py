@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-REWARD_NAMES = {"model": "learned RM", "majority": "majority-vote reward", "gold": "gold reward, oracle"}
+from compiler.rewards import LADDER, REWARD_SOURCES
+
 ALPHA = 0.05   # a difference is called real when McNemar p < ALPHA (and its bootstrap CI excludes 0)
 
 
@@ -25,7 +26,7 @@ def model_label(spec: dict, name: str, role: str, names: dict) -> str:
     """A role's name, qualified where several models share it: which reward an RL student had."""
     reward = reward_of(spec, name)
     base = names.get(role, name)
-    return f"{base} ({REWARD_NAMES[reward]})" if reward else base
+    return f"{base} ({REWARD_SOURCES[reward].short})" if reward else base
 
 
 def eval_label(spec: dict, eval_id: str, model: str, role: str, names: dict) -> str:
@@ -118,7 +119,7 @@ def finding(rungs: dict) -> str | None:
     """The ladder's verdict in words: the first rung (strongest signal first) that does not beat SFT."""
     if not rungs:
         return None
-    order = [k for k in ("gold", "majority", "model") if k in rungs]
+    order = [k for k in LADDER if k in rungs]
     helps = {k: rungs[k]["verdict"] == "better" for k in order}
     failing = next((k for k in order if not helps[k]), None)
     passed = order[:order.index(failing)] if failing else order

@@ -7,11 +7,15 @@ the HTML, inline as base64, so the page needs no other file and no network.
 """
 from __future__ import annotations
 
+from compiler.rewards import LADDER, REWARD_SOURCES
+from compiler.stages import STAGE_CLASSES
+
 from .report_format import NAMES, ci, num, pct, png, pvalue, section, signed, table
 from .report_seeds import sweep_plots, sweep_section
 
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
+CURVE_KINDS = [kind for kind, cls in STAGE_CLASSES.items() if cls.curve is not None]   # plotted, in kind order
 
 
 # ----------------------------------------------------------------------------- sections
@@ -50,8 +54,8 @@ def in_words(s: dict) -> dict:
     """One sentence per highlighted comparison, and the RL reward ladder's verdict."""
     notes = list(s.get("sentences") or [])
     lad = s.get("ladder") or {}
-    rows = [[REWARD_ROWS.get(k, k), r["stage"], r["n"], signed(r["diff"]), ci(r["ci95"]), pvalue(r["p"]), r["verdict"]]
-            for k in ("gold", "majority", "model") if (r := (lad.get("rungs") or {}).get(k))]
+    rows = [[REWARD_SOURCES[k].ladder_row, r["stage"], r["n"], signed(r["diff"]), ci(r["ci95"]), pvalue(r["p"]), r["verdict"]]
+            for k in LADDER if (r := (lad.get("rungs") or {}).get(k))]
     if lad.get("finding"):
         notes.append("Reward ladder: " + lad["finding"])
     if "gold" in (lad.get("rungs") or {}):
@@ -60,10 +64,6 @@ def in_words(s: dict) -> dict:
     return section("What the comparisons say", notes or ["not run: no key comparison (need evals of the models)"],
                    [table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p",
                            "verdict"], rows)] if rows else [])
-
-
-REWARD_ROWS = {"gold": "gold answers (oracle, upper bound)", "majority": "majority-vote pseudo-labels",
-               "model": "learned reward model (the paper)"}
 
 
 def voting(s: dict) -> dict:
@@ -134,16 +134,15 @@ def training(s: dict) -> dict:
     for sid, c in s["curves"].items():
         if c is None or not c["rows"]:
             rows.append([sid, "not run", "", "", ""])
-        elif c["kind"] == "rl":
-            rows.append([sid, "rl", len(c["rows"]), f"reward {num(c['rows'][0]['reward'])} -> "
-                         f"{num(c['rows'][-1]['reward'])}", f"kl {num(c['rows'][-1]['kl'])}"])
         else:
-            rows.append([sid, c["kind"], len(c["rows"]), f"loss {num(c['rows'][0]['loss'])} -> "
-                         f"{num(c['rows'][-1]['loss'])}", ""])
+            first, *others = STAGE_CLASSES[c["kind"]].curve.keys   # the kind's curve: its first key, then the rest
+            head, last = c["rows"][0], c["rows"][-1]
+            rows.append([sid, c["kind"], len(c["rows"]), f"{first} {num(head.get(first))} -> {num(last.get(first))}",
+                         ", ".join(f"{k} {num(last.get(k))}" for k in others if last.get(k) is not None)])
     return section("Training curves", ["Logged steps; first -> last value (report.html plots every step)."]
                    if rows else ["not run: no training stage"],
                    [table(["stage", "kind", "logged steps", "first -> last", "last KL"], rows)] if rows else [],
-                   ["sft_loss", "rm_loss", "rl"])
+                   [curve_plot(kind) for kind in CURVE_KINDS])
 
 
 def examples(s: dict) -> dict:
@@ -197,14 +196,17 @@ def plots(s: dict) -> dict[str, str]:
         ax.bar([a["stage"] for a in acc], ys, yerr=err, capsize=4, color="#4878a8")
         ax.set(ylabel="accuracy % (95% Wilson CI)", ylim=(0, 100), title="Accuracy per model")
         out["accuracy"] = png(fig)
-    for kind, name in (("sft", "sft_loss"), ("reward_model", "rm_loss")):
+    for kind in CURVE_KINDS:   # every kind that declares a curve (compiler.stagekind.Curve), with its keys
+        keys = STAGE_CLASSES[kind].curve.keys
         lines = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == kind and c["rows"]}
         if lines:
-            out[name] = _lines({"loss": lines}, f"{kind} training loss")
-    rl = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == "rl" and c["rows"]}
-    if rl:
-        out["rl"] = _lines({k: rl for k in ("reward", "kl")}, "RL: learned reward and KL per step")
+            out[curve_plot(kind)] = _lines({k: lines for k in keys}, f"{kind}: {', '.join(keys)} per step")
     return out | sweep_plots(s)
+
+
+def curve_plot(kind: str) -> str:
+    """The name of a kind's training-curve plot in the page."""
+    return f"{kind}_curve"
 
 
 def _lines(panels: dict[str, dict[str, list]], title: str) -> str:

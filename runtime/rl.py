@@ -36,7 +36,7 @@ from . import answers, models
 from . import task as taskdata
 from .checkpoints import current, resume_dir, swap_in, train_or_load
 from .common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
-from .room import check_before_weights
+from .room import check_context_before_weights
 from .tracking import tracking_args
 
 MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
@@ -258,7 +258,7 @@ def main(argv=None) -> None:
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
     questions = [(q["id"], taskdata.messages(q, cfg.task))
                  for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
-    check_before_weights(cfg, cfg.models["policy"], taskdata.questions(cfg.task, "distill", cfg.spec_seed),
+    check_context_before_weights(cfg, cfg.models["policy"], taskdata.questions(cfg.task, "distill", cfg.spec_seed),
                          st.response_length, "response_length")
     targets = answer_targets(cfg, st)
     if targets is not None:   # majority: questions the vote dropped have no label, so no reward

@@ -12,7 +12,7 @@ from compiler.datarows import DataError
 from . import task as taskdata
 
 
-class NoRoom(DataError):
+class ContextOverflow(DataError):
     """The longest prompt plus the new tokens exceeds the model's context."""
 
 
@@ -27,8 +27,8 @@ def context_length(ref, tok) -> int:
     return resolve_max_length(config, tok)
 
 
-def check_room(ref, tok, task, rows: list[dict], new_tokens: int, what: str) -> None:
-    """Raise NoRoom when the longest chat prompt of `rows` plus `new_tokens` exceeds the context."""
+def check_context(ref, tok, task, rows: list[dict], new_tokens: int, what: str) -> None:
+    """Raise ContextOverflow when the longest chat prompt of `rows` plus `new_tokens` exceeds the context."""
     if not rows:
         return
     texts = [tok.apply_chat_template(taskdata.messages(r, task), add_generation_prompt=True, tokenize=False)
@@ -38,13 +38,13 @@ def check_room(ref, tok, task, rows: list[dict], new_tokens: int, what: str) -> 
     limit = context_length(ref, tok)
     if lengths[i] + new_tokens > limit:
         where = rows[i].get("where") or f"question {rows[i]['id']}"
-        raise NoRoom(f"{where}: the longest prompt has {lengths[i]} tokens; with {what} {new_tokens} that is "
+        raise ContextOverflow(f"{where}: the longest prompt has {lengths[i]} tokens; with {what} {new_tokens} that is "
                      f"{lengths[i] + new_tokens}, more than model {ref.name!r}'s {limit}-token context. Lower "
                      f"{what}, shorten or drop that question, or use a model with a longer context")
 
 
-def check_before_weights(cfg, ref, rows: list[dict], new_tokens: int, what: str) -> None:
-    """check_room for a stage about to load `ref`: init models were measured at validate, others only now."""
+def check_context_before_weights(cfg, ref, rows: list[dict], new_tokens: int, what: str) -> None:
+    """check_context for a stage about to load `ref`: init models were measured at validate, others only now."""
     if ref.source != "init":
         from .models import load_tokenizer
-        check_room(ref, load_tokenizer(ref, cfg.task, cfg.spec_seed), cfg.task, rows, new_tokens, what)
+        check_context(ref, load_tokenizer(ref, cfg.task, cfg.spec_seed), cfg.task, rows, new_tokens, what)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from compiler.contract import StageConfig
+from compiler.layout import TRACKING_FILE
 from compiler.schema import Tracking
 
 from .errors import StageError
@@ -24,7 +25,7 @@ PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 def settings(cfg: StageConfig) -> Tracking:
     """This build's tracking settings (defaults if the build predates them)."""
-    path = Path("build") / cfg.spec_name / "tracking.json"
+    path = cfg.build_file(TRACKING_FILE)
     return Tracking.model_validate(json.loads(path.read_text())) if path.exists() else Tracking()
 
 

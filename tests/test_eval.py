@@ -170,8 +170,8 @@ def test_prompt_that_would_be_truncated_is_refused(built):
     config = yaml.safe_load(configs["ev_short"].read_text())
     config["params"]["max_new_tokens"] = 16
     configs["ev_short"].write_text(yaml.safe_dump(config))
-    from runtime.room import NoRoom
-    with pytest.raises(NoRoom, match="max_new_tokens 16 that is .*32-token context"):
+    from runtime.room import ContextOverflow
+    with pytest.raises(ContextOverflow, match="max_new_tokens 16 that is .*32-token context"):
         stage.main(["--config", str(configs["ev_short"]), "--threads", "1"])
 
 

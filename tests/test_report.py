@@ -216,7 +216,7 @@ def test_html_is_self_contained_with_inline_plots(tiny):
     assert not re.search(r"https?://", html), "the page must not reach the network"
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", html), "only inline data: sources"
     images = re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert {name for name, _ in images} == {"accuracy", "sft_loss", "rm_loss", "rl"}
+    assert {name for name, _ in images} == {"accuracy", "sft_curve", "reward_model_curve", "rl_curve"}
     import base64
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
 
@@ -253,7 +253,7 @@ def test_missing_outputs_say_not_run(tiny):
     assert s["curves"]["student_rl"] is None and s["curves"]["student_sft"] is None
     assert s["voting"]["distill"] == {} and s["resources"]["teacher"] is None
     assert md.count("not run") >= 6 and "not run" in html
-    assert 'alt="rl"' not in html and 'alt="accuracy"' in html
+    assert 'alt="rl_curve"' not in html and 'alt="accuracy"' in html
 
 
 @pytest.mark.slow
@@ -336,3 +336,21 @@ def test_page_renders_in_a_headless_browser(tiny, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05 and (pixels[..., :3] < 0.5).mean() > 0.005, "blank screenshot"
+
+
+def test_every_kind_with_a_curve_is_plotted():
+    """The page's plots come from the kinds' curve facts: a kind that declares a curve (distill_logits too)
+    has a plot, in the training section, fed by its own curve keys; nothing names kinds by hand."""
+    from compiler.stages import STAGE_CLASSES
+    from runtime import report_page
+
+    with_curve = {k for k, c in STAGE_CLASSES.items() if c.curve is not None}
+    assert {"sft", "reward_model", "rl", "distill_logits"} <= with_curve
+    summary = {"accuracy": [], "sweep": None,
+               "curves": {f"{k}_stage": {"kind": k, "rows": [{"step": i} | {key: 1.0 / (i + 1) for key in
+                                                                               STAGE_CLASSES[k].curve.keys}
+                                                              for i in range(3)]} for k in with_curve}}
+    plots = report_page.plots(summary)
+    assert set(plots) == {report_page.curve_plot(k) for k in with_curve}
+    training = report_page.training(summary)
+    assert set(training["plots"]) == set(plots)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from compiler.rewards import REWARD_SOURCES
 from runtime import report_method as method
 from runtime.answers import same as same_answer
 
@@ -30,7 +31,7 @@ def test_rm_vs_gold_on_hand_worked_scores():
 def comparison(a_role, reward, diff, ci, p, n=500) -> dict:
     return {"a": f"eval_{reward}", "b": "eval_sft", "a_model": f"rl_{reward}", "b_model": "sft", "a_role": a_role,
             "b_role": "sft", "highlight": True, "diff": diff, "ci95": ci, "p_mcnemar": p, "n": n,
-            "label": f"RL student ({method.REWARD_NAMES[reward]}) vs SFT student"}
+            "label": f"RL student ({REWARD_SOURCES[reward].short}) vs SFT student"}
 
 
 SPEC = {"stages": {"rl_gold": {"kind": "rl", "reward": "gold"}, "rl_majority": {"kind": "rl", "reward": "majority"},

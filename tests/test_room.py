@@ -61,7 +61,7 @@ def test_generate_and_rl_refuse_a_prompt_that_does_not_fit_before_loading_weight
 
 
 def test_prompts_that_fit_pass_the_check(local_model):
-    from runtime.room import check_room
+    from runtime.room import check_context
     from runtime.common import load_config
 
     root, spec = local_model
@@ -69,4 +69,19 @@ def test_prompts_that_fit_pass_the_check(local_model):
     spec["stages"] = {"samples": {"kind": "generate", "model": "local", "max_new_tokens": 8, "split": "test"}}
     c = load_config(build_spec(spec, root)["samples"], "generate")
     tok = models.load_tokenizer(c.models["model"], c.task, c.spec_seed)
-    check_room(c.models["model"], tok, c.task, task.questions(c.task, "test", c.spec_seed), 8, "max_new_tokens")
+    check_context(c.models["model"], tok, c.task, task.questions(c.task, "test", c.spec_seed), 8, "max_new_tokens")
+
+
+def test_the_compilers_prompt_is_what_the_chat_template_renders():
+    """compiler.chat.prompt_text (the size check's prompt) equals CHAT_TEMPLATE's rendering, with and
+    without a system prompt: the template has one home and the two cannot drift apart."""
+    import jinja2
+
+    from compiler.chat import CHAT_TEMPLATE, SPECIAL, prompt_text
+
+    template = jinja2.Environment().from_string(CHAT_TEMPLATE)
+    for system in ("", "Solve it."):
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "1 + 2?"}]
+        rendered = template.render(messages=msgs, bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"])
+        assert rendered == prompt_text("1 + 2?", system)
+    assert prompt_text("x", "S") == "<s>S Question: x Answer:"
