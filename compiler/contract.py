@@ -135,4 +135,4 @@ def config_class(kind: str) -> type[StageConfig]:
 def read_config(data) -> StageConfig:
     """A stage config from its YAML data, as the class its kind needs."""
     kind = data.get("kind") if isinstance(data, dict) else None
-    return config_class(kind).model_validate(data)
+    return config_class(str(kind)).model_validate(data)

@@ -29,7 +29,7 @@ OVERLAP_HINT = ("eval would score questions the pipeline already saw; remove the
 def display(path: str | Path) -> str:
     """A data file's name in messages: relative to the current folder when inside it."""
     rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
+    return str(path) if rel.startswith("..") else rel
 
 
 def check_task(task: TaskSpec, seed: int) -> tuple[list[Problem], dict[str, SplitSizes]]:
@@ -118,10 +118,11 @@ def _synthetic_once(task_json: str, seed: int) -> tuple[list[Problem], dict[str,
     and 3 seeds measured every prompt 19 times: 2.9 s of its build)."""
     task = TaskSpec.model_validate_json(task_json)
     cfg = task.synthetic
+    assert cfg is not None, "called for synthetic tasks only"
     if cfg.gold_size + cfg.dev_size + cfg.distill_size + cfg.test_size > MAX_SYNTHETIC:
         return [], {}     # validate stays fast; the stages will generate (and check) them
     try:
-        splits = synthetic(task.synthetic.model_dump_json(), task.format, seed)
+        splits = synthetic(cfg.model_dump_json(), task.format, seed)
     except DataError as exc:
         return [Problem(str(exc), "task.synthetic", "", 0, 0, None,
                         "lower the sizes, or raise max_number / max_steps")], {}

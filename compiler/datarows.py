@@ -11,8 +11,8 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import DistillcError
 
@@ -80,7 +80,7 @@ def parse_row(raw, fmt: str, split: str, index: int) -> tuple[dict | None, str]:
     ident = raw.get("id", f"{split}-{index:05d}")
     if isinstance(ident, (dict, list, bool)) or ident is None:
         return None, "`id` must be a text or a number"
-    row = {"id": str(ident), "question": question}
+    row: dict[str, object] = {"id": str(ident), "question": question}
     options = None
     if fmt == "multiple_choice":
         options, why = _options(raw)
@@ -104,7 +104,7 @@ def _what(value) -> str:
         return json.dumps(value)
     if isinstance(value, str):
         return repr(value[:40]) if value.strip() else "blank text"
-    return {list: "a list", dict: "a mapping"}.get(type(value), "a number")
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "a number"
 
 
 def _known(raw: dict, needed: str) -> str:

@@ -27,7 +27,6 @@ from .sweep import apply, key_path, variants
 from .yamlload import Positions
 
 
-
 def expand(spec: Spec, positions: Positions, file: str, root: Path) -> Plan:
     """Plan every variant, then merge them into one plan; raise SpecError listing every variant's problems."""
     points, base = variants(spec.sweep), spec.model_dump(mode="json")
@@ -55,7 +54,7 @@ def expand(spec: Spec, positions: Positions, file: str, root: Path) -> Plan:
             job.config.seed, job.config.spec_seed = (own if own is not None else seeds[job.id]), seeds[job.id]
     pl = Planner(spec, positions, file, root)
     plan.resolved = resolved_spec(pl, pl.task())    # the lock keeps the sweep block: it rebuilds the same plan
-    uses = {}
+    uses: dict[str, int] = {}
     for row in table:
         for sid in row["stages"].values():
             uses[sid] = uses.get(sid, 0) + 1
@@ -94,7 +93,10 @@ def _reach(keys: list[str], plans: list) -> dict[str, set[str]]:
 def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: list[Spec]):
     """One spec holding every variant's stages under their suffixed ids, references rewired."""
     names, texts = _short_names(keys), _id_texts(spec.sweep, keys)
-    stages, models, seeds, table = {}, {}, {}, []
+    stages: dict = {}
+    models: dict = {}
+    seeds: dict[str, int] = {}
+    table: list[dict] = []
     for values, sv in zip(points, specs):
         mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] == ("models", m)], names, texts)
                 for m in sv.models}

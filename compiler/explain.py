@@ -166,7 +166,8 @@ def _value_at(data, path: tuple):
 
 def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
     """The schema class that validates the mapping at `path` (None if not a model)."""
-    model, annotation = Spec, None
+    model: type[BaseModel] | None = Spec
+    annotation = None
     for i, part in enumerate(path):
         if model is not None:
             field = model.model_fields.get(part) if isinstance(part, str) else None

@@ -66,7 +66,7 @@ def init(starter: str, out: Path, force: bool = False) -> list[str]:
     atomic_write_text(out, STARTERS[starter][1].read_text())
     written = [str(out)]
     if starter in ("gsm8k", "multiple_choice"):
-        data, taken = out.parent / "data", frozenset()
+        data, taken = out.parent / "data", frozenset[str]()
         for name, n, seed in (("train.jsonl", 1500, 0), ("test.jsonl", 200, 1)):
             rows = example_rows(starter, n, seed, taken)   # test questions never repeat a training question
             taken |= {r["question"] for r in rows}

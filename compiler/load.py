@@ -8,7 +8,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import Problem, SpecError, short
-from .explain import booleans_as_numbers, problems as explain, strip_tags
+from .explain import booleans_as_numbers, strip_tags
+from .explain import problems as explain
 from .schema import ID_PATTERN, RESERVED_IDS, Spec
 from .yamlload import Positions, load_yaml
 

@@ -97,7 +97,7 @@ class Planner:
             m = self.spec.models[name]
             if m.init is not None:
                 return ModelRef(name=name, source="init", init=m.init, base=name)
-            return ModelRef(name=name, source="path", path=self._model_path(m.path),
+            return ModelRef(name=name, source="path", path=self._model_path(m.path or ""),
                             revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
         stage = self.spec.stages.get(name)
         if stage is not None and stage.produces_model:

@@ -18,7 +18,7 @@ from . import lm_eval_filters
 from .files import atomic_write_text
 from .layout import LOCK_FILE, RESOURCES_FILE, TRACKING_FILE
 from .planner import Job, Plan
-from .stages import lm_eval_task_name
+from .stages import EvalStage, lm_eval_task_name
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
@@ -92,7 +92,7 @@ def _job_resources(job: Job) -> dict:
         if getattr(r, key):
             res[name] = getattr(r, key)
     trains = job.config.params.trains
-    launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and r.gpus > 1 else "-m"
+    launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and (r.gpus or 0) > 1 else "-m"
     return {"threads": r.cpus, "resources": res, "launch": launch}
 
 
@@ -105,7 +105,7 @@ def _priorities(plan: Plan) -> dict[str, int]:
     core for two minutes. Starting the longest chain first is the classic critical-path
     rule; it changes the order of jobs only, never what one computes.
     """
-    below = {j.id: [] for j in plan.jobs}
+    below: dict[str, list[str]] = {j.id: [] for j in plan.jobs}
     for job in plan.jobs:
         for up in job.deps:
             below[up].append(job.id)
@@ -118,6 +118,7 @@ def _priorities(plan: Plan) -> dict[str, int]:
 def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     """A local lm-eval task over the questions file the eval stage writes (absolute path)."""
     p = job.config.params
+    assert isinstance(p, EvalStage), "lm-eval tasks are rendered for eval stages"
     data = (root / job.config.out_dir / "questions.jsonl").resolve()
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
         task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,

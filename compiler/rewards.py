@@ -1,5 +1,5 @@
 """The reward sources an rl stage can learn from: the one home of their values, their names in the
-report and the model card, the field each reads, and their order on the report's ladder.
+report and the model card, and their order on the report's ladder.
 
 `reward: model` is the paper's method (the learned reward model), `majority` the label-free
 pseudo-labels themselves, `gold` an oracle upper bound that reads gold answers.
@@ -18,14 +18,13 @@ class RewardSource:
     short: str                 # the report's label of an RL student: "RL student (learned RM)"
     ladder_row: str            # the ladder table's row
     card: str                  # the model card's "reward:" line
-    needs: str | None = None   # the rl field naming what it reads (None: nothing upstream)
 
 
 REWARD_SOURCES = {s.value: s for s in (
     RewardSource("model", "learned RM", "learned reward model (the paper)",
-                 "the learned reward model's score (the paper's method)", needs="reward_model"),
+                 "the learned reward model's score (the paper's method)"),
     RewardSource("majority", "majority-vote reward", "majority-vote pseudo-labels",
-                 "1 when the answer matches the teacher's majority-vote pseudo-label", needs="votes"),
+                 "1 when the answer matches the teacher's majority-vote pseudo-label"),
     RewardSource("gold", "gold reward, oracle", "gold answers (oracle, upper bound)",
                  "1 when the answer matches the gold answer (an ORACLE: an upper bound, not the method)"),
 )}

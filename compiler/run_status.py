@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
 from .contract import StageConfig, read_config
+from .errors import UsageError
 
 STYLES = {"done": "green", "running": "bold yellow", "failed": "bold red", "pending": "dim"}
 

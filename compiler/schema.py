@@ -41,7 +41,7 @@ class DataSource(Strict):
             raise ValueError(f"fraction {list(self.fraction)}: start must be below end")
         return self
 
-    def same_rows(self, other: "DataSource") -> bool:
+    def same_rows(self, other: DataSource) -> bool:
         return (self.path, self.hub, self.subset, self.split) == (other.path, other.hub, other.subset, other.split)
 
 

@@ -8,6 +8,7 @@ facts from the class, so adding a kind is adding a class: no list elsewhere to k
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -112,6 +113,9 @@ class StageBase(Strict):
     precision: Precision = Field("auto", description="auto: bf16 on GPU, fp32 on CPU.")
     seed: int | None = Field(None, ge=0, description="Overrides the spec's seed for this stage.")
 
+    if typing.TYPE_CHECKING:
+        kind: str                     # each kind's class declares it as a Literal field
+
     outputs: ClassVar[dict[str, Output]] = {}
     refs: ClassVar[tuple[Ref, ...]] = ()
     default_resources: ClassVar[Resources] = Resources(gpus=0, cpus=1, mem_mb=4000, runtime_min=60)
@@ -125,7 +129,7 @@ class StageBase(Strict):
 
     @classmethod
     def kind_name(cls) -> str:
-        return cls.model_fields["kind"].annotation.__args__[0]
+        return typing.get_args(cls.model_fields["kind"].annotation)[0]
 
     def check(self, pl, sid: str) -> None:
         """Rules that need the rest of the spec; problems go to the planner `pl`."""

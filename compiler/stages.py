@@ -7,12 +7,12 @@ the one list of kinds: the spec's stage union, the planner, the renderer and the
 from __future__ import annotations
 
 import json
-from typing import Annotated, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .rewards import REWARD_SOURCES, RewardValue
-from .stagekind import (ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict)
+from .rewards import RewardValue
+from .stagekind import ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict
 
 TEACHER, STUDENT = "teacher", "student"   # the roles a pseudo_reward stage gives the models it samples
 
@@ -141,7 +141,7 @@ class PseudoRewardStage(StageBase):
                            name, f"set stages.{name}.split: distill")
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
-        out = {getattr(stages.get(s), "model", None): STUDENT for s in self.students}
+        out: dict = {getattr(stages.get(s), "model", None): STUDENT for s in self.students}
         return out | {getattr(stages.get(self.teacher), "model", None): TEACHER}
 
 
@@ -235,7 +235,7 @@ class RlStage(StageBase):
 
     @model_validator(mode="after")
     def _reward_source(self):
-        needs = REWARD_SOURCES[self.reward].needs
+        needs = {"model": "reward_model", "majority": "votes"}.get(self.reward)   # the field each reward reads
         for name in ("reward_model", "votes"):
             what = "a reward_model stage" if name == "reward_model" else "a pseudo_reward stage"
             if name == needs and getattr(self, name) is None:
@@ -336,7 +336,7 @@ class DistillLogitsStage(StageBase):
         roots = [_root_model(pl, name) for name in (self.teacher, self.model)]
         if None in roots:
             return
-        why = self.tokenizer_mismatch(*roots, lambda v: pl.local_path(v) if pl.local_path(v).is_dir() else None)
+        why = self.tokenizer_mismatch(roots[0], roots[1], lambda v: pl.local_path(v) if pl.local_path(v).is_dir() else None)
         if why:
             pl.problem(("stages", sid, "teacher"), why, self.teacher,
                        "pick a student of the teacher's family, or distil through text (an sft stage)")
@@ -437,13 +437,16 @@ STAGE_CLASSES: dict[str, type[StageBase]] = {c.kind_name(): c for c in (
     GenerateStage, SftStage, PseudoRewardStage, RewardModelStage, RlStage, DistillLogitsStage, EvalStage,
     ReportStage)}
 KINDS = tuple(STAGE_CLASSES)
-Stage = Annotated[Union[tuple(STAGE_CLASSES.values())], Field(discriminator="kind")]
+if TYPE_CHECKING:   # a type checker sees what every stage class has in common
+    Stage = StageBase
+else:
+    Stage = Annotated[Union[tuple(STAGE_CLASSES.values())], Field(discriminator="kind")]  # noqa: UP007 (from the registry)
 REPORT = ReportStage.kind_name()
 
 
-def lineage(stages: dict, name: str) -> list[str]:
+def lineage(stages: dict, name: str | None) -> list[str]:
     """[name, the weights it started from, ..., a model id]: model-producing stages name their start."""
-    chain = []
+    chain: list[str] = []
     while name and name not in chain:
         chain.append(name)
         st = stages.get(name)

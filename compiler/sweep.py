@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -77,7 +78,7 @@ def sweep_problems(data: dict, positions: Positions, file: str) -> list[Problem]
         if key == "zip":
             continue
         where = ("sweep", key)
-        if not _key_ok(key, data, lambda msg, hint: problem(where, msg, key, hint, key=True)):
+        if not _key_ok(key, data, lambda msg, hint, where=where, name=key: problem(where, msg, name, hint, key=True)):
             continue
         if not isinstance(values, list):
             continue     # the schema says it should be a list
@@ -97,8 +98,8 @@ def sweep_problems(data: dict, positions: Positions, file: str) -> list[Problem]
 def _key_ok(key: str, data: dict, problem) -> bool:
     """Does the key name something that exists? Reports (once) when not."""
     path = key_path(key)
-    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
-    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    stages: dict = data["stages"] if isinstance(data.get("stages"), dict) else {}
+    models: dict = data["models"] if isinstance(data.get("models"), dict) else {}
     if path == ("seed",):
         return True
     if path[0] == "models":
@@ -113,7 +114,7 @@ def _key_ok(key: str, data: dict, problem) -> bool:
     if stage is None:
         problem(f'unknown stage "{path[1]}"' + _dym(path[1], stages), available(stages) if stages else KEY_HINT)
         return False
-    cls = STAGE_CLASSES.get(stage.get("kind")) if isinstance(stage, dict) else None
+    cls = STAGE_CLASSES.get(str(stage.get("kind"))) if isinstance(stage, dict) else None
     if cls is None:
         return False     # the stage itself is broken: its own problem says why
     if cls.__name__ == "ReportStage":
@@ -158,7 +159,7 @@ def _value_problems(key: str, values: list, data: dict, positions: Positions, fi
     return problems
 
 
-def _errors(key: str, value, data: dict) -> list[tuple[tuple, dict]]:
+def _errors(key: str, value, data: dict) -> list[tuple[tuple, Any]]:
     """pydantic's errors about the swept field only (the entry's other problems are reported elsewhere)."""
     path = key_path(key)
     if path == ("seed",):
@@ -201,7 +202,7 @@ def _zip_problems(sweep: dict, lengths: dict, problem) -> None:
 
 def _count(sweep: dict) -> int:
     """How many variants, without listing them (a zip group counts once)."""
-    groups = sweep.get("zip") if isinstance(sweep.get("zip"), list) else []
+    groups: list = sweep["zip"] if isinstance(sweep.get("zip"), list) else []
     zipped = {k for g in groups if isinstance(g, list) for k in g if isinstance(k, str)}
     sizes = [len(v) for k, v in sweep.items() if k != "zip" and k not in zipped and isinstance(v, list)]
     sizes += [min((len(sweep[k]) for k in g if isinstance(sweep.get(k), list)), default=1)

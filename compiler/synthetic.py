@@ -63,7 +63,7 @@ def synthetic(cfg_json: str, fmt: str, seed: int) -> dict[str, tuple]:
             if question in seen:
                 continue
             seen.add(question)
-            row = {"id": f"{split}-{len(out[split]):05d}", "question": question}
+            row: dict[str, object] = {"id": f"{split}-{len(out[split]):05d}", "question": question}
             if fmt == "multiple_choice":
                 options, letter = _options(rng, answer, cfg.num_options)
                 row |= {"options": options, "answer": solution.rsplit("####", 1)[0] + f"#### {letter}",

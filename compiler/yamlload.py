@@ -115,7 +115,7 @@ class _TooBig(Exception):
 _SCALARS = yaml.SafeLoader("")
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
+def _scalar(node: yaml.Node) -> Any:
     """Resolve a scalar the way SafeLoader would (ints, floats, bools, null, dates as text)."""
     if node.tag.endswith((":timestamp", ":binary")):
         return node.value          # keep as text: specs never need dates or bytes

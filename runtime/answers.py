@@ -93,7 +93,7 @@ def vote(answers: list) -> tuple[str | None, float]:
 class ExtractFilter:
     """Every response -> its answer (INVALID when none): the pipeline's extract, inside lm-eval."""
 
-    def __init__(self, format: str = "gsm8k") -> None:   # noqa: A002 (the spec's field name)
+    def __init__(self, format: str = "gsm8k") -> None:
         self.format = format
 
     def apply(self, resps, docs):

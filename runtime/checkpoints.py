@@ -18,12 +18,14 @@ import os
 import shutil
 from pathlib import Path
 
+from compiler.contract import StageConfig
+
 from .common import log, side_dir
 
 STAMP = "fingerprint.txt"
 
 
-def fingerprint(cfg) -> str:
+def fingerprint(cfg: StageConfig) -> str:
     """What resumable state depends on: the resolved config and the input files (path, size, mtime).
 
     `resources` are left out: a job killed at its time limit and rerun with more time resumes.
@@ -41,7 +43,7 @@ def fingerprint(cfg) -> str:
     return digest.hexdigest()
 
 
-def resume_dir(cfg, name: str = "checkpoints") -> Path:
+def resume_dir(cfg: StageConfig, name: str = "checkpoints") -> Path:
     """side_dir(cfg, name), emptied unless an earlier run of this very config and inputs wrote it."""
     path = side_dir(cfg, name)
     stamp, stamp_file = fingerprint(cfg), path / STAMP

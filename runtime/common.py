@@ -14,19 +14,20 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import yaml
 
-from compiler.datarows import DataError, iter_jsonl  # noqa: F401  (stages import them from here)
-from compiler.files import atomic_write_text  # noqa: F401  (stages import it from here)
 from compiler.contract import StageConfig, read_config
+from compiler.datarows import DataError, iter_jsonl
+from compiler.files import atomic_write_text
 
 from . import startup, terminal
-from .errors import EXIT_STAGE_FAILED, StageError  # noqa: F401  (stages import them from here)
+from .errors import EXIT_STAGE_FAILED, StageError
 
-_STAGE = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
+_STAGE: dict[str, Any] = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
 
 
 def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import shutil
 import time
 
+from compiler.contract import StageConfig
+from compiler.stages import DistillLogitsStage
+
 from . import models
 from . import task as taskdata
 from .checkpoints import resume_dir, train_or_load
@@ -23,7 +26,7 @@ LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny
 
 
 # ----------------------------------------------------------------------------- data
-def training_rows(cfg) -> list[dict]:
+def training_rows(cfg: StageConfig) -> list[dict]:
     """Chat rows (question prompt + one response): the responses sft would train on (task.distilled_responses)."""
     pairs = taskdata.distilled_responses(cfg, "distill_logits")
     if not pairs:
@@ -34,7 +37,7 @@ def training_rows(cfg) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- tokenizers
-def check_same_tokenizer(cfg, teacher_tok, student_tok) -> None:
+def check_same_tokenizer(cfg: StageConfig, teacher_tok, student_tok) -> None:
     """GKD compares two distributions token id by token id: the vocabularies must be identical.
 
     The compiler refuses the mismatches it can see (an `init:` model against a loaded
@@ -53,7 +56,7 @@ def check_same_tokenizer(cfg, teacher_tok, student_tok) -> None:
 
 
 # ----------------------------------------------------------------------------- trainer
-def gkd_config(cfg, stage, device, dtype, out_dir):
+def gkd_config(cfg: StageConfig, stage: DistillLogitsStage, device, dtype, out_dir):
     import torch
     from trl.experimental.gkd import GKDConfig
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from compiler.contract import StageConfig
 from compiler.lm_eval_filters import MAJORITY, PRIMARY
+from compiler.stages import EvalStage
 
 from . import answers
 from . import task as taskdata
@@ -27,7 +29,7 @@ _COUNTING: dict = {}                     # the stage config that model reports t
 DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
 
 
-def write_questions(cfg, stage) -> list[dict]:
+def write_questions(cfg: StageConfig, stage: EvalStage) -> list[dict]:
     """The test questions, with targets, where the rendered task YAML reads them.
 
     The YAML holds an absolute path (lm-eval resolves relative ones against the
@@ -54,11 +56,11 @@ def read_task_yaml(path) -> dict:
     """The rendered task YAML as data; its `!function` tags (lm-eval's) are read as their plain names."""
     class Loader(yaml.SafeLoader):
         pass
-    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-    return yaml.load(Path(path).read_text(), Loader=Loader)   # noqa: S506 (a SafeLoader subclass)
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]  # a scalar tag
+    return yaml.load(Path(path).read_text(), Loader=Loader)
 
 
-def check_lengths(cfg, stage, rows: list[dict]) -> None:
+def check_lengths(cfg: StageConfig, stage: EvalStage, rows: list[dict]) -> None:
     """Refuse prompts that do not fit: lm-eval would cut them from the left (losing BOS and
     the question's start) with only a log warning, and score the damaged prompt."""
     from .models import load_tokenizer
@@ -71,7 +73,7 @@ def check_lengths(cfg, stage, rows: list[dict]) -> None:
     check_context(ref, tok, cfg.task, rows, stage.max_new_tokens, "max_new_tokens")
 
 
-def make_lm(cfg, stage, device, dtype):
+def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
     """(model, model_args) for simple_evaluate: lm-eval's hf model by path, or an in-memory HFLM for
     `init:` models (models.py rebuilds them from the seed); either one counts its progress.
 
@@ -87,14 +89,14 @@ def make_lm(cfg, stage, device, dtype):
         lm = HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
         count_progress(lm, cfg)
         return lm, None
-    args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,
+    args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,  # type: ignore[arg-type]  # a loaded model has a path
             "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
     if ref.revision:
         args["revision"] = ref.revision
     return hf_with_progress(cfg), args
 
 
-def hf_with_progress(cfg) -> str:
+def hf_with_progress(cfg: StageConfig) -> str:
     """lm-eval's "hf" model class with count_progress in its constructor, registered once per process
     (lm-eval refuses a second class under one name; tests run several stages in one process)."""
     _COUNTING["cfg"] = cfg
@@ -112,7 +114,7 @@ def hf_with_progress(cfg) -> str:
     return HF_WITH_PROGRESS
 
 
-def count_progress(lm, cfg, updates: int = 100) -> None:
+def count_progress(lm, cfg: StageConfig, updates: int = 100) -> None:
     """Report questions answered into progress.json (and the terminal) while lm-eval runs.
 
     lm-eval has no progress hook, but every LM hands each finished request to its cache hook
@@ -126,7 +128,8 @@ def count_progress(lm, cfg, updates: int = 100) -> None:
     class Counter(CacheHook):
         def __init__(self) -> None:
             super().__init__(None)
-            self.done, self.total, self.docs, self.shown = 0, 0, set(), 0
+            self.done, self.total, self.shown = 0, 0, 0
+            self.docs: set[tuple] = set()
 
         def add_partial(self, attr, req, res) -> None:
             self.done += 1
@@ -139,7 +142,7 @@ def count_progress(lm, cfg, updates: int = 100) -> None:
     counter = Counter()
     lm.set_cache_hook(counter)
     for name in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
-        def counted(requests, *args, _method=getattr(lm, name), **kwargs):
+        def counted(requests, *args, _method=getattr(lm, name), **kwargs):  # noqa: B008 (binds this loop's method)
             counter.total += len(requests)
             counter.docs |= {(r.task_name, r.doc_id) for r in requests}
             return _method(requests, *args, **kwargs)
@@ -156,7 +159,7 @@ def quiet_git_hash() -> str | None:
         return None
 
 
-def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
+def run_lm_eval(cfg: StageConfig, stage: EvalStage, lm, model_args, device) -> tuple[str, dict]:
     """Run lm-eval on the local task (or the hub task); return (task name, result dict)."""
     import lm_eval
     import lm_eval.evaluator
@@ -171,7 +174,7 @@ def run_lm_eval(cfg, stage, lm, model_args, device) -> tuple[str, dict]:
         extra = {}
     else:   # the task's own YAML decides prompts and filters; the stage sets length, temperature and shots
         name, manager = stage.hub_task, TaskManager()
-        gen = {"max_gen_toks": stage.max_new_tokens}
+        gen: dict[str, object] = {"max_gen_toks": stage.max_new_tokens}
         gen |= {"do_sample": True, "temperature": stage.temperature} if stage.temperature > 0 else {"do_sample": False}
         extra = {"num_fewshot": stage.num_fewshot, "limit": stage.limit, "gen_kwargs": gen}
     seed = cfg.seed
@@ -238,7 +241,7 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
     return rows
 
 
-def provenance(result: dict, name: str, model_args: dict | None, stage) -> dict:
+def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStage) -> dict:
     """A small record of what lm-eval ran: versions, seeds, the task hash as lm-eval computes it."""
     from lm_eval.utils import hash_string
 

@@ -14,6 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
+from compiler.contract import StageConfig
+from compiler.stages import GenerateStage
+
 from . import answers, models
 from . import task as taskdata
 from .checkpoints import resume_dir
@@ -26,7 +29,7 @@ PARTIAL = "responses.partial.jsonl"
 
 
 # ----------------------------------------------------------------------------- sampling
-def batch_rows(cfg, stage, model, tok, batch: list[dict], first: int) -> list[dict]:
+def batch_rows(cfg: StageConfig, stage: GenerateStage, model, tok, batch: list[dict], first: int) -> list[dict]:
     """All samples of one question batch, question-major then sample_id."""
     import torch
 
@@ -79,7 +82,7 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-def run(cfg, stage, model, tok) -> dict:
+def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
     """Generate every batch not already in the partial file; return the stats."""
     questions = taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions]
     per_q = sum(1 if t == 0 else stage.samples_per_temperature for t in stage.temperatures)

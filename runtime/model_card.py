@@ -28,9 +28,10 @@ def data_sources(cfg: StageConfig, split: str) -> tuple[list[str], str]:
     if task.synthetic is not None:
         return [], f"the built-in synthetic task (`{split}` split, seed {cfg.spec_seed})"
     src = getattr(task, split, None) or task.distill
+    assert src is not None, "a task without synthetic data has a distill split"
     if src.hub:
         return [src.hub], f"`{src.hub}` ({src.subset or 'default'} / {src.split}) as the `{split}` split"
-    return [], f"the local file `{Path(src.path).name}` as the `{split}` split"
+    return [], f"the local file `{Path(src.path or '').name}` as the `{split}` split"
 
 
 def metric_type(name: str) -> str:

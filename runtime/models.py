@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from compiler.chat import CHAT_TEMPLATE, SPECIAL, TEMPLATE_WORDS
-from compiler.contract import ModelRef
+from compiler.contract import ModelRef, StageConfig
 from compiler.schema import InitModel, TaskSpec
 
 from . import task as taskdata
@@ -91,7 +91,7 @@ def load_causal_lm(ref: ModelRef, task: TaskSpec, spec_seed: int, dtype=None, pa
     """(model, tokenizer) for a reference; `init:` models are built, others loaded."""
     tok = load_tokenizer(ref, task, spec_seed, padding_side)
     if ref.source == "init":
-        model = build_model(ref.init, len(tok), derive_seed(spec_seed, "init", ref.name))
+        model = build_model(ref.init, len(tok), derive_seed(spec_seed, "init", ref.name))  # type: ignore[arg-type]  # source init: init is set
         if dtype is not None:
             model = model.to(dtype)
     else:
@@ -127,7 +127,7 @@ def save(model, tokenizer, path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg, results: dict | None = None) -> None:
+def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg: StageConfig, results: dict | None = None) -> None:
     """Write weights, tokenizer, train_log.jsonl and a model card beside `out`, then rename:
     no half-written model is visible. `results`: metric name -> value the stage measured (for the card)."""
     import tempfile

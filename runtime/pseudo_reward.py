@@ -16,6 +16,9 @@ import random
 from collections import Counter
 from itertools import chain, zip_longest
 
+from compiler.contract import StageConfig
+from compiler.stages import PseudoRewardStage
+
 from . import task as taskdata
 from .answers import same, vote
 from .common import StageError, atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
@@ -23,7 +26,7 @@ from .common import StageError, atomic_write_json, derive_seed, log, read_jsonl,
 HISTOGRAM_BINS = 10
 
 
-def load_sources(cfg) -> list[tuple[str, str, list[dict]]]:
+def load_sources(cfg: StageConfig) -> list[tuple[str, str, list[dict]]]:
     """[(role, source stage id, rows)]: the teacher first, then students in spec order."""
     sources = [("teacher", cfg.upstream["teacher"][0], read_jsonl(cfg.input("teacher", "responses")))]
     for i, sid in enumerate(cfg.upstream.get("students", [])):
@@ -72,12 +75,12 @@ def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
              "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved[:cap]]
 
 
-def label_all(cfg, st):
+def label_all(cfg: StageConfig, st: PseudoRewardStage):
     """(labels, pairs, stats) for the stage: the whole method, no I/O."""
     order = [q["id"] for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
     sources = load_sources(cfg)
     grouped = group_by_question(sources, order)
-    labels, pairs, agreements, dropped, no_answer = [], [], [], [], []
+    labels, pairs, agreements, dropped, no_answer = [], [], [], [], []  # type: ignore[var-annotated]  # lists of rows and question ids
     for qid in order:
         rows = grouped.get(qid)
         teacher = [r["answer"] for r in rows or [] if r["role"] == "teacher"]
@@ -88,15 +91,15 @@ def label_all(cfg, st):
         if label is None or agreement < st.min_agreement:
             (no_answer if label is None else dropped).append(qid)
             continue
-        for r in rows:
+        for r in rows:  # type: ignore[union-attr]  # rows has a teacher answer, so it is a list
             r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
-        labels += rows
-        pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
+        labels += rows  # type: ignore[arg-type]  # as above
+        pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))  # type: ignore[arg-type]  # as above
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
     return labels, pairs, stats
 
 
-def summarise(st, sources, labels, pairs, agreements, dropped, no_answer) -> dict:
+def summarise(st: PseudoRewardStage, sources, labels, pairs, agreements, dropped, no_answer) -> dict:
     """What the report shows about pseudo-labels: coverage, agreement, balance, pairs."""
     counts = [0] * HISTOGRAM_BINS
     for a in agreements:

@@ -17,17 +17,20 @@ import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+from compiler.contract import ReportConfig
 from compiler.lm_eval_filters import MAJORITY, SINGLE
 from compiler.stagekind import BENCHMARK
-from compiler.stages import STAGE_CLASSES, all_roles
+from compiler.stages import ReportStage, all_roles
 
 from . import report_cards, report_seeds
-from . import task as taskdata
-from .answers import same as same_answer, vote
-from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
-from .report_format import NAMES
+from . import task as taskdata
+from .answers import same as same_answer
+from .answers import vote
+from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
+from .report_format import CURVES, NAMES
 from .report_page import render
 from .stats import mcnemar_exact, paired_bootstrap, wilson
 
@@ -38,7 +41,7 @@ HIGHLIGHT = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r:
 
 
 # ----------------------------------------------------------------------------- reading
-def read(path) -> dict | list | None:
+def read(path) -> Any:
     """A JSON/JSONL input if it exists, else None (not run, or not produced by this spec)."""
     if not path or not Path(path).is_file():
         return None
@@ -60,7 +63,7 @@ def benchmark(path) -> dict | None:
     return {"wall_s": num("s"), "max_rss_mb": num("max_rss"), "cpu_s": num("cpu_time")}
 
 
-def gold_targets(cfg, split: str, seed: int | None = None) -> dict[str, str] | None:
+def gold_targets(cfg: ReportConfig, split: str, seed: int | None = None) -> dict[str, str] | None:
     """question id -> gold target, or None when the split has no local answers (never downloads)."""
     src = getattr(cfg.task, split, None)
     if cfg.task.synthetic is None and (src is None or src.path is None):
@@ -69,7 +72,7 @@ def gold_targets(cfg, split: str, seed: int | None = None) -> dict[str, str] | N
     return {r["id"]: r["target"] for r in rows if "target" in r} or None
 
 
-def question_texts(cfg, seed: int | None = None) -> dict[str, str]:
+def question_texts(cfg: ReportConfig, seed: int | None = None) -> dict[str, str]:
     src = cfg.task.test
     if cfg.task.synthetic is None and (src is None or src.path is None):
         return {}
@@ -81,12 +84,12 @@ def stage_model(spec: dict, sid: str) -> str:
 
 
 # ----------------------------------------------------------------------------- computing
-def collect(cfg, st, lock: dict) -> dict:
+def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
     """Every number the report shows, as plain data (this is summary.json); `lock`: the declared spec lock."""
     spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
     role_of = cfg.roles      # the planner's (compiler.stages.report_roles)
     evals = []
-    for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # pipeline order
+    for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # type: ignore[arg-type]  # pipeline order; an eval names its model
         model = stage_model(spec, e)
         role = role_of.get(model, "other")
         evals.append({"stage": e, "model": model, "role": role, "label": method.eval_label(spec, e, model, role, NAMES),
@@ -168,7 +171,7 @@ def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, 
                                       order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99)))
 
 
-def reward_vs_gold(cfg, spec: dict, rm: str, seed: int) -> dict | None:
+def reward_vs_gold(cfg: ReportConfig, spec: dict, rm: str, seed: int) -> dict | None:
     """The reward model's scores of a model's held-out samples (its `score` stage), judged against gold."""
     score_stage = ((spec.get("stages") or {}).get(rm) or {}).get("score")
     if not score_stage:
@@ -180,7 +183,7 @@ def reward_vs_gold(cfg, spec: dict, rm: str, seed: int) -> dict | None:
     return {"scored": score_stage, "split": split} | (method.rm_vs_gold(rows, gold, same_answer) or {})
 
 
-def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
+def voting(cfg: ReportConfig, evals: list[dict], spec: dict, gold) -> dict:
     """Single sample vs majority vote: from sampled evals, and on the distill questions with gold
     (`gold(stage id)`: a swept seed draws other questions)."""
     from_evals = [{"stage": e["stage"], "model": e["model"], "n": e["metrics"].get("n"),
@@ -188,10 +191,10 @@ def voting(cfg, evals: list[dict], spec: dict, gold) -> dict:
                    "majority": e["metrics"]["metrics"][MAJORITY]["accuracy"]}
                   for e in evals if e["metrics"] and {SINGLE, MAJORITY} <= set(e["metrics"].get("metrics", {}))]
     stages = spec.get("stages", {})
-    teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})
+    teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})  # type: ignore[type-var]  # None removed
     distill = {}
     for g in teachers:
-        rows = read(cfg.stage_file(g, "responses"))
+        rows = read(cfg.stage_file(g, "responses"))  # type: ignore[arg-type]  # None was removed from teachers
         if rows and gold(g):
             distill[g] = vote_accuracy(rows, gold(g))
     return {"evals": from_evals, "distill": distill}
@@ -214,14 +217,14 @@ def vote_accuracy(rows: list[dict], gold: dict) -> dict:
             "majority": sum(majority) / max(1, n), "pass_at_k": sum(any_ok) / max(1, n)}
 
 
-def pseudo_label_quality(cfg, p: str, gold) -> dict:
+def pseudo_label_quality(cfg: ReportConfig, p: str, gold) -> dict:
     """Precision of the pseudo-labels and of the positive labels against gold, and coverage."""
     labels, stats = read(cfg.stage_file(p, "labels")), read(cfg.stage_file(p, "stats")) or {}
     if labels is None:
         return {"status": "not run"}
     kept = {r["question_id"]: r["pseudo_label"] for r in labels}
     total = (stats.get("questions") or {}).get("total")
-    out = {"status": "ok", "kept": len(kept), "total": total, "coverage": len(kept) / total if total else None,
+    out: dict[str, Any] = {"status": "ok", "kept": len(kept), "total": total, "coverage": len(kept) / total if total else None,
            "mean_agreement": stats.get("mean_agreement"), "gold": gold is not None, "by_role": {}}
     if gold is None:
         return out
@@ -240,12 +243,14 @@ def pseudo_label_quality(cfg, p: str, gold) -> dict:
     return out
 
 
-def curves(cfg) -> dict:
+def curves(cfg: ReportConfig) -> dict:
     """Per logged step, what each training stage's kind declares as its curve (loss; rl: reward, KL)."""
     out = {}
     for kind, ids in cfg.upstream.items():
-        curve = STAGE_CLASSES[kind].curve if kind in STAGE_CLASSES else None
-        for s in ids if curve else []:
+        curve = CURVES.get(kind)
+        if curve is None:
+            continue
+        for s in ids:
             path = cfg.stage_file(s, curve.output)
             rows = read(Path(path) / curve.file if path and curve.file else path)
             out[s] = {"kind": kind, "rows": [{"step": r.get("step", i)} | {k: r.get(k) for k in curve.keys}

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compiler.contract import ReportConfig
+
 from .common import atomic_write_text, log
 from .model_card import data_sources
 
 
-def eval_results(cfg, rows: list[dict], lock: dict) -> list:
+def eval_results(cfg: ReportConfig, rows: list[dict], lock: dict) -> list:
     """model-index EvalResults for one model's eval rows (summary["accuracy"] entries that ran);
     `lock`: the spec lock the report read as its declared input."""
     from huggingface_hub import EvalResult
@@ -46,7 +48,7 @@ def table(rows: list[dict]) -> list[str]:
     return lines + ["", "Held-out test questions, scored by lm-eval; the run's report.html has paired comparisons."]
 
 
-def write(cfg, summary: dict, lock: dict) -> list[Path]:
+def write(cfg: ReportConfig, summary: dict, lock: dict) -> list[Path]:
     """One complete card per model folder of this run that has a card; returns the files written."""
     from huggingface_hub import ModelCard
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 
-from compiler.stages import all_roles
+from compiler.stagekind import Curve
+from compiler.stages import STAGE_CLASSES, all_roles
 
 NAMES = {name: role.label for name, role in all_roles().items()}   # role -> its name in the report
+CURVES: dict[str, Curve] = {kind: cls.curve for kind, cls in STAGE_CLASSES.items() if cls.curve is not None}
 
 
 def pct(x) -> str:

@@ -8,14 +8,12 @@ the HTML, inline as base64, so the page needs no other file and no network.
 from __future__ import annotations
 
 from compiler.rewards import LADDER, REWARD_SOURCES
-from compiler.stages import STAGE_CLASSES
 
-from .report_format import NAMES, ci, num, pct, png, pvalue, section, signed, table
+from .report_format import CURVES, NAMES, ci, num, pct, png, pvalue, section, signed, table
 from .report_seeds import sweep_plots, sweep_section
 
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
-CURVE_KINDS = [kind for kind, cls in STAGE_CLASSES.items() if cls.curve is not None]   # plotted, in kind order
 
 
 # ----------------------------------------------------------------------------- sections
@@ -135,14 +133,14 @@ def training(s: dict) -> dict:
         if c is None or not c["rows"]:
             rows.append([sid, "not run", "", "", ""])
         else:
-            first, *others = STAGE_CLASSES[c["kind"]].curve.keys   # the kind's curve: its first key, then the rest
+            first, *others = CURVES[c["kind"]].keys   # the kind's curve: its first key, then the rest
             head, last = c["rows"][0], c["rows"][-1]
             rows.append([sid, c["kind"], len(c["rows"]), f"{first} {num(head.get(first))} -> {num(last.get(first))}",
                          ", ".join(f"{k} {num(last.get(k))}" for k in others if last.get(k) is not None)])
     return section("Training curves", ["Logged steps; first -> last value (report.html plots every step)."]
                    if rows else ["not run: no training stage"],
                    [table(["stage", "kind", "logged steps", "first -> last", "last KL"], rows)] if rows else [],
-                   [curve_plot(kind) for kind in CURVE_KINDS])
+                   [curve_plot(kind) for kind in CURVES])
 
 
 def examples(s: dict) -> dict:
@@ -196,8 +194,8 @@ def plots(s: dict) -> dict[str, str]:
         ax.bar([a["stage"] for a in acc], ys, yerr=err, capsize=4, color="#4878a8")
         ax.set(ylabel="accuracy % (95% Wilson CI)", ylim=(0, 100), title="Accuracy per model")
         out["accuracy"] = png(fig)
-    for kind in CURVE_KINDS:   # every kind that declares a curve (compiler.stagekind.Curve), with its keys
-        keys = STAGE_CLASSES[kind].curve.keys
+    for kind, curve in CURVES.items():   # every kind that declares a curve (compiler.stagekind.Curve)
+        keys = curve.keys
         lines = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == kind and c["rows"]}
         if lines:
             out[curve_plot(kind)] = _lines({k: lines for k in keys}, f"{kind}: {', '.join(keys)} per step")

@@ -14,11 +14,23 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from compiler.contract import StageConfig
+from compiler.stages import RewardModelStage
+
 from . import models
 from . import task as taskdata
 from .checkpoints import resume_dir, train_or_load
-from .common import (StageError, atomic_write_json, derive_seed, log, progress_callback, read_jsonl, start,
-                     torch_setup, write_jsonl)
+from .common import (
+    StageError,
+    atomic_write_json,
+    derive_seed,
+    log,
+    progress_callback,
+    read_jsonl,
+    start,
+    torch_setup,
+    write_jsonl,
+)
 from .tracking import tracking_args
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
@@ -60,7 +72,7 @@ def pointwise_rows(labels: list[dict], prompts: dict, tok, max_length: int) -> l
 
 
 # ----------------------------------------------------------------------------- training
-def trainer_args(cfg, st, device, dtype, ckpt: Path) -> dict:
+def trainer_args(cfg: StageConfig, st: RewardModelStage, device, dtype, ckpt: Path) -> dict:
     import torch
 
     return dict(output_dir=str(ckpt), num_train_epochs=st.epochs, max_steps=st.max_steps or -1,
@@ -111,7 +123,7 @@ def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_len
     return out
 
 
-def pair_hits(model, tok, rows: list[dict], st) -> list[bool]:
+def pair_hits(model, tok, rows: list[dict], st: RewardModelStage) -> list[bool]:
     """Per pair: does the chosen response score higher than the rejected one?"""
     if not rows:
         return []
@@ -120,12 +132,12 @@ def pair_hits(model, tok, rows: list[dict], st) -> list[bool]:
     return [c > r for c, r in zip(chosen, rejected)]
 
 
-def pair_accuracy(model, tok, rows: list[dict], st) -> float | None:
+def pair_accuracy(model, tok, rows: list[dict], st: RewardModelStage) -> float | None:
     hits = pair_hits(model, tok, rows, st)
     return sum(hits) / len(hits) if hits else None
 
 
-def held_out_by_kind(model, tok, pairs: list[dict], prompts: dict, labels: list[dict], st) -> dict:
+def held_out_by_kind(model, tok, pairs: list[dict], prompts: dict, labels: list[dict], st: RewardModelStage) -> dict:
     """Held-out accuracy per pair kind ("teacher>student", "student>student").
 
     Teacher-vs-student pairs can be told apart by style alone; student-vs-student
@@ -143,7 +155,7 @@ def held_out_by_kind(model, tok, pairs: list[dict], prompts: dict, labels: list[
     return out
 
 
-def score_responses(model, tok, cfg, st) -> list[dict]:
+def score_responses(model, tok, cfg: StageConfig, st: RewardModelStage) -> list[dict]:
     """The trained model's score of every response of the `score` stage (label-free: no gold read here)."""
     if cfg.input_or_none("score", "responses") is None:
         return []

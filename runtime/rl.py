@@ -32,6 +32,9 @@ import math
 import shutil
 from pathlib import Path
 
+from compiler.contract import StageConfig
+from compiler.stages import RlStage
+
 from . import answers, models
 from . import task as taskdata
 from .checkpoints import current, resume_dir, swap_in, train_or_load
@@ -84,7 +87,7 @@ def load_reward_model(path: str, policy_tok=None):
     return rm.eval(), tok
 
 
-def trainer_args(cfg, st, device, dtype) -> dict:
+def trainer_args(cfg: StageConfig, st: RlStage, device, dtype) -> dict:
     import torch
 
     return dict(learning_rate=st.learning_rate, temperature=st.temperature, **tracking_args(cfg),
@@ -111,7 +114,7 @@ def snapshot(dir_: Path, policy, value, tok, rows: list[dict], step: int) -> Non
     swap_in(tmp, dir_ / "latest")
 
 
-def ppo_start(cfg, latest: Path):
+def ppo_start(cfg: StageConfig, latest: Path):
     """(policy, value model, rl_log rows so far, steps done): the last snapshot's, else fresh ones."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -127,7 +130,7 @@ def ppo_start(cfg, latest: Path):
             read_jsonl(latest / "rl_log.jsonl"), done)
 
 
-def ppo_config(cfg, st, out: Path, done: int, total: int, device, dtype):
+def ppo_config(cfg: StageConfig, st: RlStage, out: Path, done: int, total: int, device, dtype):
     from trl.experimental.ppo import PPOConfig
 
     return PPOConfig(output_dir=str(out), total_episodes=(total - done) * st.batch_size,
@@ -140,7 +143,7 @@ def ppo_config(cfg, st, out: Path, done: int, total: int, device, dtype):
                         "learning_rate": st.learning_rate * (total - done) / total})
 
 
-def run_ppo(cfg, st, prompts, device, dtype):
+def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl.experimental.ppo import PPOTrainer
@@ -173,18 +176,18 @@ def run_ppo(cfg, st, prompts, device, dtype):
 
 
 # ----------------------------------------------------------------------------- grpo / rloo
-def policy_path(cfg) -> str:
+def policy_path(cfg: StageConfig) -> str:
     """A folder holding the policy: GRPO/RLOO load their KL reference from the policy's own path."""
     ref = cfg.models["policy"]
     if ref.source != "init":
-        return ref.path
+        return ref.path  # type: ignore[return-value]  # a loaded model has a path
     path = resume_dir(cfg, "init_policy")
     if not (path / "config.json").exists():
-        models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)
+        models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)  # type: ignore[call-arg]  # (model, tokenizer), path
     return str(path)
 
 
-def answer_targets(cfg, st) -> dict[str, str] | None:
+def answer_targets(cfg: StageConfig, st: RlStage) -> dict[str, str] | None:
     """question id -> the answer that earns reward 1 (reward: majority or gold); None for reward: model."""
     if st.reward == "majority":   # every labelled row of a kept question carries the question's pseudo-label
         return {r["question_id"]: r["pseudo_label"] for r in read_jsonl(cfg.input("votes", "labels"))}
@@ -207,7 +210,7 @@ def answer_reward(targets: dict[str, str], fmt: str, name: str):
     return reward
 
 
-def reward_function(cfg, st, targets):
+def reward_function(cfg: StageConfig, st: RlStage, targets):
     """(reward_funcs, reward_processing_classes) for GRPO/RLOO: the reward model, or answer matching."""
     if targets is None:
         model, tok = load_reward_model(cfg.input("reward_model"))
@@ -215,7 +218,7 @@ def reward_function(cfg, st, targets):
     return answer_reward(targets, cfg.task.format, f"{st.reward}_answer"), None
 
 
-def run_group(cfg, st, questions, targets, device, dtype):
+def run_group(cfg: StageConfig, st: RlStage, questions, targets, device, dtype):
     """GRPO or RLOO: batch_size completions per rollout (batch_size / num_generations prompts)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

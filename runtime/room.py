@@ -7,6 +7,7 @@ load, naming the longest prompt's file:line (or question id).
 """
 from __future__ import annotations
 
+from compiler.contract import StageConfig
 from compiler.datarows import DataError
 
 from . import task as taskdata
@@ -43,7 +44,7 @@ def check_context(ref, tok, task, rows: list[dict], new_tokens: int, what: str) 
                      f"{what}, shorten or drop that question, or use a model with a longer context")
 
 
-def check_context_before_weights(cfg, ref, rows: list[dict], new_tokens: int, what: str) -> None:
+def check_context_before_weights(cfg: StageConfig, ref, rows: list[dict], new_tokens: int, what: str) -> None:
     """check_context for a stage about to load `ref`: init models were measured at validate, others only now."""
     if ref.source != "init":
         from .models import load_tokenizer

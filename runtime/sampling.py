@@ -29,6 +29,7 @@ def sample(model, tokenizer, texts: list[str], temperature: float, k: int, max_n
     import torch
 
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    kw: dict[str, object]
     if temperature == 0:
         kw = dict(do_sample=False, num_return_sequences=1)
     else:   # top_k=0: only temperature and top_p shape the distribution, whatever the model's defaults

@@ -12,6 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
+from compiler.contract import StageConfig
+from compiler.stages import SftStage
+
 from . import models
 from . import task as taskdata
 from .checkpoints import last_checkpoint, resume_dir
@@ -29,7 +32,7 @@ def _row(messages: list[dict], completion: str) -> dict:
     return {"prompt": messages, "completion": [{"role": "assistant", "content": completion}]}
 
 
-def training_rows(cfg, stage) -> list[dict]:
+def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
     """The rows this stage trains on, chosen by where its data comes from."""
     if stage.data == "gold":
         gold = taskdata.gold(cfg.task, "gold", cfg.spec_seed)
@@ -57,7 +60,7 @@ class TimeLimitExceeded(Exception):
     """Training ran past max_time_s: the job fails, it never stops early with a result."""
 
 
-def stop_rules(stage, dev: list[dict], gen_tok, task):
+def stop_rules(stage: SftStage, dev: list[dict], gen_tok, task):
     """A TrainerCallback for the spec's stop rules: a dev-accuracy target, and max_time_s as a failure.
 
     Training stops only on steps, epochs or dev accuracy, so a finished run computes
@@ -90,7 +93,7 @@ def stop_rules(stage, dev: list[dict], gen_tok, task):
 
 
 # ----------------------------------------------------------------------------- trainer
-def sft_config(cfg, stage, device, dtype, out_dir: Path):
+def sft_config(cfg: StageConfig, stage: SftStage, device, dtype, out_dir: Path):
     import torch
     from trl import SFTConfig
 
@@ -107,7 +110,7 @@ def sft_config(cfg, stage, device, dtype, out_dir: Path):
     )
 
 
-def lora_config(stage):
+def lora_config(stage: SftStage):
     if stage.lora is None:
         return None
     from peft import LoraConfig

@@ -8,8 +8,8 @@ Pure Python (no torch), so light stages import it cheaply.
 """
 from __future__ import annotations
 
-from compiler.datarows import LETTERS, DataError, in_fraction, parse_row, read_rows, user_text  # noqa: F401 (re-exported)
-from compiler.datarows import iter_jsonl
+from compiler.contract import StageConfig
+from compiler.datarows import LETTERS, DataError, in_fraction, iter_jsonl, parse_row, read_rows, user_text  # noqa: F401 (re-exported)
 from compiler.schema import DataSource, TaskSpec
 from compiler.synthetic import SPLITS, synthetic  # noqa: F401 (re-exported)
 
@@ -19,10 +19,10 @@ from .errors import StageError
 
 # ----------------------------------------------------------------------------- files and hub
 def _read_hub(src: DataSource, fmt: str, split: str) -> tuple:
-    from datasets import load_dataset   # only users with network reach this
+    from datasets import load_dataset  # only users with network reach this
 
     ds = load_dataset(src.hub, src.subset, split=src.split)
-    rows = []
+    rows: list[dict] = []
     for i in range(len(ds)):
         if not in_fraction(dict(ds[i]), src.fraction):
             continue
@@ -77,7 +77,7 @@ def messages(row: dict, task: TaskSpec) -> list[dict]:
     return msgs + [{"role": "user", "content": user_text(row)}]
 
 
-def distilled_responses(cfg, kind: str) -> list[tuple[list[dict], str]]:
+def distilled_responses(cfg: StageConfig, kind: str) -> list[tuple[list[dict], str]]:
     """(chat prompt, response text) pairs a student trains on, from its stage's declared data input.
 
     A pseudo_reward input gives every majority-agreeing teacher response (all of them, not one

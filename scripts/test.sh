@@ -13,6 +13,10 @@ if [ $fast = 0 ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && co
     || echo "note: could not install chromium; the report's browser test will be skipped"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Lint and types first (pyproject.toml configures both): seconds, and they fail before any test runs.
+.venv/bin/ruff check compiler runtime
+.venv/bin/mypy
+# ruff format --check compiler runtime   # on from the commit that formats the tree (see docs/architecture.md)
 if [ $fast = 1 ]; then
   exec .venv/bin/python -m pytest -q -n 2 -m "not slow" "$@"
 fi
