@@ -6,7 +6,6 @@ the one list of kinds: the spec's stage union, the planner, the renderer and the
 """
 from __future__ import annotations
 
-import json
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -332,47 +331,44 @@ class DistillLogitsStage(StageBase):
                          "responses and, with probability lmbda per step, on the student's own samples")
 
     def check(self, pl, sid: str) -> None:
-        roots = [_root_model(pl, name) for name in (self.teacher, self.model)]
-        if None in roots:
-            return
-        why = self.tokenizer_mismatch(*roots, lambda v: pl._local(v) if pl._local(v).is_dir() else None)
+        names = [lineage(pl.spec.stages, name)[-1] for name in (self.teacher, self.model)]
+        why = tokenizer_mismatch(pl, *names) if all(n in pl.spec.models for n in names) else None
         if why:
             pl.problem(("stages", sid, "teacher"), why, self.teacher,
-                       "pick a student of the teacher's family, or distil through text (an sft stage)")
+                       "pick a student of the teacher's family (or `from:` the teacher), or distil through text "
+                       "(an sft stage)")
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         return {sid: "logits", lineage(stages, sid)[-1]: STUDENT}
 
-    @staticmethod
-    def tokenizer_mismatch(teacher, student, local) -> str | None:
-        """Why the teacher's and student's lineages cannot share a tokenizer, where the spec tells; else None.
 
-        `teacher`/`student`: the models at the roots of their lineages; `local(path)`: a path's
-        folder if it is one. `init:` models all share the tokenizer built from the task corpus;
-        two local folders are compared by their tokenizer.json vocabularies. Hub models are
-        left to the stage, which compares the tokenizers before loading any weights.
-        """
-        if (teacher.init is None) != (student.init is None):
-            loaded = teacher if teacher.init is None else student
-            return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
-                    f"corpus), the other from {loaded.path!r} (its own tokenizer): logit distillation compares the two "
-                    "distributions token by token, so both need one tokenizer")
-        if teacher.init is not None or teacher.path == student.path:
-            return None
-        vocabs = []
-        for m in (teacher, student):
-            folder = local(m.path)
-            file = folder / "tokenizer.json" if folder is not None else None
-            if file is None or not file.is_file():
-                return None
-            try:
-                vocabs.append(json.loads(file.read_text(encoding="utf-8")).get("model", {}).get("vocab"))
-            except (OSError, ValueError):
-                return None
-        if vocabs[0] != vocabs[1]:
-            return (f"the tokenizers of {teacher.path!r} and {student.path!r} differ (tokenizer.json vocabularies): "
-                    "logit distillation compares the two distributions token by token")
+def tokenizer_mismatch(pl, teacher: str, student: str) -> str | None:
+    """Why two declared models (the roots of a teacher's and a student's lineages) cannot share a
+    tokenizer, where the spec and the files tell; else None.
+
+    `init:` models all share the tokenizer built from the task corpus; a pruned model shares its
+    parent's; others are compared by their tokens in id order (tokenizer.json or a GGUF header).
+    What cannot be read here (a hub model not cached) is left to the stage, which compares the
+    tokenizers before loading any weights.
+    """
+    from .modelcheck import describe, root, tokens
+
+    ids = [root(pl, teacher), root(pl, student)]
+    t, s = (pl.spec.models.get(i) for i in ids)
+    if t is None or s is None:
         return None
+    if (t.init is None) != (s.init is None):
+        loaded = t if t.init is None else s
+        return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
+                f"corpus), the other from {describe(loaded)} (its own tokenizer): logit distillation compares the two "
+                "distributions token by token, so both need one tokenizer")
+    if t.init is not None or ids[0] == ids[1]:
+        return None
+    vocabs = [tokens(pl, i) for i in ids]
+    if None in vocabs or vocabs[0] == vocabs[1]:
+        return None
+    return (f"the tokenizers of {describe(t)} ({len(vocabs[0])} tokens) and {describe(s)} ({len(vocabs[1])} "
+            "tokens) differ: logit distillation compares the two distributions token by token")
 
 
 class EvalStage(StageBase):
@@ -448,11 +444,6 @@ def lineage(stages: dict, name: str) -> list[str]:
         st = stages.get(name)
         name = getattr(st, st.starts_from) if st is not None and st.produces_model else None
     return chain
-
-
-def _root_model(pl, name: str):
-    """The declared model at the root of `name`'s lineage (a model id, or a stage's starting weights), if any."""
-    return pl.spec.models.get(lineage(pl.spec.stages, name)[-1])
 
 
 def report_roles(stages: dict) -> dict[str, str]:

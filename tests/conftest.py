@@ -38,6 +38,15 @@ def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
+def hub_reachable(monkeypatch):
+    """For tests that only compile specs naming hub models not cached here (specs/paper_gsm8k.yaml): with
+    HF_HUB_OFFLINE unset the compiler takes a hub id on trust (it never downloads); offline, it refuses
+    an id that is not in the local hub cache (compiler/modelcheck.py)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+
+@pytest.fixture
 def built(tmp_path, monkeypatch):
     """Build a spec in tmp_path and chdir there: `configs = built(spec_dict)`."""
     monkeypatch.chdir(tmp_path)
