@@ -86,7 +86,9 @@ def make_lm(cfg, stage, device, dtype):
         lm = HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
         count_progress(lm, cfg)
         return lm, None
-    args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,
+    from .model_folders import local_folder
+    where = local_folder(ref)    # a GGUF or pruned model: its folder in the model cache, made once
+    args = {"pretrained": str(Path(where).resolve()) if Path(where).is_dir() else where,
             "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
     if ref.revision:
         args["revision"] = ref.revision

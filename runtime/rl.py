@@ -177,7 +177,7 @@ def policy_path(cfg) -> str:
     """A folder holding the policy: GRPO/RLOO load their KL reference from the policy's own path."""
     ref = cfg.models["policy"]
     if ref.source != "init":
-        return ref.path
+        return models.local_folder(ref)
     path = resume_dir(cfg, "init_policy")
     if not (path / "config.json").exists():
         models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)
