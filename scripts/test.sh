@@ -9,6 +9,9 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     || echo "note: could not install chromium; the report's browser test will be skipped"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Models made once (the real test model dequantised from its GGUF file, ~1.5 min): kept between
+# runs in a gitignored folder of the repo, so a CI run (and every later local run) makes it once.
+export DISTILLC_CACHE="${DISTILLC_CACHE:-$PWD/.cache/distillc}"
 # Two workers, one test file each at a time: the SLURM tests mostly wait on the scheduler,
 # so the other worker's tests run in those gaps (about half the wall time of one worker).
 exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
