@@ -228,3 +228,38 @@ def test_pruning_deeper_than_the_parent_is_a_stage_error(smol_model_dir, tmp_pat
     with pytest.raises(StageError, match="has 30 layers; a model pruned from it cannot keep 31"):
         mf.local_folder(ModelRef(name="s", source="pruned", parent=parent, layers=31, base="s"))
     assert not [p for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")]
+
+
+@pytest.mark.slow
+def test_stages_run_on_a_packaged_gguf_teacher_and_a_pruned_student(smol_model_dir, built):
+    """The spec's own words, through the stage programs: the teacher loads from the package's GGUF file
+    (the cached folder), and the pruned student is sampled, logit-distilled, fine-tuned and evaluated."""
+    from transformers import AutoModelForCausalLM
+
+    from runtime import distill_logits, eval as eval_stage, generate, sft
+    from runtime.common import read_json, read_jsonl
+
+    configs = built({
+        "name": "smol_stages", "task": {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 0,
+                                                      "dev_size": 0, "distill_size": 4, "test_size": 2}},
+        "models": {"teacher": {"package": SMOL_PACKAGE, "gguf_file": SMOL_GGUF},
+                   "student": {"from": "teacher", "layers": 2}},
+        "stages": {
+            "samples": {"kind": "generate", "model": "teacher", "max_questions": 2, "temperatures": [0.7],
+                        "samples_per_temperature": 1, "max_new_tokens": 8},
+            "gkd": {"kind": "distill_logits", "teacher": "teacher", "model": "student", "data": "samples",
+                    "lmbda": 0.0, "max_steps": 1, "batch_size": 2, "max_length": 96},
+            "student_sft": {"kind": "sft", "model": "student", "data": "samples", "max_steps": 1, "batch_size": 2,
+                            "max_length": 96},
+            "eval_student": {"kind": "eval", "model": "student", "limit": 2, "max_new_tokens": 4}}})
+    generate.main(["--config", str(configs["samples"]), "--threads", "2"])
+    rows = read_jsonl("runs/smol_stages/samples/responses.jsonl")
+    assert len(rows) == 2 and all(r["text"] for r in rows)
+    distill_logits.main(["--config", str(configs["gkd"]), "--threads", "2"])
+    sft.main(["--config", str(configs["student_sft"]), "--threads", "2"])
+    for stage in ("gkd", "student_sft"):
+        trained = AutoModelForCausalLM.from_pretrained(f"runs/smol_stages/{stage}/model")
+        assert trained.config.num_hidden_layers == 2 and trained.config.vocab_size == 49152
+    eval_stage.main(["--config", str(configs["eval_student"]), "--threads", "2"])
+    assert read_json("runs/smol_stages/eval_student/metrics.json")
+    assert len(read_jsonl("runs/smol_stages/eval_student/samples.jsonl")) == 2
