@@ -157,6 +157,26 @@ def test_a_spec_names_a_packaged_gguf_teacher_and_a_pruned_student(tmp_path):
     assert lock["spec"]["models"]["student"]["from"] == "teacher"      # the lock rebuilds: `from`, as written
 
 
+def test_a_sweep_of_the_parent_reaches_its_pruned_student(tmp_path):
+    """Sweeping the teacher makes one pruned student per teacher variant, each keeping layers of its own."""
+    depth4 = str(REPO / "tests" / "bad_specs" / "model_files" / "depth4")
+    spec = {"name": "sw", "task": {"synthetic": {"gold_size": 0, "dev_size": 0}},
+            "models": {"teacher": {"path": depth4}, "student": {"from": "teacher", "layers": 2}},
+            "stages": {"samples": {"kind": "generate", "model": "teacher"},
+                       "sft": {"kind": "sft", "model": "student", "data": "samples"}},
+            "sweep": {"models.teacher.trust_remote_code": [False, True], "models.student.layers": [2, 3]}}
+    configs = build_spec(spec, tmp_path)
+    sft = {sid: yaml.safe_load(path.read_text())["models"]["model"] for sid, path in configs.items()
+           if sid.startswith("sft")}
+    assert len(sft) == 4
+    for ref in sft.values():
+        assert ref["name"].startswith("student__") and ref["parent"]["name"].startswith("teacher__")
+        assert ref["parent"]["trust_remote_code"] == (ref["parent"]["name"] == "teacher__trust_remote_code_true")
+        assert ref["name"].endswith(f"layers_{ref['layers']}")
+    assert {(r["layers"], r["parent"]["trust_remote_code"]) for r in sft.values()} == \
+        {(2, False), (2, True), (3, False), (3, True)}
+
+
 # ----------------------------------------------------------------------------- slow: the real model
 @pytest.mark.slow
 def test_the_gguf_model_becomes_an_ordinary_model_folder(smol_model_dir):
