@@ -283,3 +283,38 @@ def test_stages_run_on_a_packaged_gguf_teacher_and_a_pruned_student(smol_model_d
     eval_stage.main(["--config", str(configs["eval_student"]), "--threads", "2"])
     assert read_json("runs/smol_stages/eval_student/metrics.json")
     assert len(read_jsonl("runs/smol_stages/eval_student/samples.jsonl")) == 2
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen3"])
+def test_pruning_works_beyond_llama(arch, tmp_path, monkeypatch):
+    """GPT-2 keeps its blocks in transformer.h; Qwen3 lists an attention kind per layer (layer_types)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, Qwen3Config
+
+    from compiler.schema import TaskSpec
+    from runtime.models import build_tokenizer
+
+    monkeypatch.setenv("DISTILLC_CACHE", str(tmp_path / "cache"))
+    tok = build_tokenizer(TaskSpec(), 0)
+    if arch == "gpt2":
+        config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=5, n_head=2, n_positions=64)
+    else:
+        config = Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=5,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=8, use_sliding_window=True,
+                             sliding_window=8, max_window_layers=2)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "parent")
+    tok.save_pretrained(tmp_path / "parent")
+    parent = ModelRef(name="p", source="path", path=str(tmp_path / "parent"), base="p")
+    folder = mf.local_folder(ModelRef(name="s", source="pruned", parent=parent, layers=3, base="s"))
+    small, big = (AutoModelForCausalLM.from_pretrained(f) for f in (folder, tmp_path / "parent"))
+    assert small.config.num_hidden_layers == 3
+    blocks = (lambda m: m.transformer.h) if arch == "gpt2" else (lambda m: m.model.layers)
+    for new, old in enumerate([0, 2, 4]):
+        mine, theirs = blocks(small)[new].state_dict(), blocks(big)[old].state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    if arch == "qwen3":
+        assert small.config.layer_types == [big.config.layer_types[i] for i in (0, 2, 4)]
+        assert len(set(big.config.layer_types)) == 2          # the test would show a mix-up
+    ids = torch.tensor([[1, 5, 6, 7]])
+    assert small(ids).logits.shape == (1, 4, len(tok))
