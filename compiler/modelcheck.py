@@ -105,8 +105,8 @@ def _check_folder(pl, name: str, m, folder: Path, field: str) -> None:
         missing.append(f"no tokenizer ({', '.join(TOKENIZER_FILES[:3])} ...)")
     if missing:
         pl.problem(("models", name, field), f"{folder} is not a model folder: {' and '.join(missing)}",
-                   getattr(m, field), "give a folder written by save_pretrained (weights, config and tokenizer together), "
-                                "or gguf_file: for a GGUF checkpoint in it")
+                   getattr(m, field), "give a folder written by save_pretrained (weights, config and tokenizer "
+                                      "together), or gguf_file: for a GGUF checkpoint in it")
 
 
 def _check_pruned(pl, name: str, m) -> None:

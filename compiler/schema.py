@@ -145,12 +145,13 @@ class ModelSpec(Strict):
                                                         "~/.cache/distillc) that every stage loads.")
     parent: str | None = Field(
         None, alias="from", description="Another model id: this model is that one cut to `layers` decoder layers "
-                                        "(evenly spaced, first and last kept: DistilBERT's and Minitron's depth-pruned "
-                                        "start), with its embeddings, final norm, head, tokenizer and generation config.")
+                                        "(evenly spaced, first and last kept: DistilBERT's and Minitron's "
+                                        "depth-pruned start), with its embeddings, final norm, head, tokenizer and "
+                                        "generation config.")
     layers: int | None = Field(None, ge=1, le=1024, description="Decoder layers a `from` model keeps (at most its "
                                                                "parent's depth). Fewer: faster, weaker to start.")
     init: InitModel | None = Field(None, description="Build a random-init model instead of loading one.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin (with a hub id `path`).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin (a hub id `path`).")
     trust_remote_code: bool = Field(False, description="Run the model repo's own code. Off unless you trust it.")
 
     @model_validator(mode="after")

@@ -122,7 +122,8 @@ def test_two_processes_building_one_entry_build_it_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] == str(tmp_path / "cache" / "models" / "entry")
     assert log.read_text() == "built\n"
-    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")) == ["entry"]
+    made = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock"))
+    assert made == ["entry"]
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
