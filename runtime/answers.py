@@ -22,7 +22,6 @@ STRICT_SUFFIX = "_strict"   # eval filter "greedy_strict" scores the strict read
 # "1,000" and "$1,200.50" are one number: thousands groups first, else plain digits.
 _NUMBER = re.compile(r"[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _LETTER = re.compile(r"\b([A-J])\b")
-_ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
 _BARE_LETTER = re.compile(r"\(?([A-Ja-j])[).]?")
 
 # The strict reading, per format: a "####" marker, spaces, then the answer on the same line (group 1).
@@ -36,12 +35,21 @@ STRICT_MARK = {
 }
 
 
+# The flexible reading's anchor: "the answer is N" ("is: N", "is **N**" too) with N on the same line.
+# A dangling "The answer is" (cut off at max_new_tokens) is not one: the one before it counts.
+_ANSWER_IS = {
+    "gsm8k": re.compile(r"(?i:answer is):?[ \t]*\**[ \t]*(" + _NUMBER.pattern + r")"),
+    "multiple_choice": re.compile(r"(?i:answer is):?[ \t]*\**[ \t]*\(?([A-J])\b"),
+}
+
+
 class Reading(NamedTuple):
     """A response's answer read two ways, both normalised (None: no answer that way).
 
     strict: the first complete "#### N" (lm-eval's gsm8k strict-match).
-    flexible: the fallback, blind to markers: the last number (letter) after the last "the answer is",
-    else the last one in the whole text (lm-eval's flexible-extract takes the last number).
+    flexible: the fallback, blind to markers: after the last complete "the answer is N", the last number
+    on that line (multiple choice: the letter right after it); else the last number (letter A-J) in the
+    whole text (lm-eval's flexible-extract takes the last number).
     """
     strict: str | None
     flexible: str | None
@@ -58,12 +66,14 @@ def read(text: str | None, fmt: str) -> Reading:
     max_new_tokens); its first answer is the one it gave, the rest is degenerate repetition."""
     if not text:
         return Reading(None, None)
+    fmt = "multiple_choice" if fmt == "multiple_choice" else "gsm8k"
     mark = strict_match(text, fmt)
-    strict = normalise(mark.group(1)) if mark else None
-    marks = list(_ANSWER_IS.finditer(text))
-    tail = text[marks[-1].end():] if marks else text
-    found = (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(tail)
-    return Reading(strict, normalise(found[-1]) if found else None)
+    said = list(_ANSWER_IS[fmt].finditer(text))
+    if said and fmt == "gsm8k":   # "The answer is 6 - 2 = 4.": the line's last number
+        found = _NUMBER.findall(text[said[-1].start(1):].split("\n", 1)[0])
+    else:                         # a letter right after (prose holds stray capitals), else the text's last one
+        found = [m.group(1) for m in said[-1:]] or (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(text)
+    return Reading(normalise(mark.group(1)) if mark else None, normalise(found[-1]) if found else None)
 
 
 def strict_match(text: str, fmt: str):

@@ -31,6 +31,9 @@ CASES = [
     ("#### 11\nThe answer is 11.\n#### 11\n#### ", "gsm8k", "11", "11", "11"),   # repeated, then cut off
     ("#### 4\nThe answer is 4.\n#### 6\n#### 2", "gsm8k", "4", "4", "4"),     # the FIRST complete marker
     ("#### Step 1: 5 + 3 = 8.\nThe answer is 8.", "gsm8k", "8", None, "8"),   # a heading, not an answer
+    ("The answer is 4.\nThe answer is 6 - 2 = 4.\nThe answer is", "gsm8k", "4", None, "4"),   # the last complete one
+    ("The answer is 5.\n#### \n6 more", "gsm8k", "5", None, "5"),   # not the last number: the one the model said
+    ("Max has 14 coins. The answer is that he has more", "gsm8k", "14", None, "14"),
     ("I do not know", "gsm8k", None, None, "4"),
     ("", "gsm8k", None, None, "4"),
     ("(B)", "multiple_choice", "B", None, "B"),
@@ -39,6 +42,7 @@ CASES = [
     ("x #### D.", "multiple_choice", "D", "D", "A"),
     ("#### (B) then #### C", "multiple_choice", "B", "B", "B"),
     ("A B ####", "multiple_choice", "B", None, "A"),
+    ("The answer is (C), since D and E are wrong", "multiple_choice", "C", None, "C"),
     ("#### Answer: none of them", "multiple_choice", None, None, "A"),
 ]
 
