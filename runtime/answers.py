@@ -35,11 +35,11 @@ STRICT_MARK = {
 }
 
 
-# The flexible reading's anchor: "the answer is N" ("is: N", "is **N**" too) with N on the same line.
-# A dangling "The answer is" (cut off at max_new_tokens) is not one: the one before it counts.
+# The flexible reading's anchor: "the answer is N" ("is: N", "is **N**", 'is "N"' too) with N on the same
+# line. A dangling "The answer is" (cut off at max_new_tokens) is not one: the one before it counts.
 _ANSWER_IS = {
-    "gsm8k": re.compile(r"(?i:answer is):?[ \t]*\**[ \t]*(" + _NUMBER.pattern + r")"),
-    "multiple_choice": re.compile(r"(?i:answer is):?[ \t]*\**[ \t]*\(?([A-J])\b"),
+    "gsm8k": re.compile(r"(?i:answer is):?[ \t]*[\"'*]*[ \t]*(" + _NUMBER.pattern + r")"),
+    "multiple_choice": re.compile(r"(?i:answer is):?[ \t]*[\"'*]*[ \t]*\(?([A-J])\b"),
 }
 
 

@@ -34,6 +34,7 @@ CASES = [
     ("The answer is 4.\nThe answer is 6 - 2 = 4.\nThe answer is", "gsm8k", "4", None, "4"),   # the last complete one
     ("The answer is 5.\n#### \n6 more", "gsm8k", "5", None, "5"),   # not the last number: the one the model said
     ("Max has 14 coins. The answer is that he has more", "gsm8k", "14", None, "14"),
+    ('#### 5\nThe answer is "5".\n#### 6\nThe answer is "6".\n#### 7\nThe answer', "gsm8k", "5", "5", "5"),
     ("I do not know", "gsm8k", None, None, "4"),
     ("", "gsm8k", None, None, "4"),
     ("(B)", "multiple_choice", "B", None, "B"),
