@@ -42,14 +42,17 @@ _ANSWER_IS = {
     "multiple_choice": re.compile(r"(?i:answer is):?[ \t]*[\"'*]*[ \t]*\(?([A-J])\b"),
 }
 
+# After "the answer is N": an arithmetic chain "(op M)+ = R" on the same line makes R the answer.
+_RESULT = re.compile(r"(?:[ \t]*[-+*/x×][ \t]*" + _NUMBER.pattern + r")+[ \t]*=[ \t]*(" + _NUMBER.pattern + r")")
+
 
 class Reading(NamedTuple):
     """A response's answer read two ways, both normalised (None: no answer that way).
 
     strict: the first complete "#### N" (lm-eval's gsm8k strict-match).
-    flexible: the fallback, blind to markers: after the last complete "the answer is N", the last number
-    on that line (multiple choice: the letter right after it); else the last number (letter A-J) in the
-    whole text (lm-eval's flexible-extract takes the last number).
+    flexible: the fallback, blind to markers: N of the last complete "the answer is N" (R where an
+    equation "N + M = R" follows; multiple choice: the letter right after it); else the last number
+    (letter A-J) in the whole text (lm-eval's flexible-extract takes the last number).
     """
     strict: str | None
     flexible: str | None
@@ -69,8 +72,9 @@ def read(text: str | None, fmt: str) -> Reading:
     fmt = "multiple_choice" if fmt == "multiple_choice" else "gsm8k"
     mark = strict_match(text, fmt)
     said = list(_ANSWER_IS[fmt].finditer(text))
-    if said and fmt == "gsm8k":   # "The answer is 6 - 2 = 4.": the line's last number
-        found = _NUMBER.findall(text[said[-1].start(1):].split("\n", 1)[0])
+    if said and fmt == "gsm8k":   # N; "The answer is 24 + 24 = 52.": the result
+        result = _RESULT.match(text, said[-1].end(1))
+        found = [result.group(1) if result else said[-1].group(1)]
     else:                         # a letter right after (prose holds stray capitals), else the text's last one
         found = [m.group(1) for m in said[-1:]] or (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(text)
     return Reading(normalise(mark.group(1)) if mark else None, normalise(found[-1]) if found else None)

@@ -33,6 +33,8 @@ CASES = [
     ("#### Step 1: 5 + 3 = 8.\nThe answer is 8.", "gsm8k", "8", None, "8"),   # a heading, not an answer
     ("The answer is 4.\nThe answer is 6 - 2 = 4.\nThe answer is", "gsm8k", "4", None, "4"),   # the last complete one
     ("The answer is 5.\n#### \n6 more", "gsm8k", "5", None, "5"),   # not the last number: the one the model said
+    ("The answer is 9, so she has 9 x 5 = 45 eggs.", "gsm8k", "9", None, "9"),
+    ("So the answer is 24 + 24 = 52.", "gsm8k", "52", None, "52"),
     ("Max has 14 coins. The answer is that he has more", "gsm8k", "14", None, "14"),
     ('#### 5\nThe answer is "5".\n#### 6\nThe answer is "6".\n#### 7\nThe answer', "gsm8k", "5", "5", "5"),
     ("I do not know", "gsm8k", None, None, "4"),
