@@ -1,8 +1,9 @@
 """The answer reader on real text: responses of a real instruct model, each answer read by hand.
 
 tests/data/real_responses.jsonl holds responses of SmolLM2-135M-Instruct to synthetic questions
-(benchmarks/real_responses.py made them: greedy and sampled, cut off at several max_new_tokens), and
-for each the strict and flexible answers a person read in it. Real text is what broke the old reader:
+(benchmarks/real_responses.py made them: greedy and sampled, cut off at several max_new_tokens; rows
+"s..." come from the model after 16 SFT steps on "... #### N" targets, the answers a distilled student
+writes), and for each the strict and flexible answers a person read in it. Real text is what broke the old reader:
 the marker written again and again, a later degenerate "#### 2" after the first "#### 4", a "####" or
 "The answer is" cut off at the token limit.
 """
