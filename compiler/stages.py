@@ -58,6 +58,14 @@ class LoraConfig(Strict):
     dropout: float = Field(0.05, ge=0, lt=1, description="Adapter dropout.")
 
 
+def keep_cut_off_field(what: str):
+    """The one `keep_cut_off` option (sft, distill_logits, pseudo_reward): a response that ran to
+    max_new_tokens without stopping is a ramble, often with no answer or a repeated one; by default
+    the stage leaves such responses out of `what` and records how many it dropped."""
+    return Field(False, description=f"Keep responses cut off at max_new_tokens (generate's `cut_off`) in {what}; "
+                                    "by default they are left out and the number dropped is recorded.")
+
+
 class SftStage(StageBase):
     """Supervised fine-tuning (TRL SFTTrainer), completion-only loss."""
 
@@ -80,6 +88,7 @@ class SftStage(StageBase):
     eval_every_steps: int = Field(50, ge=1, description="How often to check dev accuracy.")
     save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    keep_cut_off: bool = keep_cut_off_field("the training data (not used with data: gold)")
 
     outputs: ClassVar = {"model": Output("model/", passed_on=True)}
     refs: ClassVar = (Ref("model"), Ref("data", ("pseudo_reward", "generate")))
@@ -124,6 +133,7 @@ class PseudoRewardStage(StageBase):
     students: list[str] = Field([], description="Generate stages sampling the student(s).")
     min_agreement: float = Field(0.5, ge=0, le=1, description="Drop questions whose majority share is below this.")
     pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question.")
+    keep_cut_off: bool = keep_cut_off_field("the labels and pairs (the vote always counts every teacher answer)")
 
     outputs: ClassVar = {"labels": Output("labels.jsonl", passed_on=True), "pairs": Output("pairs.jsonl", passed_on=True),
                          "stats": Output("stats.json")}
@@ -317,6 +327,7 @@ class DistillLogitsStage(StageBase):
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(256, ge=16, description="Truncate prompt + response to this many tokens.")
     save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
+    keep_cut_off: bool = keep_cut_off_field("the training data")
 
     outputs: ClassVar = {"model": Output("model/", passed_on=True)}
     refs: ClassVar = (Ref("teacher"), Ref("model"), Ref("data", ("pseudo_reward", "generate")))

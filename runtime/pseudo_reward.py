@@ -42,7 +42,8 @@ def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
                                  "were the responses made from another task?")
             grouped.setdefault(r["question_id"], []).append(
                 {"question_id": r["question_id"], "source": source, "role": role, "sample_id": r["sample_id"],
-                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"]})
+                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"],
+                 "cut_off": taskdata.is_cut_off(r)})
     return grouped
 
 
@@ -77,22 +78,25 @@ def label_all(cfg, st):
     order = [q["id"] for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
     sources = load_sources(cfg)
     grouped = group_by_question(sources, order)
-    labels, pairs, agreements, dropped, no_answer = [], [], [], [], []
+    labels, pairs, agreements, dropped, no_answer, cut_off = [], [], [], [], [], 0
     for qid in order:
         rows = grouped.get(qid)
         teacher = [r["answer"] for r in rows or [] if r["role"] == "teacher"]
         if not teacher:
             continue   # not sampled (e.g. generate's max_questions): not a question of this run
-        label, agreement = vote(teacher)
+        label, agreement = vote(teacher)   # every teacher answer votes, cut off or not
         agreements.append(agreement)
         if label is None or agreement < st.min_agreement:
             (no_answer if label is None else dropped).append(qid)
             continue
-        for r in rows:
+        kept = rows if st.keep_cut_off else [r for r in rows if not r["cut_off"]]
+        cut_off += len(rows) - len(kept)   # a ramble cut at max_new_tokens is neither a label nor half a pair
+        for r in kept:
             r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
-        labels += rows
-        pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
+        labels += kept
+        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
+    stats["cut_off"] = {"dropped": cut_off, "keep_cut_off": st.keep_cut_off}
     return labels, pairs, stats
 
 
@@ -125,7 +129,8 @@ def main(argv=None) -> None:
     labels, pairs, stats = label_all(cfg, st)
     q = stats["questions"]
     log(f"questions: {q['total']} answered by the teacher, {q['kept']} kept, {q['dropped']} dropped "
-        f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs")
+        f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs; "
+        f"{stats['cut_off']['dropped']} responses cut off at max_new_tokens left out")
     if not labels:
         log("warning: no question kept: lower min_agreement or sample the teacher more")
     write_jsonl(cfg.outputs["labels"], labels)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from compiler.stages import STAGE_CLASSES, all_roles
 
-from . import report_cards, report_seeds
+from . import report_cards, report_cutoff, report_seeds
 from . import task as taskdata
-from .answers import same as same_answer, vote
+from .answers import STRICT_SUFFIX, same as same_answer, vote
 from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
 from . import report_method as method
 from .report_page import NAMES, render
@@ -109,6 +109,7 @@ def collect(cfg, st, lock: dict) -> dict:
         "ladder": method.ladder(compared, spec),
         "sweep": report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed),
         "voting": voting(cfg, evals, spec, gold),
+        "cut_off": report_cutoff.collect(cfg, up),
         "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])},
         "reward_models": {r: read(cfg.inputs.get(f"{r}_metrics")) for r in up.get("reward_model", [])},
         "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
@@ -128,9 +129,10 @@ def accuracy_row(e: dict) -> dict:
     n, acc = m.get("n", 0), m.get("accuracy")
     lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
     filters = m.get("metrics", {})
+    strict = filters.get(f"{m.get('filter')}{STRICT_SUFFIX}") or {}   # the first complete "#### N" alone
     return row | {"status": "ok", "task": m.get("task"), "n": n, "accuracy": acc, "stderr": m.get("stderr"),
                   "ci95": [lo, hi], "majority": (filters.get("majority") or {}).get("accuracy"),
-                  "single": (filters.get("single") or {}).get("accuracy")}
+                  "single": (filters.get("single") or {}).get("accuracy"), "strict": strict.get("accuracy")}
 
 
 def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, seed: int) -> list[dict]:
