@@ -17,6 +17,11 @@ stopped, as TRL scores them), "kl", "entropy", "loss", plus the trainer's other
 metrics under TRL's names. TRL logs ppo's kl and entropy summed over a response,
 grpo/rloo's averaged per token; grpo with kl_coef 0 computes no kl (null).
 
+Rollouts stop where generate and eval stop (runtime/decoding.py): grpo/rloo at every stop token of the
+policy (generation_kwargs eos_token_id); TRL's PPO stops, truncates and scores at one token, so it gets
+the chat template's turn end (ppo_tokenizer). No answer stop here (TRL builds its own generate call).
+grpo/rloo's rl_log carries TRL's `completions/clipped_ratio` (share of rollouts cut off at response_length).
+
 Resume: GRPO/RLOO resume from Trainer checkpoints. PPOTrainer.train() in trl 1.12
 cannot resume, so every save_every_steps the policy, value model and log are
 saved beside the outputs, and a rerun restarts from them for the remaining
