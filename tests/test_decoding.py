@@ -106,3 +106,14 @@ def test_row_lengths_and_cut_off():
                         [6, 6, 6, 6, 2]])     # eos as its very last token: stopped, not cut off
     assert decoding.row_lengths(gen, [2, 3], [0, 4, 0, 0]) == [(3, False), (4, False), (5, True), (5, False)]
     assert decoding.row_lengths(gen, [2, 3], None)[1] == (5, True)
+
+
+def test_ppo_stops_at_the_template_turn_end():
+    """TRL's PPO stops and scores at the tokenizer's eos only: it trains with a copy whose eos is the turn end."""
+    from runtime.rl import ppo_tokenizer
+
+    tok = tokenizer()
+    ppo = ppo_tokenizer(tok)
+    assert ppo.eos_token_id == 3 and tok.eos_token_id == 2           # the original (saved with the model) unchanged
+    same = tokenizer(TURN_ENDS_WITH_EOT.replace("<|eot|>", "{{ eos_token }}"))
+    assert ppo_tokenizer(same) is same
