@@ -252,15 +252,6 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
     return rows
 
 
-def response_counts(rows: list[dict], lm) -> dict:
-    """Over all responses: how many, the share cut off at max_new_tokens, the share holding no answer."""
-    n = sum(len(r["responses"]) for r in rows)
-    cut = [c for r in rows for c in r.get("cut_off", [])]
-    return {"responses": n, "cut_off_share": sum(cut) / n if n and len(cut) == n else None,
-            "no_answer_share": sum(a is None for r in rows for a in r["answers"]) / n if n else None,
-            "generated_tokens": getattr(lm, "generated_tokens", None)}
-
-
 def provenance(result: dict, name: str, model_args: dict | None, stage) -> dict:
     """A small record of what lm-eval ran: versions, seeds, the task hash as lm-eval computes it."""
     from lm_eval.utils import hash_string
@@ -298,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format, built)
     metrics = {"model": cfg.models["model"].name, "stage": cfg.id, "task": name, "n": len(rows),
                "accuracy": filters[first]["accuracy"], "stderr": filters[first]["stderr"],
-               "metric": metric, "filter": first, "metrics": filters, **response_counts(rows, built),
+               "metric": metric, "filter": first, "metrics": filters, **eval_lm.response_counts(rows, built),
                "lm_eval": provenance(result, name, model_args, stage)}
     progress(cfg, len(rows), len(rows), "questions")
     write_jsonl(cfg.outputs["samples"], rows)

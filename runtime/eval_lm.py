@@ -83,3 +83,12 @@ def cut_off_flags(lm, context: str, n: int) -> list[bool] | None:
         return None
     taken, lm.cut_offs[context] = flags[:n], flags[n:]
     return taken
+
+
+def response_counts(rows: list[dict], lm) -> dict:
+    """Over all responses: how many, the share cut off at max_new_tokens, the share holding no answer."""
+    n = sum(len(r["responses"]) for r in rows)
+    cut = [c for r in rows for c in r.get("cut_off", [])]
+    return {"responses": n, "cut_off_share": sum(cut) / n if n and len(cut) == n else None,
+            "no_answer_share": sum(a is None for r in rows for a in r["answers"]) / n if n else None,
+            "generated_tokens": getattr(lm, "generated_tokens", None)}
