@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import jinja2
 import yaml
 
+from .decoding import stop_strings
 from .files import atomic_write_text
 from .plan import Job, Plan
 from .stages import lm_eval_task_name
@@ -120,7 +121,7 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
         task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,
         sampled=p.samples > 1 or p.temperature > 0, temperature=p.temperature or 1.0,
-        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format)
+        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format, until=stop_strings(plan.spec.task.format))
 
 
 def lock_text(plan: Plan) -> str:

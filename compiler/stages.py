@@ -13,6 +13,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from .stagekind import (ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict)
 
 TEACHER, STUDENT = "teacher", "student"   # the roles a pseudo_reward stage gives the models it samples
+STOP_AT_ANSWER_HELP = ("Stop a response at the end of its first complete final answer (gsm8k format: the line of "
+                       "the first '#### N'); what a model writes after it is never read. false: decode to the "
+                       "model's end of turn or the length limit. No effect on multiple_choice tasks.")
 
 
 def _no_test(pl) -> bool:
@@ -29,6 +32,7 @@ class GenerateStage(StageBase):
         [0.7, 1.0], min_length=1, description="The paper samples at several temperatures for diverse responses.")
     samples_per_temperature: int = Field(4, ge=1, le=256, description="More samples: surer majority vote, slower.")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest response.")
+    stop_at_answer: bool = Field(True, description=STOP_AT_ANSWER_HELP)
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling cut-off.")
     batch_size: int = Field(256, ge=1, description="Prompts per generate call (x samples).")
     max_questions: int | None = Field(None, ge=1, description="Answer only the first N questions.")
@@ -392,6 +396,7 @@ class EvalStage(StageBase):
     samples: int = Field(1, ge=1, le=64, description=">1: sample this many per question; reports single and majority.")
     temperature: float = Field(0.0, ge=0, le=5, description="0 = greedy (with samples=1).")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest answer.")
+    stop_at_answer: bool = Field(True, description=STOP_AT_ANSWER_HELP)
     batch_size: int = Field(64, ge=1, description="lm-eval batch size.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")

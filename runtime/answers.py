@@ -173,3 +173,25 @@ class VoteFilter:
 def process_results(doc: dict, results: list) -> dict:
     """lm-eval's per-question score: exact_match is `same` on the filtered answer and the gold target."""
     return {"exact_match": float(same(results[0], doc["target"]))}
+
+
+# ----------------------------------------------------------------------------- answer end
+# Where decoding may stop (runtime/decoding.py) and where the strict reading looks: the first
+# complete final answer. A gsm8k answer is "#### N" with N a number; it is complete at the end of
+# its line (a later "1" could still extend "#### 1"). A dangling "#### " holds no number: not an answer.
+_FIRST_MARKED = re.compile(r"####[ \t]*" + _NUMBER.pattern)
+
+
+def answer_end(text: str | None, fmt: str) -> int | None:
+    """Where the line holding the first complete "#### N" ends (index of its newline, else len(text)); else None.
+
+    None for formats without a final-answer marker (multiple_choice) and for text without one.
+    During decoding the answer is complete only once a newline follows: answer_end(text) < len(text).
+    """
+    if fmt != "gsm8k" or not text:
+        return None
+    found = _FIRST_MARKED.search(text)
+    if found is None:
+        return None
+    newline = text.find("\n", found.end())
+    return len(text) if newline < 0 else newline

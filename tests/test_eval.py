@@ -72,10 +72,9 @@ def trained_dir(tmp_path_factory) -> Path:
 
 def test_untrained_init_model_end_to_end(built, monkeypatch):
     """Random init model: contract shapes, gold targets, and lm-eval's prompts == generate's (one BOS)."""
-    from lm_eval.models.huggingface import HFLM
+    from runtime import eval_lm, models
 
-    from runtime import models
-
+    HFLM = eval_lm.ruled_hflm()   # lm-eval's HFLM under the project's decoding rule
     seen = []
     original = HFLM._model_generate
 
@@ -92,7 +91,10 @@ def test_untrained_init_model_end_to_end(built, monkeypatch):
     assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["metrics"]) == {"greedy", "greedy_strict"}
     assert [r["question_id"] for r in rows] == [g["id"] for g in gold]
     assert [r["target"] for r in rows] == [g["target"] for g in gold]
-    assert all(len(r["responses"]) == 1 == len(r["answers"]) for r in rows)
+    assert all(len(r["responses"]) == 1 == len(r["answers"]) == len(r["cut_off"]) for r in rows)
+    assert metrics["responses"] == 24
+    assert metrics["cut_off_share"] == sum(c for r in rows for c in r["cut_off"]) / 24 > 0   # random: rarely stops
+    assert metrics["no_answer_share"] == sum(a is None for r in rows for a in r["answers"]) / 24
     assert metrics["lm_eval"]["lm_eval_version"] and len(metrics["lm_eval"]["task_hash"]) == 64
 
     from compiler.schema import TaskSpec
