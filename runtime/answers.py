@@ -179,7 +179,7 @@ def process_results(doc: dict, results: list) -> dict:
 # Where decoding may stop (runtime/decoding.py) and where the strict reading looks: the first
 # complete final answer. A gsm8k answer is "#### N" with N a number; it is complete at the end of
 # its line (a later "1" could still extend "#### 1"). A dangling "#### " holds no number: not an answer.
-_FIRST_MARKED = re.compile(r"####[ \t]*" + _NUMBER.pattern)
+# The marker is the strict reading's own (STRICT_MARK): decoding stops where the strict reader reads.
 
 
 def answer_end(text: str | None, fmt: str) -> int | None:
@@ -190,7 +190,7 @@ def answer_end(text: str | None, fmt: str) -> int | None:
     """
     if fmt != "gsm8k" or not text:
         return None
-    found = _FIRST_MARKED.search(text)
+    found = strict_match(text, fmt)
     if found is None:
         return None
     newline = text.find("\n", found.end())

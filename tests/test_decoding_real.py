@@ -15,15 +15,6 @@ TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 9, "distill_
         "system_prompt": "Solve the problem. End with a line '#### <number>'."}
 
 
-# TEMPORARY: remove at merge; tests/conftest.py's `smol_model_dir` (from the model-loading helper) replaces it.
-@pytest.fixture(scope="module")
-def smol_model_dir() -> Path:
-    path = Path("/work/cache/smollm2")
-    if not (path / "config.json").exists():
-        pytest.skip("SmolLM2-135M-Instruct folder not present")
-    return path
-
-
 @pytest.mark.slow   # two stages on a 135M model, 4 questions x 32 tokens: ~3 min on 2 busy cores
 def test_generate_and_eval_decode_the_same_text(built, smol_model_dir):
     """The default rule (stop_at_answer on): same text, answers, cut-off flags and token counts."""
