@@ -97,10 +97,13 @@ def pointwise_trainer(model, tok, rows, args: dict):
 
 
 def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_length: int) -> list[float]:
-    """The scalar reward of each full conversation (right padding: the head reads the last real token)."""
+    """The scalar reward of each full conversation, read at its last real token (the head finds it on either
+    padding side). A conversation longer than max_length loses the start of its prompt, never its end: cut on
+    the right, every long response would be scored at the same prompt token (tests/test_reward_scoring.py)."""
     import torch
 
     model.eval()
+    tok.truncation_side = "left"
     out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(conversations), batch_size):
