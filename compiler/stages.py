@@ -124,7 +124,13 @@ class PseudoRewardStage(StageBase):
     teacher: str = Field(..., description="A generate stage sampling the teacher.")
     students: list[str] = Field([], description="Generate stages sampling the student(s).")
     min_agreement: float = Field(0.5, ge=0, le=1, description="Drop questions whose majority share is below this.")
-    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question.")
+    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question (raise it with "
+                                                         "many student samples: the paper samples 30 a question).")
+    student_pair_share: float = Field(
+        0.5, ge=0, le=1, description="Share of each question's pairs whose chosen response is a student's own "
+                                     "(student+ vs student-: only the answer tells them apart); the rest put a "
+                                     "teacher positive above a student negative. A kind that runs short is filled "
+                                     "by the other.")
 
     outputs: ClassVar = {"labels": Output("labels.jsonl", passed_on=True), "pairs": Output("pairs.jsonl", passed_on=True),
                          "stats": Output("stats.json")}
@@ -149,8 +155,14 @@ class RewardModelStage(StageBase):
 
     kind: Literal["reward_model"]
     data: str = Field(..., description="A pseudo_reward stage.")
-    model: str | None = Field(None, description="Initial weights; default: the student the labels were sampled from.")
-    loss: Literal["pairwise", "pointwise"] = Field("pairwise", description="pairwise: Bradley-Terry on pairs.")
+    model: str | None = Field(None, description="Initial weights: a model id (the base student, the teacher) or a "
+                                                "stage (the SFT student); default: the student the labels were "
+                                                "sampled from.")
+    loss: Literal["pairwise", "pointwise", "both"] = Field(
+        "both", description="pairwise: Bradley-Terry on pairs; pointwise: binary cross-entropy of the score on "
+                            "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
+                            "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.")
+    pointwise_weight: float = Field(0.5, ge=0, le=1, description="loss: both: the cross-entropy term's weight.")
     epochs: float = Field(2.0, gt=0, description="Passes over the pairs.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")

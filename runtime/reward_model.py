@@ -1,7 +1,8 @@
 """reward_model: a scalar-head model trained on the pseudo-labels (no gold).
 
-pairwise (the paper's): TRL RewardTrainer, Bradley-Terry loss on (chosen, rejected)
-pairs. pointwise: binary cross-entropy of the scalar on each response's 0/1 label,
+pairwise: TRL RewardTrainer, Bradley-Terry loss on (chosen, rejected) pairs. both (the
+paper's, the default): the same pairs, Bradley-Terry plus a weighted binary cross-entropy
+of each side's score on its label. pointwise: binary cross-entropy of the scalar on each response's 0/1 label,
 through a small Trainer subclass, because RewardTrainer only takes pairs and the
 built-in num_labels=1 loss is MSE, which would not give a logit-scale reward.
 
@@ -78,6 +79,36 @@ def pairwise_trainer(model, tok, rows, args: dict, max_length: int):
 
     return RewardTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
                          args=RewardConfig(max_length=max_length, **args))
+
+
+def combined_loss(chosen, rejected, weight: float):
+    """loss: both (the paper's weighted loss): (1 - weight) * Bradley-Terry on the pair + weight * binary
+    cross-entropy of each side's score on its label (chosen 1, rejected 0), both as batch means."""
+    import torch
+    import torch.nn.functional as F
+
+    pairwise = -F.logsigmoid(chosen - rejected).mean()
+    pointwise = (F.binary_cross_entropy_with_logits(chosen, torch.ones_like(chosen))
+                 + F.binary_cross_entropy_with_logits(rejected, torch.zeros_like(rejected))) / 2
+    return (1 - weight) * pairwise + weight * pointwise
+
+
+def both_trainer(model, tok, rows, args: dict, max_length: int, weight: float):
+    """RewardTrainer's data path (pairs, chosen stacked over rejected) with the combined loss."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    class BothTrainer(RewardTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss = combined_loss(chosen, rejected, weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return BothTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                       args=RewardConfig(max_length=max_length, **args))
 
 
 def pointwise_trainer(model, tok, rows, args: dict):
@@ -171,11 +202,12 @@ def main(argv=None) -> None:
     model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
     ckpt = resume_dir(cfg)
     hp = trainer_args(cfg, st, device, dtype, ckpt)
-    if st.loss == "pairwise":
+    if st.loss in ("pairwise", "both"):
         if not train_pairs:
             raise StageError(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
                              "question with both a positive and a negative response")
-        trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length)
+        trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length) if st.loss == "pairwise" else \
+            both_trainer(model, tok, train_pairs, hp, st.max_length, st.pointwise_weight)
     else:
         rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
         if not rows:

@@ -80,8 +80,16 @@ def spec(**params) -> dict:
 
 def test_a_tiny_reward_model_fits_a_few_pairs_that_differ_only_in_the_final_number(built):
     """Overfitting is the least a model that is not broken can do: 100% of its own training pairs."""
-    path = built(spec(epochs=60, learning_rate=3e-3))["rm"]
+    path = built(spec(loss="pairwise", epochs=60, learning_rate=3e-3))["rm"]
     cfg = yaml.safe_load(path.read_text())
+    write_pairs(cfg)
+    reward_model.main(["--config", str(path), "--threads", "1"])
+    m = json.loads(Path(cfg["outputs"]["metrics"]).read_text())
+    assert m["train_pairs"] == 6 and m["train_accuracy"] == 1.0, m
+
+
+def write_pairs(cfg: dict) -> None:
+    """One pair a question: the right sum above the same text ending one higher."""
     pairs, labels = [], []
     for i, q in enumerate(task.questions(task.TaskSpec.model_validate(cfg["task"]), "distill", cfg["spec_seed"])):
         a, b = i % 5 + 1, i % 3 + 2
@@ -93,6 +101,27 @@ def test_a_tiny_reward_model_fits_a_few_pairs_that_differ_only_in_the_final_numb
                     "label": 1 - k} for k, t in enumerate((good, bad))]
     write_jsonl(cfg["inputs"]["data_pairs"], pairs)
     write_jsonl(cfg["inputs"]["data_labels"], labels)
+
+
+def test_loss_both_is_the_weighted_sum_of_the_pairwise_and_pointwise_terms():
+    import math
+
+    import torch
+    chosen, rejected = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 3.0])
+    sig = lambda x: 1 / (1 + math.exp(-x))   # noqa: E731
+    bt = -sum(math.log(sig(c - r)) for c, r in zip(chosen.tolist(), rejected.tolist())) / 3
+    bce = (-sum(math.log(sig(c)) for c in chosen.tolist()) / 3
+           - sum(math.log(1 - sig(r)) for r in rejected.tolist()) / 3) / 2
+    for w in (0.0, 0.3, 1.0):
+        got = reward_model.combined_loss(chosen, rejected, w).item()
+        assert abs(got - ((1 - w) * bt + w * bce)) < 1e-5, (w, got)
+    assert abs(bt - bce) > 0.1   # the weight matters
+
+
+def test_loss_both_trains_and_says_so(built):
+    path = built(spec(loss="both", pointwise_weight=0.5, max_steps=2))["rm"]
+    cfg = yaml.safe_load(path.read_text())
+    write_pairs(cfg)
     reward_model.main(["--config", str(path), "--threads", "1"])
     m = json.loads(Path(cfg["outputs"]["metrics"]).read_text())
-    assert m["train_pairs"] == 6 and m["train_accuracy"] == 1.0, m
+    assert m["loss_type"] == "both" and m["steps"] == 2 and m["loss"] is not None, m
