@@ -163,6 +163,11 @@ class RewardModelStage(StageBase):
                             "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
                             "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.")
     pointwise_weight: float = Field(0.5, ge=0, le=1, description="loss: both: the cross-entropy term's weight.")
+    head: Literal["scalar", "verifier"] = Field(
+        "scalar", description="scalar: a score head on the last hidden state, trained by `loss`; verifier: the LM "
+                              "itself, trained by next-token prediction to answer 'Is the answer correct? Yes or "
+                              "No.' after a response (Yes when it agrees with the pseudo-label), its reward p(Yes) "
+                              "(arXiv 2408.15240; `loss` is not read). RL uses it with algorithm grpo or rloo.")
     epochs: float = Field(2.0, gt=0, description="Passes over the pairs.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
@@ -267,6 +272,10 @@ class RlStage(StageBase):
         return self
 
     def check(self, pl, sid: str) -> None:
+        rm = pl.spec.stages.get(self.reward_model) if self.reward_model else None
+        if self.algorithm == "ppo" and getattr(rm, "head", None) == "verifier":
+            pl.problem(("stages", sid, "algorithm"), f'PPO needs a scalar reward model; "{self.reward_model}" has '
+                       "head: verifier", self.algorithm, "set algorithm: grpo or rloo")
         if self.engine == "vllm" and self.algorithm == "ppo":
             pl.problem(("stages", sid, "engine"), "engine: vllm needs algorithm grpo or rloo: PPO's rollouts "
                        "(TRL's PPOTrainer) cannot use vLLM", self.engine, "set algorithm: grpo (or rloo), or engine: hf")

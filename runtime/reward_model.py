@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import models
 from . import task as taskdata
+from . import verifier
 from .checkpoints import resume_dir, train_or_load
 from .common import (StageError, atomic_write_json, derive_seed, log, progress_callback, read_jsonl, start,
                      torch_setup, write_jsonl)
@@ -133,6 +134,8 @@ def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_len
     the right, every long response would be scored at the same prompt token (tests/test_reward_scoring.py)."""
     import torch
 
+    if verifier.is_verifier(model):
+        return verifier.p_yes(model, tok, conversations, batch_size, max_length)
     model.eval()
     tok.truncation_side = "left"
     out: list[float] = []
@@ -190,18 +193,22 @@ def score_responses(model, tok, cfg, st) -> list[dict]:
             for r, v in zip(rows, values)]
 
 
-def main(argv=None) -> None:
-    cfg, st, args = start(argv, "reward_model")
-    device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
-    prompts = {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
-    pairs, labels = read_jsonl(cfg.inputs["data_pairs"]), read_jsonl(cfg.inputs["data_labels"])
-    train_q, eval_q = split_questions([r["question_id"] for r in pairs + labels], st.eval_fraction, cfg.seed)
-    train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
-    held_out = [p for p in pairs if p["question_id"] in eval_q]
-    eval_pairs = preference_rows(held_out, prompts)
-    model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
-    ckpt = resume_dir(cfg)
-    hp = trainer_args(cfg, st, device, dtype, ckpt)
+def loss_type(st) -> str:
+    return "verifier" if st.head == "verifier" else st.loss
+
+
+def make_trainer(cfg, st, hp: dict, train_q: set, train_pairs: list[dict], labels: list[dict], prompts: dict):
+    """(model, tokenizer, trainer) for the stage's head and loss."""
+    ref = cfg.models["model"]
+    if st.head == "verifier":
+        model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, padding_side="right")
+        verifier.prepare(model, tok)
+        rows = verifier.training_rows([r for r in labels if r["question_id"] in train_q], prompts, tok,
+                                      st.max_length)
+        if not rows:
+            raise StageError(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
+        return model, tok, verifier.trainer(model, tok, rows, hp)
+    model, tok = models.load_sequence_classifier(ref, cfg.task, cfg.spec_seed)
     if st.loss in ("pairwise", "both"):
         if not train_pairs:
             raise StageError(f"no training pairs in {cfg.inputs['data_pairs']}: the pseudo_reward stage found no "
@@ -213,12 +220,28 @@ def main(argv=None) -> None:
         if not rows:
             raise StageError(f"no labelled responses to train on in {cfg.inputs['data_labels']}")
         trainer = pointwise_trainer(model, tok, rows, hp)
-    log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
+    return model, tok, trainer
+
+
+def main(argv=None) -> None:
+    cfg, st, args = start(argv, "reward_model")
+    device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
+    prompts = {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)}
+    pairs, labels = read_jsonl(cfg.inputs["data_pairs"]), read_jsonl(cfg.inputs["data_labels"])
+    train_q, eval_q = split_questions([r["question_id"] for r in pairs + labels], st.eval_fraction, cfg.seed)
+    train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
+    held_out = [p for p in pairs if p["question_id"] in eval_q]
+    eval_pairs = preference_rows(held_out, prompts)
+    ckpt = resume_dir(cfg)
+    model, tok, trainer = make_trainer(cfg, st, trainer_args(cfg, st, device, dtype, ckpt), train_q, train_pairs,
+                                       labels, prompts)
+    log(f"{loss_type(st)} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
         f"{len(train_pairs)} / {len(eval_pairs)} pairs")
     trainer.add_callback(progress_callback(cfg))
     model, state = train_or_load(trainer, ckpt)
     history = train_log(state)
-    metrics = {"loss_type": st.loss, "loss": history[-1]["loss"] if history else None, "steps": state.global_step,
+    metrics = {"loss_type": loss_type(st), "loss": history[-1]["loss"] if history else None,
+               "first_loss": history[0]["loss"] if history else None, "steps": state.global_step,
                "train_accuracy": pair_accuracy(model, tok, train_pairs, st), "train_pairs": len(train_pairs),
                "eval_accuracy": pair_accuracy(model, tok, eval_pairs, st), "eval_pairs": len(eval_pairs),
                "train_questions": len(train_q), "eval_questions": len(eval_q),
