@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runtime import models, reward_model, task
@@ -125,3 +126,12 @@ def test_loss_both_trains_and_says_so(built):
     reward_model.main(["--config", str(path), "--threads", "1"])
     m = json.loads(Path(cfg["outputs"]["metrics"]).read_text())
     assert m["loss_type"] == "both" and m["steps"] == 2 and m["loss"] is not None, m
+
+
+@pytest.mark.parametrize("params, words", [({"head": "verifier", "loss": "pairwise"}, "`loss` is not read"),
+                                           ({"loss": "pairwise", "pointwise_weight": 0.3}, "`pointwise_weight`")])
+def test_fields_a_setting_does_not_read_are_refused(built, params, words):
+    from compiler.errors import SpecError
+    with pytest.raises(SpecError) as err:
+        built(spec(**params))
+    assert words in str(err.value)
