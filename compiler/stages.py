@@ -188,15 +188,15 @@ class RewardModelStage(StageBase):
     curve: ClassVar = Curve("model", "train_log.jsonl")
     made_by: ClassVar = "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels"
 
-    @model_validator(mode="after")
-    def _fields_read(self):
+    def check(self, pl, sid: str) -> None:
+        """Fields this setting does not read, when the spec sets them (at plan time: a rendered stage
+        config writes every field)."""
         if self.head == "verifier" and "loss" in self.model_fields_set:
-            raise ValueError("`loss` is not read with head: verifier (it trains by next-token prediction); "
-                             "hint: remove `loss`, or set head: scalar")
+            pl.problem(("stages", sid, "loss"), "`loss` is not read with head: verifier (it trains by next-token "
+                       "prediction)", self.loss, "remove `loss`, or set head: scalar")
         if "pointwise_weight" in self.model_fields_set and (self.head == "verifier" or self.loss != "both"):
-            raise ValueError("`pointwise_weight` is only read with loss: both and head: scalar; hint: remove it, "
-                             "or set loss: both")
-        return self
+            pl.problem(("stages", sid, "pointwise_weight"), "`pointwise_weight` is only read with loss: both and "
+                       "head: scalar", self.pointwise_weight, "remove it, or set loss: both")
 
     def ref_value(self, pl, sid: str, field: str):
         if field != "model" or self.model is not None:
