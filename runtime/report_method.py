@@ -94,9 +94,11 @@ def rm_not_learned(name: str, m: dict) -> str | None:
                    f"(+-{196 * math.sqrt(0.25 / n):.1f} points)")
     if not why:
         return None
+    kind = m.get("loss_type")
+    tries = ([] if kind in ("both", "verifier") else ["loss: both"]) + ["more epochs", "another initial model"] + \
+        ([] if kind == "verifier" else ["head: verifier"])
     return (f"Warning: reward model {name} has not learned: " + "; ".join(why) + ". Its scores are close to "
-            "noise, and RL against it optimises noise (try loss: both, more epochs, another initial model, or "
-            "head: verifier).")
+            f"noise, and RL against it optimises noise (try {', '.join(tries[:-1])} or {tries[-1]}).")
 
 
 # ----------------------------------------------------------------------------- sentences

@@ -202,7 +202,7 @@ def make_trainer(cfg, st, hp: dict, train_q: set, train_pairs: list[dict], label
     ref = cfg.models["model"]
     if st.head == "verifier":
         model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, padding_side="right")
-        verifier.prepare(model, tok)
+        verifier.prepare(model, tok, st.max_length)
         rows = verifier.training_rows([r for r in labels if r["question_id"] in train_q], prompts, tok,
                                       st.max_length)
         if not rows:

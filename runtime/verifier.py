@@ -8,7 +8,7 @@ read from the LM head that already models arithmetic, where a fresh scalar head 
 the last hidden state (head: scalar) has to learn it from the pairs.
 
 The verdict token ids and the question live in the saved model's config.json
-(`distillc_verifier`), so whoever loads the folder (the RL stage, the report's
+(`distillc_verifier`, with the stage's max_length), so whoever loads the folder (the RL stage, the report's
 scores) knows it is a verifier and how to ask it.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def verdict_ids(tok) -> tuple[int, int] | None:
     return None if None in (yes, no) or tok.unk_token_id in (yes, no) else (yes, no)
 
 
-def prepare(model, tok) -> None:
+def prepare(model, tok, max_length: int) -> None:
     """Make the verdicts two tokens of the vocabulary (a word-level demo vocabulary has neither: they are
     added and the embeddings grown) and record them in the model's config."""
     ids = verdict_ids(tok)
@@ -58,7 +58,7 @@ def prepare(model, tok) -> None:
     if ids is None:
         raise StageError("head: verifier: this tokenizer's chat template does not put 'Yes' and 'No' as one "
                          "distinct token each right after the verifier's question; use head: scalar")
-    setattr(model.config, CONFIG_KEY, {"question": QUESTION, "yes": ids[0], "no": ids[1]})
+    setattr(model.config, CONFIG_KEY, {"question": QUESTION, "yes": ids[0], "no": ids[1], "max_length": max_length})
 
 
 def is_verifier(model) -> bool:
@@ -133,7 +133,7 @@ def reward_function(path, batch_size: int = 32):
     from .reward_model import scores
 
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    limit = getattr(model.config, "max_position_embeddings", None) or 2048
+    limit = getattr(model.config, CONFIG_KEY)["max_length"]   # as the reward_model stage scored: same cut
 
     def verifier(prompts, completions, **kwargs):
         convs = [(p if isinstance(p, list) else [{"role": "user", "content": p}]) +

@@ -106,6 +106,8 @@ def test_the_report_warns_in_words_when_a_reward_model_has_not_learned():
     stuck = {"loss_type": "pairwise", "loss": 0.68, "eval_accuracy": 0.75, "eval_pairs": 400}
     said = method.rm_not_learned("rm", demo)
     assert "0.659" in said and "ln 2" in said and "53.7%" in said and "within noise" in said
+    assert "try loss: both, more epochs, another initial model or head: verifier" in said
+    assert "try more epochs, another initial model or head: verifier" in method.rm_not_learned("rm", flat)
     assert method.rm_not_learned("rm", learned) is None
     assert "within noise" in method.rm_not_learned("rm", flat) and "ln 2" not in method.rm_not_learned("rm", flat)
     assert "ln 2" in method.rm_not_learned("rm", stuck) and "noise of 50%" not in method.rm_not_learned("rm", stuck)
