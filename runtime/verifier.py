@@ -68,7 +68,7 @@ def is_verifier(model) -> bool:
 def training_rows(labels: list[dict], prompts: dict, tok, max_length: int) -> list[dict]:
     """One row per labelled response: the prefix (its start cut when too long) then the verdict token,
     the loss on the verdict alone."""
-    yes, no = getattr_ids(tok)
+    yes, no = known_verdict_ids(tok)
     rows = []
     for r in labels:
         head = prefix_ids(tok, prompts[r["question_id"]] + [{"role": "assistant", "content": r["text"]}])
@@ -78,7 +78,7 @@ def training_rows(labels: list[dict], prompts: dict, tok, max_length: int) -> li
     return rows
 
 
-def getattr_ids(tok) -> tuple[int, int]:
+def known_verdict_ids(tok) -> tuple[int, int]:
     ids = verdict_ids(tok)
     if ids is None:
         raise StageError("the verifier's tokenizer has no verdict tokens; call verifier.prepare first")

@@ -102,7 +102,7 @@ def test_the_report_warns_in_words_when_a_reward_model_has_not_learned():
     from runtime import report_page
     demo = {"loss_type": "pairwise", "loss": 0.659, "eval_accuracy": 0.537, "eval_pairs": 400}   # the demo's
     learned = {"loss_type": "both", "loss": 0.35, "eval_accuracy": 0.80, "eval_pairs": 400}
-    flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}        # fits, does not generalise
+    flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}   # fits, no generalising
     stuck = {"loss_type": "pairwise", "loss": 0.68, "eval_accuracy": 0.75, "eval_pairs": 400}
     said = method.rm_not_learned("rm", demo)
     assert "0.659" in said and "ln 2" in said and "53.7%" in said and "within noise" in said

@@ -95,7 +95,8 @@ def test_its_rewards_are_probabilities_from_one_scoring_function(trained, monkey
     assert direct[0] > 0.5 > direct[1] and direct[2] > 0.5 > direct[3], direct
     one_by_one = [reward_model.scores(model, tok, [c], 1, 96)[0] for c in convs]   # padding changes nothing
     assert max(abs(a - b) for a, b in zip(direct, one_by_one)) < 1e-5
-    via_rl = verifier.reward_function(path)(prompts=[prompt] * 4, completions=[reward_model.assistant(t) for t in texts])
+    reward = verifier.reward_function(path)
+    via_rl = reward(prompts=[prompt] * 4, completions=[reward_model.assistant(t) for t in texts])
     assert max(abs(a - b) for a, b in zip(direct, via_rl)) < 1e-6
 
 
