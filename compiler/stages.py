@@ -151,7 +151,7 @@ class PseudoRewardStage(StageBase):
 
 
 class RewardModelStage(StageBase):
-    """A scalar-head reward model (TRL RewardTrainer) trained on pseudo-labels."""
+    """A reward model trained on pseudo-labels: a scalar head (TRL RewardTrainer) or a generative verifier."""
 
     kind: Literal["reward_model"]
     data: str = Field(..., description="A pseudo_reward stage.")
@@ -186,7 +186,8 @@ class RewardModelStage(StageBase):
     starts_from: ClassVar = "model"
     trains: ClassVar = True
     curve: ClassVar = Curve("model", "train_log.jsonl")
-    made_by: ClassVar = "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels"
+    made_by: ClassVar = ("a reward model (a scalar head, TRL RewardTrainer, or a generative verifier) trained on "
+                         "majority-vote pseudo-labels")
 
     def check(self, pl, sid: str) -> None:
         """Fields this setting does not read, when the spec sets them (at plan time: a rendered stage
