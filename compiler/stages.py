@@ -136,7 +136,13 @@ class PseudoRewardStage(StageBase):
     teacher: str = Field(..., description="A generate stage sampling the teacher.")
     students: list[str] = Field([], description="Generate stages sampling the student(s).")
     min_agreement: float = Field(0.5, ge=0, le=1, description="Drop questions whose majority share is below this.")
-    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question.")
+    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question (raise it with "
+                                                         "many student samples: the paper samples 30 a question).")
+    student_pair_share: float = Field(
+        0.5, ge=0, le=1, description="Share of each question's pairs whose chosen response is a student's own "
+                                     "(student+ vs student-: only the answer tells them apart); the rest put a "
+                                     "teacher positive above a student negative. A kind that runs short is filled "
+                                     "by the other.")
     keep_cut_off: bool = keep_cut_off_field("the labels and pairs (the vote always counts every teacher answer)")
 
     outputs: ClassVar = {"labels": Output("labels.jsonl", passed_on=True), "pairs": Output("pairs.jsonl", passed_on=True),
@@ -158,12 +164,23 @@ class PseudoRewardStage(StageBase):
 
 
 class RewardModelStage(StageBase):
-    """A scalar-head reward model (TRL RewardTrainer) trained on pseudo-labels."""
+    """A reward model trained on pseudo-labels: a scalar head (TRL RewardTrainer) or a generative verifier."""
 
     kind: Literal["reward_model"]
     data: str = Field(..., description="A pseudo_reward stage.")
-    model: str | None = Field(None, description="Initial weights; default: the student the labels were sampled from.")
-    loss: Literal["pairwise", "pointwise"] = Field("pairwise", description="pairwise: Bradley-Terry on pairs.")
+    model: str | None = Field(None, description="Initial weights: a model id (the base student, the teacher) or a "
+                                                "stage (the SFT student); default: the student the labels were "
+                                                "sampled from.")
+    loss: Literal["pairwise", "pointwise", "both"] = Field(
+        "both", description="pairwise: Bradley-Terry on pairs; pointwise: binary cross-entropy of the score on "
+                            "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
+                            "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.")
+    pointwise_weight: float = Field(0.5, ge=0, le=1, description="loss: both: the cross-entropy term's weight.")
+    head: Literal["scalar", "verifier"] = Field(
+        "scalar", description="scalar: a score head on the last hidden state, trained by `loss`; verifier: the LM "
+                              "itself, trained by next-token prediction to answer 'Is the answer correct? Yes or "
+                              "No.' after a response (Yes when it agrees with the pseudo-label), its reward p(Yes) "
+                              "(arXiv 2408.15240; `loss` is not read). RL uses it with algorithm grpo or rloo.")
     epochs: float = Field(2.0, gt=0, description="Passes over the pairs.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
@@ -182,7 +199,18 @@ class RewardModelStage(StageBase):
     starts_from: ClassVar = "model"
     trains: ClassVar = True
     curve: ClassVar = Curve("model", "train_log.jsonl")
-    made_by: ClassVar = "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels"
+    made_by: ClassVar = ("a reward model (a scalar head, TRL RewardTrainer, or a generative verifier) trained on "
+                         "majority-vote pseudo-labels")
+
+    def check(self, pl, sid: str) -> None:
+        """Fields this setting does not read, when the spec sets them (at plan time: a rendered stage
+        config writes every field)."""
+        if self.head == "verifier" and "loss" in self.model_fields_set:
+            pl.problem(("stages", sid, "loss"), "`loss` is not read with head: verifier (it trains by next-token "
+                       "prediction)", self.loss, "remove `loss`, or set head: scalar")
+        if "pointwise_weight" in self.model_fields_set and (self.head == "verifier" or self.loss != "both"):
+            pl.problem(("stages", sid, "pointwise_weight"), "`pointwise_weight` is only read with loss: both and "
+                       "head: scalar", self.pointwise_weight, "remove it, or set loss: both")
 
     def ref_value(self, pl, sid: str, field: str):
         if field != "model" or self.model is not None:
@@ -268,6 +296,10 @@ class RlStage(StageBase):
         return self
 
     def check(self, pl, sid: str) -> None:
+        rm = pl.spec.stages.get(self.reward_model) if self.reward_model else None
+        if self.algorithm == "ppo" and getattr(rm, "head", None) == "verifier":
+            pl.problem(("stages", sid, "algorithm"), f'PPO needs a scalar reward model; "{self.reward_model}" has '
+                       "head: verifier", self.algorithm, "set algorithm: grpo or rloo")
         if self.engine == "vllm" and self.algorithm == "ppo":
             pl.problem(("stages", sid, "engine"), "engine: vllm needs algorithm grpo or rloo: PPO's rollouts "
                        "(TRL's PPOTrainer) cannot use vLLM", self.engine, "set algorithm: grpo (or rloo), or engine: hf")

@@ -47,13 +47,22 @@ def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
     return grouped
 
 
-def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
+def split_cap(cap: int, share: float, teacher: int, student: int) -> tuple[int, int]:
+    """(teacher-chosen, student-chosen) pair counts: floor(share * cap) student-chosen, the rest
+    teacher-chosen; when one kind runs short, the other fills the cap."""
+    n_student = min(int(share * cap), student)
+    n_teacher = min(cap - n_student, teacher)
+    return n_teacher, min(cap - n_teacher, student)
+
+
+def make_pairs(rows: list[dict], cap: int, seed: int, student_share: float = 0.5) -> list[dict]:
     """Up to `cap` (chosen, rejected) pairs for one question's labelled rows.
 
     Rejected responses are student negatives (the mistakes the student must learn
     to avoid); teacher negatives stand in only when no student response is wrong.
-    Chosen are teacher and student positives, interleaved so that both kinds of
-    pair (teacher+ vs student-, student+ vs student-) survive the cap.
+    Chosen are teacher and student positives; `student_share` of the cap goes to
+    student+ vs student- pairs (only the answer tells those apart; teacher+ vs
+    student- can be told by style), and the two kinds are interleaved.
     """
     positives = [r for r in rows if r["label"] == 1]
     rejected = [r for r in rows if r["label"] == 0 and r["role"] == "student"] or \
@@ -68,9 +77,11 @@ def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
                 by_role[c["role"]].append((c, r))
     for group in by_role.values():
         rng.shuffle(group)
-    interleaved = [p for p in chain.from_iterable(zip_longest(by_role["teacher"], by_role["student"])) if p]
+    n_teacher, n_student = split_cap(cap, student_share, len(by_role["teacher"]), len(by_role["student"]))
+    kept = zip_longest(by_role["teacher"][:n_teacher], by_role["student"][:n_student])
+    interleaved = [p for p in chain.from_iterable(kept) if p]
     return [{"question_id": c["question_id"], "chosen": c["text"], "rejected": r["text"],
-             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved[:cap]]
+             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved]
 
 
 def label_all(cfg, st):
@@ -94,7 +105,8 @@ def label_all(cfg, st):
         for r in kept:
             r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
         labels += kept
-        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))
+        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid),
+                            st.student_pair_share)
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
     stats["cut_off"] = {"dropped": cut_off, "keep_cut_off": st.keep_cut_off}
     return labels, pairs, stats
@@ -120,7 +132,7 @@ def summarise(st, sources, labels, pairs, agreements, dropped, no_answer) -> dic
         "mean_agreement": sum(agreements) / len(agreements) if agreements else None,
         "labels": balance,
         "pairs": {"total": len(pairs), "by_sources": dict(sorted(kinds.items())),
-                  "per_question_cap": st.pairs_per_question},
+                  "per_question_cap": st.pairs_per_question, "student_pair_share": st.student_pair_share},
     }
 
 

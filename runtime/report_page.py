@@ -12,6 +12,8 @@ import io
 
 from compiler.stages import all_roles
 
+from . import report_method as method
+
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
 NAMES = {name: role.label for name, role in all_roles().items()}   # role -> its name in the report
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
@@ -157,6 +159,7 @@ def reward_models(s: dict) -> dict:
     notes = ["Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher. "
              "Teacher-vs-student pairs can be told apart by style alone; student-vs-student pairs only by the answer "
              "(both label-free checks)."]
+    notes += [w for r, m in s["reward_models"].items() if m and (w := method.rm_not_learned(r, m))]
     if gold:
         notes.append("Against gold, after the fact, on the scored model's samples of held-out questions: "
                      "within-question AUC = share of (right, wrong) response pairs of the same question ranked right "

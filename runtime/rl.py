@@ -37,7 +37,7 @@ import math
 import shutil
 from pathlib import Path
 
-from . import answers, decoding, models
+from . import answers, decoding, models, verifier
 from . import task as taskdata
 from .checkpoints import current, resume_dir, swap_in, train_or_load
 from .common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
@@ -79,6 +79,9 @@ def load_reward_model(path: str, policy_tok=None):
     """The reward model (frozen) and its tokenizer; PPO scores policy token ids directly, so vocabularies must match."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if verifier.saved(path):
+        raise StageError(f"the reward model {path} is a verifier (head: verifier); PPO needs a scalar head: "
+                         "set algorithm: grpo or rloo")
     rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
     if policy_tok is not None and tok.get_vocab() != policy_tok.get_vocab():
@@ -230,6 +233,8 @@ def answer_reward(targets: dict[str, str], fmt: str, name: str):
 
 def reward_function(cfg, st, targets):
     """(reward_funcs, reward_processing_classes) for GRPO/RLOO: the reward model, or answer matching."""
+    if targets is None and verifier.saved(cfg.inputs["reward_model"]):
+        return verifier.reward_function(cfg.inputs["reward_model"]), None
     if targets is None:
         model, tok = load_reward_model(cfg.inputs["reward_model"])
         return model, tok

@@ -218,3 +218,27 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
     scrambled = labelled([{**r, "answer": f"#### {97 - k}"} for k, r in enumerate(rows)])
     assert honest == scrambled
     assert b'"pseudo_label": "2"' in honest[0]            # labels were really written
+
+
+def test_student_pair_share_sets_how_many_pairs_put_a_student_positive_first(built):
+    """One question, 3 teacher and 4 student positives, 4 student negatives, cap 8: the share decides the mix."""
+    kinds = {}
+    for share in (0.0, 0.25, 0.5, 1.0):
+        configs = built(spec(pairs_per_question=8, min_agreement=0.0, student_pair_share=share))
+        inputs = config(configs["votes"])["inputs"]
+        responses(inputs["teacher_responses"], {q(0): ["1", "1", "1"]})
+        responses(inputs["students_0_responses"], {q(0): ["1", "1", "1", "1", "7", "8", "9", "6"]})
+        labels, pairs, stats = run(configs["votes"])
+        role = {r["text"]: r["role"] for r in labels}
+        assert len(pairs) == 8 and all(role[p["rejected"]] == "student" for p in pairs)
+        kinds[share] = sum(role[p["chosen"]] == "student" for p in pairs)
+        assert stats["pairs"]["student_pair_share"] == share
+    # 0.0 asks for no student-chosen pair, but 3 x 4 = 12 teacher pairs... cap 8: all teacher
+    assert kinds == {0.0: 0, 0.25: 2, 0.5: 4, 1.0: 8}
+
+
+def test_a_short_kind_is_filled_by_the_other():
+    assert pseudo_reward.split_cap(8, 0.5, teacher=2, student=20) == (2, 6)
+    assert pseudo_reward.split_cap(8, 0.5, teacher=20, student=1) == (7, 1)
+    assert pseudo_reward.split_cap(8, 1.0, teacher=20, student=0) == (8, 0)
+    assert pseudo_reward.split_cap(7, 0.5, teacher=20, student=20) == (4, 3)

@@ -59,7 +59,7 @@ def run(path: Path) -> tuple[dict, dict]:
 
 
 def test_pairwise_learns_the_preference_on_held_out_questions(built):
-    path = built(spec(epochs=3))["rm"]
+    path = built(spec(loss="pairwise", epochs=3))["rm"]
     write_data(yaml.safe_load(path.read_text()))
     cfg, m = run(path)
     assert m["eval_pairs"] == 48 and m["train_pairs"] == 144 and m["eval_questions"] == 12
