@@ -88,7 +88,7 @@ def hf_engine(model_dir: str, task, texts: list[str], args, dtype, device, cache
             outs = sample(model, tok, texts[first: first + args.batch_size], args.temperature, args.samples,
                           args.max_new_tokens, args.top_p, cache=cache)
             _sync(device)
-            batches.append((time.perf_counter() - t, sum(n for _, n in outs)))
+            batches.append((time.perf_counter() - t, sum(o.num_tokens for o in outs)))
         runs.append(batches)
     del model
     return _result(f"hf {cache}", load_s, min(runs, key=lambda b: sum(s for s, _ in b)))

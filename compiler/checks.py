@@ -1,19 +1,18 @@
-"""The planner's checks over the whole spec: ids, model paths, every stage's wiring, engines, data
-and sizes, and the run order. Problems collect on the planner (compiler/plan.py), so that one
-pass reports all of them; each kind's own rules are its class's `check` and `check_data`.
+"""The planner's checks over the whole spec: ids, models (compiler/modelcheck.py), every stage's
+wiring, engines, data and sizes, and the run order. Problems collect on the planner
+(compiler/plan.py), so that one pass reports all of them; each kind's own rules are its class's
+`check` and `check_data`.
 """
 from __future__ import annotations
 
-import re
 from graphlib import CycleError, TopologicalSorter
 
 from .datacheck import check_task
 from .engines import check_engine
+from .modelcheck import check_models
 from .schema import TaskSpec
 from .sizes import check_context
 from .stages import REPORT, ReportStage
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 
 
 def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
@@ -32,23 +31,13 @@ def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
         pl.spec = spec.model_copy(update={"stages": stages})
     for name in sorted(set(spec.models) & set(spec.stages)):
         pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
-    check_model_paths(pl)
+    check_models(pl)
     task = pl.task()
     wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != REPORT}
     for sid, st in stages.items():
         check_engine(pl, sid, st.default_resources.gpus)
     _check_data(pl, task, wired)
     return task, wired, _order(pl, wired)
-
-
-def check_model_paths(pl) -> None:
-    """Every declared path, used or not: an existing directory, else something shaped like a hub id."""
-    for name, m in pl.spec.models.items():
-        if m.path is None or pl.local_path(m.path).is_dir():
-            continue
-        if m.path.startswith((".", "/", "~")) or not HUB_ID.fullmatch(m.path):
-            pl.problem(("models", name, "path"), f"no local directory {m.path!r}, and not a hub id", m.path,
-                       "give an existing directory (relative to the spec's folder), or a hub id such as org/name")
 
 
 def _check_data(pl, task: TaskSpec, wired: dict) -> None:

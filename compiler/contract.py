@@ -17,11 +17,20 @@ from .stages import REPORT, STAGE_CLASSES
 
 
 class ModelRef(Strict):
-    """A model reference after planning: where a runtime finds the weights."""
+    """A model reference after planning: where a runtime finds the weights.
+
+    runtime/model_folders.py's `local_folder` turns any of these (but `init`) into the folder or hub
+    id that transformers and lm-eval load: a GGUF file is dequantised and a pruned model cut once, into
+    a cache shared by every stage.
+    """
 
     name: str = Field(..., description="The model id or stage id it came from.")
-    source: Literal["path", "init", "stage"]
+    source: Literal["path", "package", "pruned", "init", "stage"]
     path: str | None = None        # hub id, local dir, or a stage's output dir
+    package: str | None = None     # an installed package whose folder holds the model (source: package)
+    gguf_file: str | None = None   # a GGUF file inside the folder or hub repo (source: path or package)
+    parent: ModelRef | None = None  # the model a pruned one keeps layers of (source: pruned)
+    layers: int | None = None      # how many (source: pruned)
     init: InitModel | None = None
     revision: str | None = None
     trust_remote_code: bool = False

@@ -71,7 +71,8 @@ def _reach(keys: list[str], plans: list) -> dict[str, set[str]]:
         for job in plan.jobs:
             if job.config.kind != REPORT:
                 parents.setdefault(job.id, set()).update(job.deps)
-                loads.setdefault(job.id, set()).update(r.name for r in job.config.models.values() if r.source != "stage")
+                loads.setdefault(job.id, set()).update(n for r in job.config.models.values() if r.source != "stage"
+                                                       for n in (r.name, r.parent.name if r.parent else r.name))
     out = {}
     for key in keys:
         path = key_path(key)
@@ -98,19 +99,27 @@ def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: 
     seeds: dict[str, int] = {}
     table: list[dict] = []
     for values, sv in zip(points, specs):
-        mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] == ("models", m)], names, texts)
+        mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] in _model_keys(sv, m)], names, texts)
                 for m in sv.models}
         sids = {s: s + _suffix(values, [k for k in keys if s in reach[k]], names, texts)
                 for s, st in sv.stages.items() if st.kind != REPORT}
         rename = {**mids, **sids}
         for m, new in mids.items():
-            _put(models, new, sv.models[m])
+            model = sv.models[m]       # a pruned model keeps layers of this variant's parent
+            _put(models, new, model.model_copy(update={"parent": mids.get(model.parent, model.parent)})
+                 if model.parent else model)
         for s, new in sids.items():
             _put(stages, new, _rewire(sv.stages[s], rename))
             seeds[new] = values.get("seed", spec.seed)
         table.append({"values": values, "label": describe_values(values), "stages": sids, "models": mids})
     stages.update({s: st for s, st in spec.stages.items() if st.kind == REPORT})
     return spec.model_copy(update={"models": models, "stages": stages, "sweep": {}}), table, seeds
+
+
+def _model_keys(spec: Spec, m: str) -> set[tuple]:
+    """The `models.<id>` prefixes whose swept values change model `m`: its own, and a pruned model's parent's."""
+    parent = spec.models[m].parent
+    return {("models", m)} | ({("models", parent)} if parent else set())
 
 
 def _rewire(stage, rename: dict):

@@ -7,5 +7,15 @@ GREEDY = "greedy"       # one greedy response per question
 SINGLE = "single"       # the first of several sampled responses
 MAJORITY = "majority"   # the vote over all sampled responses (runtime.answers.vote)
 PRIMARY = (GREEDY, SINGLE)   # the filter behind an eval's "accuracy", in order of preference
+# Each filter has a strict twin, "<filter>_strict" ("greedy_strict"): the same responses read by the strict
+# reading alone (runtime.answers.extract_strict, the first complete "#### N"), as lm-eval's gsm8k scores
+# strict-match beside flexible-extract.
+STRICT_SUFFIX = "_strict"
 
-NAMES = {"greedy": GREEDY, "single": SINGLE, "majority": MAJORITY}   # as the template sees them: filters.<name>
+# As the template sees them: filters.<name>
+NAMES = {"greedy": GREEDY, "single": SINGLE, "majority": MAJORITY, "strict_suffix": STRICT_SUFFIX}
+
+
+def strict(name: str) -> str:
+    """The strict twin of filter `name`."""
+    return name + STRICT_SUFFIX

@@ -94,11 +94,7 @@ class Planner:
         if name in self.unchecked:
             return None
         if name in self.spec.models:
-            m = self.spec.models[name]
-            if m.init is not None:
-                return ModelRef(name=name, source="init", init=m.init, base=name)
-            return ModelRef(name=name, source="path", path=self._model_path(m.path or ""),
-                            revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
+            return self.declared_ref(name)
         stage = self.spec.stages.get(name)
         if stage is not None and stage.produces_model:
             base = lineage(self.spec.stages, name)[-1]
@@ -112,6 +108,24 @@ class Planner:
         choices = list(self.spec.models) + [s for s, v in self.spec.stages.items() if v.produces_model]
         self.unknown(path, name, choices, "model or model-producing stage")
         return None
+
+    def declared_ref(self, name: str) -> ModelRef | None:
+        """A model of `models:` as the runtime finds it (None for a `from` whose parent is broken:
+        compiler/modelcheck.py reports that)."""
+        m = self.spec.models[name]
+        if m.init is not None:
+            return ModelRef(name=name, source="init", init=m.init, base=name)
+        if m.parent is not None:
+            parent = self.spec.models.get(m.parent)
+            if parent is None or m.parent in self.unchecked or parent.parent is not None or parent.init is not None:
+                return None
+            return ModelRef(name=name, source="pruned", parent=self.declared_ref(m.parent), layers=m.layers,
+                            trust_remote_code=parent.trust_remote_code, base=name)
+        if m.package is not None:
+            return ModelRef(name=name, source="package", package=m.package, gguf_file=m.gguf_file,
+                            trust_remote_code=m.trust_remote_code, base=name)
+        return ModelRef(name=name, source="path", path=self._model_path(m.path or ""), gguf_file=m.gguf_file,
+                        revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
 
     def _model_path(self, value: str) -> str:
         local = self.local_path(value)

@@ -15,6 +15,7 @@ import jinja2
 import yaml
 
 from . import lm_eval_filters
+from .decoding import stop_strings
 from .files import atomic_write_text
 from .layout import LOCK_FILE, RESOURCES_FILE, TRACKING_FILE
 from .planner import Job, Plan
@@ -123,7 +124,8 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
         task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,
         sampled=p.samples > 1 or p.temperature > 0, temperature=p.temperature or 1.0,
-        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format, filters=lm_eval_filters.NAMES)
+        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format, until=stop_strings(plan.spec.task.format),
+        filters=lm_eval_filters.NAMES)
 
 
 def lock_text(plan: Plan) -> str:

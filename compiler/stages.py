@@ -6,7 +6,6 @@ the one list of kinds: the spec's stage union, the planner, the renderer and the
 """
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -15,6 +14,9 @@ from .rewards import RewardValue
 from .stagekind import ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict
 
 TEACHER, STUDENT = "teacher", "student"   # the roles a pseudo_reward stage gives the models it samples
+STOP_AT_ANSWER_HELP = ("Stop a response at the end of its first complete final answer (gsm8k format: the line of "
+                       "the first '#### N'); what a model writes after it is never read. false: decode to the "
+                       "model's end of turn or the length limit. No effect on multiple_choice tasks.")
 
 
 def _no_test(pl) -> bool:
@@ -31,6 +33,7 @@ class GenerateStage(StageBase):
         [0.7, 1.0], min_length=1, description="The paper samples at several temperatures for diverse responses.")
     samples_per_temperature: int = Field(4, ge=1, le=256, description="More samples: surer majority vote, slower.")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest response.")
+    stop_at_answer: bool = Field(True, description=STOP_AT_ANSWER_HELP)
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling cut-off.")
     batch_size: int = Field(256, ge=1, description="Prompts per generate call (x samples).")
     max_questions: int | None = Field(None, ge=1, description="Answer only the first N questions.")
@@ -60,6 +63,14 @@ class LoraConfig(Strict):
     dropout: float = Field(0.05, ge=0, lt=1, description="Adapter dropout.")
 
 
+def keep_cut_off_field(what: str):
+    """The one `keep_cut_off` option (sft, distill_logits, pseudo_reward): a response that ran to
+    max_new_tokens without stopping is a ramble, often with no answer or a repeated one; by default
+    the stage leaves such responses out of `what` and records how many it dropped."""
+    return Field(False, description=f"Keep responses cut off at max_new_tokens (generate's `cut_off`) in {what}; "
+                                    "by default they are left out and the number dropped is recorded.")
+
+
 class SftStage(StageBase):
     """Supervised fine-tuning (TRL SFTTrainer), completion-only loss."""
 
@@ -82,6 +93,7 @@ class SftStage(StageBase):
     eval_every_steps: int = Field(50, ge=1, description="How often to check dev accuracy.")
     save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    keep_cut_off: bool = keep_cut_off_field("the training data (not used with data: gold)")
 
     outputs: ClassVar = {"model": Output("model/", passed_on=True)}
     refs: ClassVar = (Ref("model"), Ref("data", ("pseudo_reward", "generate")))
@@ -125,7 +137,14 @@ class PseudoRewardStage(StageBase):
     teacher: str = Field(..., description="A generate stage sampling the teacher.")
     students: list[str] = Field([], description="Generate stages sampling the student(s).")
     min_agreement: float = Field(0.5, ge=0, le=1, description="Drop questions whose majority share is below this.")
-    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question.")
+    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question (raise it with "
+                                                         "many student samples: the paper samples 30 a question).")
+    student_pair_share: float = Field(
+        0.5, ge=0, le=1, description="Share of each question's pairs whose chosen response is a student's own "
+                                     "(student+ vs student-: only the answer tells them apart); the rest put a "
+                                     "teacher positive above a student negative. A kind that runs short is filled "
+                                     "by the other.")
+    keep_cut_off: bool = keep_cut_off_field("the labels and pairs (the vote always counts every teacher answer)")
 
     outputs: ClassVar = {"labels": Output("labels.jsonl", passed_on=True), "pairs": Output("pairs.jsonl", passed_on=True),
                          "stats": Output("stats.json")}
@@ -146,12 +165,23 @@ class PseudoRewardStage(StageBase):
 
 
 class RewardModelStage(StageBase):
-    """A scalar-head reward model (TRL RewardTrainer) trained on pseudo-labels."""
+    """A reward model trained on pseudo-labels: a scalar head (TRL RewardTrainer) or a generative verifier."""
 
     kind: Literal["reward_model"]
     data: str = Field(..., description="A pseudo_reward stage.")
-    model: str | None = Field(None, description="Initial weights; default: the student the labels were sampled from.")
-    loss: Literal["pairwise", "pointwise"] = Field("pairwise", description="pairwise: Bradley-Terry on pairs.")
+    model: str | None = Field(None, description="Initial weights: a model id (the base student, the teacher) or a "
+                                                "stage (the SFT student); default: the student the labels were "
+                                                "sampled from.")
+    loss: Literal["pairwise", "pointwise", "both"] = Field(
+        "both", description="pairwise: Bradley-Terry on pairs; pointwise: binary cross-entropy of the score on "
+                            "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
+                            "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.")
+    pointwise_weight: float = Field(0.5, ge=0, le=1, description="loss: both: the cross-entropy term's weight.")
+    head: Literal["scalar", "verifier"] = Field(
+        "scalar", description="scalar: a score head on the last hidden state, trained by `loss`; verifier: the LM "
+                              "itself, trained by next-token prediction to answer 'Is the answer correct? Yes or "
+                              "No.' after a response (Yes when it agrees with the pseudo-label), its reward p(Yes) "
+                              "(arXiv 2408.15240; `loss` is not read). RL uses it with algorithm grpo or rloo.")
     epochs: float = Field(2.0, gt=0, description="Passes over the pairs.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
@@ -170,7 +200,18 @@ class RewardModelStage(StageBase):
     starts_from: ClassVar = "model"
     trains: ClassVar = True
     curve: ClassVar = Curve("model", "train_log.jsonl")
-    made_by: ClassVar = "a scalar-head reward model (TRL RewardTrainer) trained on majority-vote pseudo-labels"
+    made_by: ClassVar = ("a reward model (a scalar head, TRL RewardTrainer, or a generative verifier) trained on "
+                         "majority-vote pseudo-labels")
+
+    def check(self, pl, sid: str) -> None:
+        """Fields this setting does not read, when the spec sets them (at plan time: a rendered stage
+        config writes every field)."""
+        if self.head == "verifier" and "loss" in self.model_fields_set:
+            pl.problem(("stages", sid, "loss"), "`loss` is not read with head: verifier (it trains by next-token "
+                       "prediction)", self.loss, "remove `loss`, or set head: scalar")
+        if "pointwise_weight" in self.model_fields_set and (self.head == "verifier" or self.loss != "both"):
+            pl.problem(("stages", sid, "pointwise_weight"), "`pointwise_weight` is only read with loss: both and "
+                       "head: scalar", self.pointwise_weight, "remove it, or set loss: both")
 
     def ref_value(self, pl, sid: str, field: str):
         if field != "model" or self.model is not None:
@@ -256,6 +297,10 @@ class RlStage(StageBase):
         return self
 
     def check(self, pl, sid: str) -> None:
+        rm = pl.spec.stages.get(self.reward_model) if self.reward_model else None
+        if self.algorithm == "ppo" and getattr(rm, "head", None) == "verifier":
+            pl.problem(("stages", sid, "algorithm"), f'PPO needs a scalar reward model; "{self.reward_model}" has '
+                       "head: verifier", self.algorithm, "set algorithm: grpo or rloo")
         if self.engine == "vllm" and self.algorithm == "ppo":
             pl.problem(("stages", sid, "engine"), "engine: vllm needs algorithm grpo or rloo: PPO's rollouts "
                        "(TRL's PPOTrainer) cannot use vLLM", self.engine, "set algorithm: grpo (or rloo), or engine: hf")
@@ -319,6 +364,7 @@ class DistillLogitsStage(StageBase):
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(256, ge=16, description="Truncate prompt + response to this many tokens.")
     save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
+    keep_cut_off: bool = keep_cut_off_field("the training data")
 
     outputs: ClassVar = {"model": Output("model/", passed_on=True)}
     refs: ClassVar = (Ref("teacher"), Ref("model"), Ref("data", ("pseudo_reward", "generate")))
@@ -333,47 +379,44 @@ class DistillLogitsStage(StageBase):
                          "responses and, with probability lmbda per step, on the student's own samples")
 
     def check(self, pl, sid: str) -> None:
-        roots = [_root_model(pl, name) for name in (self.teacher, self.model)]
-        if None in roots:
-            return
-        why = self.tokenizer_mismatch(roots[0], roots[1], lambda v: pl.local_path(v) if pl.local_path(v).is_dir() else None)
+        names = [lineage(pl.spec.stages, name)[-1] for name in (self.teacher, self.model)]
+        why = tokenizer_mismatch(pl, *names) if all(n in pl.spec.models for n in names) else None
         if why:
             pl.problem(("stages", sid, "teacher"), why, self.teacher,
-                       "pick a student of the teacher's family, or distil through text (an sft stage)")
+                       "pick a student of the teacher's family (or `from:` the teacher), or distil through text "
+                       "(an sft stage)")
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         return {sid: "logits", lineage(stages, sid)[-1]: STUDENT}
 
-    @staticmethod
-    def tokenizer_mismatch(teacher, student, local) -> str | None:
-        """Why the teacher's and student's lineages cannot share a tokenizer, where the spec tells; else None.
 
-        `teacher`/`student`: the models at the roots of their lineages; `local(path)`: a path's
-        folder if it is one. `init:` models all share the tokenizer built from the task corpus;
-        two local folders are compared by their tokenizer.json vocabularies. Hub models are
-        left to the stage, which compares the tokenizers before loading any weights.
-        """
-        if (teacher.init is None) != (student.init is None):
-            loaded = teacher if teacher.init is None else student
-            return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
-                    f"corpus), the other from {loaded.path!r} (its own tokenizer): logit distillation compares the two "
-                    "distributions token by token, so both need one tokenizer")
-        if teacher.init is not None or teacher.path == student.path:
-            return None
-        vocabs = []
-        for m in (teacher, student):
-            folder = local(m.path)
-            file = folder / "tokenizer.json" if folder is not None else None
-            if file is None or not file.is_file():
-                return None
-            try:
-                vocabs.append(json.loads(file.read_text(encoding="utf-8")).get("model", {}).get("vocab"))
-            except (OSError, ValueError):
-                return None
-        if vocabs[0] != vocabs[1]:
-            return (f"the tokenizers of {teacher.path!r} and {student.path!r} differ (tokenizer.json vocabularies): "
-                    "logit distillation compares the two distributions token by token")
+def tokenizer_mismatch(pl, teacher: str, student: str) -> str | None:
+    """Why two declared models (the roots of a teacher's and a student's lineages) cannot share a
+    tokenizer, where the spec and the files tell; else None.
+
+    `init:` models all share the tokenizer built from the task corpus; a pruned model shares its
+    parent's; others are compared by their tokens in id order (tokenizer.json or a GGUF header).
+    What cannot be read here (a hub model not cached) is left to the stage, which compares the
+    tokenizers before loading any weights.
+    """
+    from .modelcheck import describe, root, tokens
+
+    ids = [root(pl, teacher), root(pl, student)]
+    t, s = (pl.spec.models.get(i) for i in ids)
+    if t is None or s is None:
         return None
+    if (t.init is None) != (s.init is None):
+        loaded = t if t.init is None else s
+        return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
+                f"corpus), the other from {describe(loaded)} (its own tokenizer): logit distillation compares the two "
+                "distributions token by token, so both need one tokenizer")
+    if t.init is not None or ids[0] == ids[1]:
+        return None
+    tv, sv = (tokens(pl, i) for i in ids)
+    if tv is None or sv is None or tv == sv:
+        return None
+    return (f"the tokenizers of {describe(t)} ({len(tv)} tokens) and {describe(s)} ({len(sv)} "
+            "tokens) differ: logit distillation compares the two distributions token by token")
 
 
 class EvalStage(StageBase):
@@ -386,6 +429,7 @@ class EvalStage(StageBase):
     samples: int = Field(1, ge=1, le=64, description=">1: sample this many per question; reports single and majority.")
     temperature: float = Field(0.0, ge=0, le=5, description="0 = greedy (with samples=1).")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest answer.")
+    stop_at_answer: bool = Field(True, description=STOP_AT_ANSWER_HELP)
     batch_size: int = Field(64, ge=1, description="lm-eval batch size.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
@@ -452,11 +496,6 @@ def lineage(stages: dict, name: str | None) -> list[str]:
         st = stages.get(name)
         name = getattr(st, st.starts_from) if st is not None and st.produces_model else None
     return chain
-
-
-def _root_model(pl, name: str):
-    """The declared model at the root of `name`'s lineage (a model id, or a stage's starting weights), if any."""
-    return pl.spec.models.get(lineage(pl.spec.stages, name)[-1])
 
 
 def report_roles(stages: dict) -> dict[str, str]:

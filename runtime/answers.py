@@ -14,34 +14,88 @@ from __future__ import annotations
 import re
 from collections import Counter
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 INVALID = "[invalid]"   # what lm-eval's filters carry for "no answer" (its metric needs a string)
 
 # "1,000" and "$1,200.50" are one number: thousands groups first, else plain digits.
 _NUMBER = re.compile(r"[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _LETTER = re.compile(r"\b([A-J])\b")
-_ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
 _BARE_LETTER = re.compile(r"\(?([A-Ja-j])[).]?")
+
+# The strict reading, per format: a "####" marker, spaces, then the answer on the same line (group 1).
+# lm-eval's gsm8k strict-match is `#### (\-?[0-9\.\,]+)`, first match; this one also takes "$1,200.50"
+# and "+3", any run of spaces or none, and a letter for multiple choice ("#### (B)", "#### C.").
+# A marker without an answer after it (cut off, or "#### Step 1") is not complete and is skipped.
+# The decoding rule (answer_end, below) shares these patterns: a response stops where its answer ends.
+STRICT_MARK = {
+    "gsm8k": re.compile(r"####[ \t]*(" + _NUMBER.pattern + r")"),
+    "multiple_choice": re.compile(r"####[ \t]*\(?([A-J])\b\)?"),
+}
+
+
+# The flexible reading's anchor: "the answer is N" ("is: N", "is **N**", 'is "N"' too) with N on the same
+# line. A dangling "The answer is" (cut off at max_new_tokens) is not one: the one before it counts.
+_ANSWER_IS = {
+    "gsm8k": re.compile(r"(?i:answer is):?[ \t]*[\"'*]*[ \t]*(" + _NUMBER.pattern + r")"),
+    "multiple_choice": re.compile(r"(?i:answer is):?[ \t]*[\"'*]*[ \t]*\(?([A-J])\b"),
+}
+
+# After "the answer is N": an arithmetic chain "(op M)+ = R" on the same line makes R the answer.
+_RESULT = re.compile(r"(?:[ \t]*[-+*/x×][ \t]*" + _NUMBER.pattern + r")+[ \t]*=[ \t]*(" + _NUMBER.pattern + r")")
+
+
+class Reading(NamedTuple):
+    """A response's answer read two ways, both normalised (None: no answer that way).
+
+    strict: the first complete "#### N" (lm-eval's gsm8k strict-match).
+    flexible: the fallback, blind to markers: N of the last complete "the answer is N" (R where an
+    equation "N + M = R" follows; multiple choice: the letter right after it); else the last number
+    (letter A-J) in the whole text (lm-eval's flexible-extract takes the last number).
+    """
+    strict: str | None
+    flexible: str | None
+
+    @property
+    def answer(self) -> str | None:
+        """The pipeline's one answer: strict where the response has a complete marker, else flexible."""
+        return self.strict if self.strict is not None else self.flexible
+
+
+def read(text: str | None, fmt: str) -> Reading:
+    """Both readings of a response. Why the FIRST marker: a model that does not stop writes its
+    marker again and again ("#### 4\nThe answer is 4.\n#### 6 ... #### 2", or a last "####" cut off at
+    max_new_tokens); its first answer is the one it gave, the rest is degenerate repetition."""
+    if not text:
+        return Reading(None, None)
+    fmt = "multiple_choice" if fmt == "multiple_choice" else "gsm8k"
+    mark = strict_match(text, fmt)
+    said = list(_ANSWER_IS[fmt].finditer(text))
+    if said and fmt == "gsm8k":   # N; "The answer is 24 + 24 = 52.": the result
+        result = _RESULT.match(text, said[-1].end(1))
+        found = [result.group(1) if result else said[-1].group(1)]
+    else:                         # a letter right after (prose holds stray capitals), else the text's last one
+        found = [m.group(1) for m in said[-1:]] or (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(text)
+    return Reading(normalise(mark.group(1)) if mark else None, normalise(found[-1]) if found else None)
+
+
+def strict_match(text: str, fmt: str):
+    """The first complete answer marker of a response (a re.Match: group 1 the answer), or None."""
+    return STRICT_MARK["multiple_choice" if fmt == "multiple_choice" else "gsm8k"].search(text or "")
 
 
 def extract(text: str | None, fmt: str) -> str | None:
-    """The normalised final answer of a response, or None when it holds none.
+    """The normalised final answer of a response, or None when it holds none: THE reading that
+    generate, votes, rewards, sft's dev check, eval and the report use (see `read`).
 
-    Where to look: after the last "####" (GSM8K's marker; an empty tail is no
-    answer), else after the last "The answer is", else the whole text. What to
-    take there: the LAST number (gsm8k) or standalone letter A-J (multiple choice;
-    "(B)" and "B)" count). Tiny or random models often write nothing usable:
-    that is None, never an error.
+    Tiny or random models often write nothing usable: that is None, never an error.
     """
-    if not text:
-        return None
-    if "####" in text:
-        tail = text.rsplit("####", 1)[-1]
-    else:
-        marks = list(_ANSWER_IS.finditer(text))
-        tail = text[marks[-1].end():] if marks else text
-    found = (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(tail)
-    return normalise(found[-1]) if found else None
+    return read(text, fmt).answer
+
+
+def extract_strict(text: str | None, fmt: str) -> str | None:
+    """The strict reading alone: the first complete "#### N", else None (lm-eval's strict-match)."""
+    return read(text, fmt).strict
 
 
 def normalise(answer) -> str | None:
@@ -91,13 +145,18 @@ def vote(answers: list) -> tuple[str | None, float]:
 # lm-eval builds each filter step as `function(**kwargs)` and calls `.apply(resps, docs)`;
 # the task YAML names these classes with `!function` (see compiler/templates/lm_eval_task.yaml.j2).
 class ExtractFilter:
-    """Every response -> its answer (INVALID when none): the pipeline's extract, inside lm-eval."""
+    """Every response -> its answer (INVALID when none): the pipeline's extract, inside lm-eval.
 
-    def __init__(self, format: str = "gsm8k") -> None:
-        self.format = format
+    `strict: true` reads the strict answer alone (extract_strict): the filters named "<name>_strict"
+    (compiler.lm_eval_filters.STRICT_SUFFIX), scored beside the pipeline's reading as lm-eval's gsm8k scores strict-match
+    beside flexible-extract.
+    """
+
+    def __init__(self, format: str = "gsm8k", strict: bool = False) -> None:
+        self.format, self.read = format, extract_strict if strict else extract
 
     def apply(self, resps, docs):
-        return [[extract(r if isinstance(r, str) else "", self.format) or INVALID for r in inst] for inst in resps]
+        return [[self.read(r if isinstance(r, str) else "", self.format) or INVALID for r in inst] for inst in resps]
 
 
 class VoteFilter:
@@ -113,3 +172,25 @@ class VoteFilter:
 def process_results(doc: dict, results: list) -> dict:
     """lm-eval's per-question score: exact_match is `same` on the filtered answer and the gold target."""
     return {"exact_match": float(same(results[0], doc["target"]))}
+
+
+# ----------------------------------------------------------------------------- answer end
+# Where decoding may stop (runtime/decoding.py) and where the strict reading looks: the first
+# complete final answer. A gsm8k answer is "#### N" with N a number; it is complete at the end of
+# its line (a later "1" could still extend "#### 1"). A dangling "#### " holds no number: not an answer.
+# The marker is the strict reading's own (STRICT_MARK): decoding stops where the strict reader reads.
+
+
+def answer_end(text: str | None, fmt: str) -> int | None:
+    """Where the line holding the first complete "#### N" ends (index of its newline, else len(text)); else None.
+
+    None for formats without a final-answer marker (multiple_choice) and for text without one.
+    During decoding the answer is complete only once a newline follows: answer_end(text) < len(text).
+    """
+    if fmt != "gsm8k" or not text:
+        return None
+    found = strict_match(text, fmt)
+    if found is None:
+        return None
+    newline = text.find("\n", found.end())
+    return len(text) if newline < 0 else newline

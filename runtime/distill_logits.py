@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 from compiler.contract import StageConfig
 from compiler.stages import DistillLogitsStage
@@ -19,7 +20,7 @@ from compiler.stages import DistillLogitsStage
 from . import models
 from . import task as taskdata
 from .checkpoints import resume_dir, train_or_load
-from .common import StageError, hide_tied_weights_warning, log, progress_callback, start, torch_setup
+from .common import StageError, atomic_write_json, hide_tied_weights_warning, log, progress_callback, start, torch_setup
 from .tracking import tracking_args
 
 LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
@@ -27,12 +28,18 @@ LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny
 
 # ----------------------------------------------------------------------------- data
 def training_rows(cfg: StageConfig) -> list[dict]:
-    """Chat rows (question prompt + one response): the responses sft would train on (task.distilled_responses)."""
-    pairs = taskdata.distilled_responses(cfg, "distill_logits")
+    """Chat rows (question prompt + one response): the responses sft would train on (task.distilled_responses);
+    the selection is recorded in the stage folder (task.TRAINING_DATA)."""
+    keep = cfg.stage().keep_cut_off
+    pairs, dropped = taskdata.distilled_responses(cfg, "distill_logits", keep)
+    atomic_write_json(Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep))
+    if dropped:
+        log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not pairs:
         source = cfg.input_or_none("data", "labels") or cfg.input("data", "responses")
         raise StageError(f"distill_logits stage {cfg.id!r}: no training rows in {source} "
-                         "(no agreeing teacher samples, or all responses empty)")
+                         "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
+                         "raise the generate stage's max_new_tokens, or set keep_cut_off: true)")
     return [{"messages": prompt + [{"role": "assistant", "content": text}]} for prompt, text in pairs]
 
 

@@ -18,14 +18,14 @@ from compiler.contract import StageConfig
 from compiler.lm_eval_filters import MAJORITY, PRIMARY
 from compiler.stages import EvalStage
 
-from . import answers
+from . import answers, decoding, eval_lm
 from . import task as taskdata
 from .common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
 from .startup import settle
 
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
 HF_WITH_PROGRESS = "distillc-hf"       # lm-eval's "hf" model that reports questions answered
-_COUNTING: dict = {}                     # the stage config that model reports to
+_COUNTING: dict = {}                     # the stage config that model reports to, its rule, the built model
 DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
 
 
@@ -81,33 +81,45 @@ def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
     so its config records what was loaded.
     """
     ref = cfg.models["model"]
+    _COUNTING.pop("lm", None)   # the lm-eval model of an earlier stage in this process
     if ref.source == "init":
-        from lm_eval.models.huggingface import HFLM
-
         from .models import load_causal_lm
         model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
-        lm = HFLM(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
+        lm = eval_lm.ruled_hflm()(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
+        eval_lm.apply_rule(lm, answer_format(cfg, stage))
         count_progress(lm, cfg)
+        _COUNTING["lm"] = lm
         return lm, None
-    args = {"pretrained": str(Path(ref.path).resolve()) if Path(ref.path).is_dir() else ref.path,  # type: ignore[arg-type]  # a loaded model has a path
+    from .model_folders import local_folder
+    where = local_folder(ref)    # a GGUF or pruned model: its folder in the model cache, made once
+    args = {"pretrained": str(Path(where).resolve()) if Path(where).is_dir() else where,
             "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
     if ref.revision:
         args["revision"] = ref.revision
-    return hf_with_progress(cfg), args
+    return hf_with_progress(cfg, stage), args
 
 
-def hf_with_progress(cfg: StageConfig) -> str:
-    """lm-eval's "hf" model class with count_progress in its constructor, registered once per process
-    (lm-eval refuses a second class under one name; tests run several stages in one process)."""
-    _COUNTING["cfg"] = cfg
+def answer_format(cfg: StageConfig, stage: EvalStage) -> str | None:
+    """The format whose first complete answer ends a response, or None (the stage's stop_at_answer; the
+    spec's own test split only: a hub task's answers are read by its own filters, which may look further)."""
+    fmt = cfg.task.format
+    return fmt if stage.hub_task is None and decoding.answer_stop(fmt, stage.stop_at_answer) else None
+
+
+def hf_with_progress(cfg: StageConfig, stage: EvalStage) -> str:
+    """lm-eval's "hf" model class under the decoding rule (eval_lm) with count_progress in its constructor,
+    registered once per process (lm-eval refuses a second class under one name; tests run several stages
+    in one process). The instance lm-eval builds is kept for its cut-off records."""
+    _COUNTING["cfg"], _COUNTING["answer_format"] = cfg, answer_format(cfg, stage)
     if not _COUNTING.get("registered"):
         from lm_eval.api.registry import register_model
-        from lm_eval.models.huggingface import HFLM
 
-        class ProgressHFLM(HFLM):
+        class ProgressHFLM(eval_lm.ruled_hflm()):  # type: ignore[misc]  # lm-eval's class, made when first needed
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
+                eval_lm.apply_rule(self, _COUNTING["answer_format"])
                 count_progress(self, _COUNTING["cfg"])
+                _COUNTING["lm"] = self
 
         register_model(HF_WITH_PROGRESS)(ProgressHFLM)
         _COUNTING["registered"] = True
@@ -216,13 +228,15 @@ def primary(filters) -> str:
 
 
 def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dict] | None,
-                task_name: str, fmt: str) -> list[dict]:
+                task_name: str, fmt: str, lm=None) -> list[dict]:
     """One row per question from lm-eval's logged samples (one entry per question and filter).
 
     Responses come from `resps` (all repeats); "correct" is lm-eval's own score
     under the primary filter, so accuracy == mean(correct) by construction.
     "answers" are runtime.answers.extract's: the same code lm-eval scored with (the local task's
-    filters load it), and the code every other stage reads answers with.
+    filters load it), and the code every other stage reads answers with. "cut_off" (one flag per
+    response: reached max_new_tokens without a stop) is what the lm-eval model `lm` recorded
+    while generating (eval_lm); absent where it recorded none.
     """
     by_doc: dict[int, dict[str, dict]] = {}
     for s in logged:
@@ -235,6 +249,9 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
         qid = questions[doc_id]["question_id"] if questions is not None else f"{task_name}-{doc_id}"
         row = {"question_id": qid, "target": str(s["target"]), "responses": responses,
                "answers": [answers.extract(r, fmt) for r in responses], "correct": bool(s[metric])}
+        cut = eval_lm.cut_off_flags(lm, s["arguments"][0][0], len(responses)) if lm is not None else None
+        if cut is not None:
+            row["cut_off"] = cut
         if MAJORITY in entries:
             row["majority_correct"] = bool(entries[MAJORITY][metric])
         rows.append(row)
@@ -274,10 +291,11 @@ def main(argv: list[str] | None = None) -> None:
     name, result = run_lm_eval(cfg, stage, lm, model_args, device)
     metric, filters = scores(result["results"][name])
     first = primary(filters)
-    rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format)
+    built = _COUNTING.get("lm")   # the model lm-eval generated with: its cut-off records
+    rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format, built)
     metrics = {"model": cfg.models["model"].name, "stage": cfg.id, "task": name, "n": len(rows),
                "accuracy": filters[first]["accuracy"], "stderr": filters[first]["stderr"],
-               "metric": metric, "filter": first, "metrics": filters,
+               "metric": metric, "filter": first, "metrics": filters, **eval_lm.response_counts(rows, built),
                "lm_eval": provenance(result, name, model_args, stage)}
     progress(cfg, len(rows), len(rows), "questions")
     write_jsonl(cfg.outputs["samples"], rows)

@@ -21,6 +21,7 @@ from . import answers, models
 from . import task as taskdata
 from .checkpoints import resume_dir
 from .common import atomic_write_json, derive_seed, log, progress, start, torch_setup, write_jsonl
+from .decoding import answer_stop
 from .room import check_context_before_weights
 from .sampling import prompts, sample
 from .startup import settle
@@ -35,16 +36,18 @@ def batch_rows(cfg: StageConfig, stage: GenerateStage, model, tok, batch: list[d
 
     per_q: list[list[dict]] = [[] for _ in batch]
     texts = prompts(batch, cfg.task, tok)
+    fmt = cfg.task.format
+    answer_format = fmt if answer_stop(fmt, stage.stop_at_answer) else None
     for t in stage.temperatures:
         seed = derive_seed(cfg.seed, cfg.id, first, t)
         torch.manual_seed(seed)
         k = 1 if t == 0 else stage.samples_per_temperature
-        outs = sample(model, tok, texts, t, k, stage.max_new_tokens, stage.top_p)
-        for i, (text, n) in enumerate(outs):
+        outs = sample(model, tok, texts, t, k, stage.max_new_tokens, stage.top_p, answer_format=answer_format)
+        for i, out in enumerate(outs):
             rows = per_q[i // k]
             rows.append({"question_id": batch[i // k]["id"], "sample_id": len(rows), "temperature": t,
-                         "seed": seed, "text": text, "answer": answers.extract(text, cfg.task.format),
-                         "num_tokens": n})
+                         "seed": seed, "text": out.text, "answer": answers.extract(out.text, fmt),
+                         "num_tokens": out.num_tokens, "cut_off": out.cut_off})
     return [r for rows in per_q for r in rows]
 
 
@@ -82,6 +85,12 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def counts(rows: list[dict]) -> dict[str, int]:
+    """How many responses, how many ran to max_new_tokens without a stop, how many hold no answer."""
+    return {"responses": len(rows), "cut_off": sum(r["cut_off"] for r in rows),
+            "no_answer": sum(r["answer"] is None for r in rows)}
+
+
 def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
     """Generate every batch not already in the partial file; return the stats."""
     questions = taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions]
@@ -110,7 +119,7 @@ def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
     write_jsonl(cfg.outputs["responses"], ordered)
     shutil.rmtree(partial.parent)    # done: a forced rerun starts fresh
     return {"questions": len(questions), "samples_per_question": per_q, "resumed_questions": resumed,
-            "generated_tokens": tokens, "seconds": round(seconds, 3),
+            **counts(ordered), "generated_tokens": tokens, "seconds": round(seconds, 3),
             "tokens_per_s": round(tokens / seconds, 1) if seconds else None}
 
 

@@ -1,4 +1,6 @@
-"""Model references -> (model, tokenizer): hub ids, local dirs, stage outputs, or `init:` blocks.
+"""Model references -> (model, tokenizer): hub ids, local dirs, packages, GGUF files, pruned models,
+stage outputs, or `init:` blocks. Whatever is loaded from files is loaded from `local_folder(ref)`
+(runtime/model_folders.py), the one resolver, which makes a GGUF or pruned model's folder once.
 
 An `init:` model is rebuilt identically wherever it is needed (seeded weights,
 a word-level tokenizer made deterministically from the task corpus), so stages
@@ -14,6 +16,7 @@ from compiler.schema import InitModel, TaskSpec
 
 from . import task as taskdata
 from .common import derive_seed
+from .model_folders import local_folder
 
 
 def _pre_tokenizer():
@@ -74,13 +77,19 @@ def build_model(init: InitModel, vocab_size: int, seed: int):
     return AutoModelForCausalLM.from_config(config)
 
 
+def pretrained(ref: ModelRef) -> tuple[str, dict]:
+    """(what from_pretrained loads, its keyword arguments) for a reference that is not `init:`."""
+    return local_folder(ref), {"revision": ref.revision, "trust_remote_code": ref.trust_remote_code}
+
+
 def load_tokenizer(ref: ModelRef, task: TaskSpec, spec_seed: int, padding_side: str = "left"):
     """The tokenizer of a model reference, with a pad token and the given padding side."""
     if ref.source == "init":
         tok = build_tokenizer(task, spec_seed)
     else:
         from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+        where, kw = pretrained(ref)
+        tok = AutoTokenizer.from_pretrained(where, **kw)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
@@ -96,8 +105,8 @@ def load_causal_lm(ref: ModelRef, task: TaskSpec, spec_seed: int, dtype=None, pa
             model = model.to(dtype)
     else:
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=dtype,
-                                                     trust_remote_code=ref.trust_remote_code)
+        where, kw = pretrained(ref)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok
@@ -115,8 +124,8 @@ def load_sequence_classifier(ref: ModelRef, task: TaskSpec, spec_seed: int, dtyp
             lm.save_pretrained(tmp)
             model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=dtype)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            ref.path, num_labels=1, revision=ref.revision, dtype=dtype, trust_remote_code=ref.trust_remote_code)
+        where, kw = pretrained(ref)
+        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=1, dtype=dtype, **kw)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 

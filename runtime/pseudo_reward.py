@@ -45,17 +45,27 @@ def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
                                  "were the responses made from another task?")
             grouped.setdefault(r["question_id"], []).append(
                 {"question_id": r["question_id"], "source": source, "role": role, "sample_id": r["sample_id"],
-                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"]})
+                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"],
+                 "cut_off": taskdata.is_cut_off(r)})
     return grouped
 
 
-def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
+def split_cap(cap: int, share: float, teacher: int, student: int) -> tuple[int, int]:
+    """(teacher-chosen, student-chosen) pair counts: floor(share * cap) student-chosen, the rest
+    teacher-chosen; when one kind runs short, the other fills the cap."""
+    n_student = min(int(share * cap), student)
+    n_teacher = min(cap - n_student, teacher)
+    return n_teacher, min(cap - n_teacher, student)
+
+
+def make_pairs(rows: list[dict], cap: int, seed: int, student_share: float = 0.5) -> list[dict]:
     """Up to `cap` (chosen, rejected) pairs for one question's labelled rows.
 
     Rejected responses are student negatives (the mistakes the student must learn
     to avoid); teacher negatives stand in only when no student response is wrong.
-    Chosen are teacher and student positives, interleaved so that both kinds of
-    pair (teacher+ vs student-, student+ vs student-) survive the cap.
+    Chosen are teacher and student positives; `student_share` of the cap goes to
+    student+ vs student- pairs (only the answer tells those apart; teacher+ vs
+    student- can be told by style), and the two kinds are interleaved.
     """
     positives = [r for r in rows if r["label"] == 1]
     rejected = [r for r in rows if r["label"] == 0 and r["role"] == "student"] or \
@@ -70,9 +80,11 @@ def make_pairs(rows: list[dict], cap: int, seed: int) -> list[dict]:
                 by_role[c["role"]].append((c, r))
     for group in by_role.values():
         rng.shuffle(group)
-    interleaved = [p for p in chain.from_iterable(zip_longest(by_role["teacher"], by_role["student"])) if p]
+    n_teacher, n_student = split_cap(cap, student_share, len(by_role["teacher"]), len(by_role["student"]))
+    kept = zip_longest(by_role["teacher"][:n_teacher], by_role["student"][:n_student])
+    interleaved = [p for p in chain.from_iterable(kept) if p]
     return [{"question_id": c["question_id"], "chosen": c["text"], "rejected": r["text"],
-             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved[:cap]]
+             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved]
 
 
 def label_all(cfg: StageConfig, st: PseudoRewardStage):
@@ -80,22 +92,31 @@ def label_all(cfg: StageConfig, st: PseudoRewardStage):
     order = [q["id"] for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
     sources = load_sources(cfg)
     grouped = group_by_question(sources, order)
-    labels, pairs, agreements, dropped, no_answer = [], [], [], [], []  # type: ignore[var-annotated]  # lists of rows and question ids
+    labels: list[dict] = []
+    pairs: list[dict] = []
+    agreements: list[float] = []
+    dropped: list[str] = []
+    no_answer: list[str] = []
+    cut_off = 0
     for qid in order:
-        rows = grouped.get(qid)
-        teacher = [r["answer"] for r in rows or [] if r["role"] == "teacher"]
+        rows = grouped.get(qid) or []
+        teacher = [r["answer"] for r in rows if r["role"] == "teacher"]
         if not teacher:
             continue   # not sampled (e.g. generate's max_questions): not a question of this run
-        label, agreement = vote(teacher)
+        label, agreement = vote(teacher)   # every teacher answer votes, cut off or not
         agreements.append(agreement)
         if label is None or agreement < st.min_agreement:
             (no_answer if label is None else dropped).append(qid)
             continue
-        for r in rows:  # type: ignore[union-attr]  # rows has a teacher answer, so it is a list
+        kept = rows if st.keep_cut_off else [r for r in rows if not r["cut_off"]]
+        cut_off += len(rows) - len(kept)   # a ramble cut at max_new_tokens is neither a label nor half a pair
+        for r in kept:
             r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
-        labels += rows  # type: ignore[arg-type]  # as above
-        pairs += make_pairs(rows, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid))  # type: ignore[arg-type]  # as above
+        labels += kept
+        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid),
+                            st.student_pair_share)
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
+    stats["cut_off"] = {"dropped": cut_off, "keep_cut_off": st.keep_cut_off}
     return labels, pairs, stats
 
 
@@ -119,7 +140,7 @@ def summarise(st: PseudoRewardStage, sources, labels, pairs, agreements, dropped
         "mean_agreement": sum(agreements) / len(agreements) if agreements else None,
         "labels": balance,
         "pairs": {"total": len(pairs), "by_sources": dict(sorted(kinds.items())),
-                  "per_question_cap": st.pairs_per_question},
+                  "per_question_cap": st.pairs_per_question, "student_pair_share": st.student_pair_share},
     }
 
 
@@ -128,7 +149,8 @@ def main(argv=None) -> None:
     labels, pairs, stats = label_all(cfg, st)
     q = stats["questions"]
     log(f"questions: {q['total']} answered by the teacher, {q['kept']} kept, {q['dropped']} dropped "
-        f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs")
+        f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs; "
+        f"{stats['cut_off']['dropped']} responses cut off at max_new_tokens left out")
     if not labels:
         log("warning: no question kept: lower min_agreement or sample the teacher more")
     write_jsonl(cfg.outputs["labels"], labels)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from compiler.contract import ReportConfig
-from compiler.lm_eval_filters import MAJORITY, SINGLE
+from compiler.lm_eval_filters import MAJORITY, SINGLE, strict
 from compiler.stagekind import BENCHMARK
 from compiler.stages import ReportStage, all_roles
 
-from . import report_cards, report_seeds
+from . import report_cards, report_cutoff, report_seeds
 from . import report_method as method
 from . import task as taskdata
 from .answers import same as same_answer
@@ -115,6 +115,7 @@ def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
         "ladder": method.ladder(compared, spec),
         "sweep": report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed),
         "voting": voting(cfg, evals, spec, gold),
+        "cut_off": report_cutoff.collect(cfg, up),
         "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])},
         "reward_models": {r: read(cfg.stage_file(r, "metrics")) for r in up.get("reward_model", [])},
         "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
@@ -134,9 +135,10 @@ def accuracy_row(e: dict) -> dict:
     n, acc = m.get("n", 0), m.get("accuracy")
     lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
     filters = m.get("metrics", {})
+    strict_twin = filters.get(strict(m.get("filter") or "")) or {}   # the first complete "#### N" alone
     return row | {"status": "ok", "task": m.get("task"), "n": n, "accuracy": acc, "stderr": m.get("stderr"),
                   "ci95": [lo, hi], "majority": (filters.get(MAJORITY) or {}).get("accuracy"),
-                  "single": (filters.get(SINGLE) or {}).get("accuracy")}
+                  "single": (filters.get(SINGLE) or {}).get("accuracy"), "strict": strict_twin.get("accuracy")}
 
 
 def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, seed: int) -> list[dict]:

@@ -75,6 +75,33 @@ def rm_vs_gold(scores: list[dict], gold: dict[str, str], same) -> dict | None:
             "k": round(sum(len(r) for r in by_q.values()) / n, 2)}
 
 
+def rm_not_learned(name: str, m: dict) -> str | None:
+    """A sentence when a reward model has not learned, else None.
+
+    Either sign is enough: its last training loss is still within 10% of ln 2 (where
+    the pairwise and cross-entropy losses of a model that scores everything alike sit;
+    a verifier's next-token loss is not on that scale and is not judged this way), or
+    its held-out pairwise accuracy is within the binomial 95% noise band around 50%.
+    """
+    import math
+
+    why = []
+    loss = m.get("loss")
+    if m.get("loss_type") in ("pairwise", "pointwise", "both") and loss is not None and loss > 0.9 * math.log(2):
+        why.append(f"its training loss ended at {loss:.3f}, barely below ln 2 = 0.693 (chance)")
+    acc, n = m.get("eval_accuracy"), m.get("eval_pairs") or 0
+    if acc is not None and n and abs(acc - 0.5) <= 1.96 * math.sqrt(0.25 / n):
+        why.append(f"its held-out pairwise accuracy {100 * acc:.1f}% on {n} pairs is within noise of 50% "
+                   f"(+-{196 * math.sqrt(0.25 / n):.1f} points)")
+    if not why:
+        return None
+    kind = m.get("loss_type")
+    tries = ([] if kind in ("both", "verifier") else ["loss: both"]) + ["more epochs", "another initial model"] + \
+        ([] if kind == "verifier" else ["head: verifier"])
+    return (f"Warning: reward model {name} has not learned: " + "; ".join(why) + ". Its scores are close to "
+            f"noise, and RL against it optimises noise (try {', '.join(tries[:-1])} or {tries[-1]}).")
+
+
 # ----------------------------------------------------------------------------- sentences
 def verdict(c: dict) -> str:
     """'better' / 'worse' / 'no detectable difference', by McNemar p and the bootstrap CI."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from compiler.rewards import LADDER, REWARD_SOURCES
 
+from . import report_method as method
+from .report_cutoff import page_section as cut_off
 from .report_format import CURVES, NAMES, ci, num, pct, png, pvalue, section, signed, table
 from .report_seeds import sweep_plots, sweep_section
 
@@ -19,18 +21,25 @@ CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
     """The page, in order; sections with env=True come last, after ENV_MARKER."""
-    return [accuracy(s), *sweep_section(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s),
+    return [accuracy(s), cut_off(s), *sweep_section(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s),
             reward_models(s), training(s), examples(s), provenance(s), resources(s), environment(s)]
 
 
 def accuracy(s: dict) -> dict:
+    # strict-match beside the accuracy only where it differs somewhere (as lm-eval's gsm8k shows both)
+    strict = any(a.get("strict") is not None and a["strict"] != a["accuracy"] for a in s["accuracy"])
     rows = [[a["model"], a["stage"], a.get("label") or NAMES.get(a["role"], a["role"])] + (
         [a.get("task") or "", a["n"], pct(a["accuracy"]), ci(a["ci95"]), pct(a["majority"])]
-        if a["status"] == "ok" else ["not run"] * 5) for a in s["accuracy"]]
+        + ([pct(a.get("strict"))] if strict else [])
+        if a["status"] == "ok" else ["not run"] * (6 if strict else 5)) for a in s["accuracy"]]
     notes = [CI_NOTE + " Accuracy in %; majority vote where the eval samples several answers per question."]
+    if strict:
+        notes.append("Accuracy reads each response's first complete \"#### N\", else its flexible answer (\"the "
+                     "answer is N\", else the last number); strict-match counts the \"#### N\" alone "
+                     "(lm-eval's gsm8k strict-match and flexible-extract).")
+    headers = ["model", "stage", "role", "task", "n", "accuracy %", "95% CI", "majority-vote %"]
     return section("Accuracy", notes if rows else ["not run: the spec has no eval stage"],
-                   [table(["model", "stage", "role", "task", "n", "accuracy %", "95% CI", "majority-vote %"], rows)]
-                   if rows else [], ["accuracy"])
+                   [table(headers + (["strict-match %"] if strict else []), rows)] if rows else [], ["accuracy"])
 
 
 def paired(s: dict, samples: int) -> dict:
@@ -112,6 +121,7 @@ def reward_models(s: dict) -> dict:
     notes = ["Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher. "
              "Teacher-vs-student pairs can be told apart by style alone; student-vs-student pairs only by the answer "
              "(both label-free checks)."]
+    notes += [w for r, m in s["reward_models"].items() if m and (w := method.rm_not_learned(r, m))]
     if gold:
         notes.append("Against gold, after the fact, on the scored model's samples of held-out questions: "
                      "within-question AUC = share of (right, wrong) response pairs of the same question ranked right "

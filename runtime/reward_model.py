@@ -1,7 +1,8 @@
 """reward_model: a scalar-head model trained on the pseudo-labels (no gold).
 
-pairwise (the paper's): TRL RewardTrainer, Bradley-Terry loss on (chosen, rejected)
-pairs. pointwise: binary cross-entropy of the scalar on each response's 0/1 label,
+pairwise: TRL RewardTrainer, Bradley-Terry loss on (chosen, rejected) pairs. both (the
+paper's, the default): the same pairs, Bradley-Terry plus a weighted binary cross-entropy
+of each side's score on its label. pointwise: binary cross-entropy of the scalar on each response's 0/1 label,
 through a small Trainer subclass, because RewardTrainer only takes pairs and the
 built-in num_labels=1 loss is MSE, which would not give a logit-scale reward.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from compiler.contract import StageConfig
 from compiler.stages import RewardModelStage
 
-from . import models
+from . import models, verifier
 from . import task as taskdata
 from .checkpoints import resume_dir, train_or_load
 from .common import (
@@ -31,6 +32,7 @@ from .common import (
     torch_setup,
     write_jsonl,
 )
+from .reward_scoring import scores
 from .tracking import tracking_args
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
@@ -92,6 +94,36 @@ def pairwise_trainer(model, tok, rows, args: dict, max_length: int):
                          args=RewardConfig(max_length=max_length, **args))
 
 
+def combined_loss(chosen, rejected, weight: float):
+    """loss: both (the paper's weighted loss): (1 - weight) * Bradley-Terry on the pair + weight * binary
+    cross-entropy of each side's score on its label (chosen 1, rejected 0), both as batch means."""
+    import torch
+    import torch.nn.functional as F
+
+    pairwise = -F.logsigmoid(chosen - rejected).mean()
+    pointwise = (F.binary_cross_entropy_with_logits(chosen, torch.ones_like(chosen))
+                 + F.binary_cross_entropy_with_logits(rejected, torch.zeros_like(rejected))) / 2
+    return (1 - weight) * pairwise + weight * pointwise
+
+
+def both_trainer(model, tok, rows, args: dict, max_length: int, weight: float):
+    """RewardTrainer's data path (pairs, chosen stacked over rejected) with the combined loss."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    class BothTrainer(RewardTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss = combined_loss(chosen, rejected, weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return BothTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                       args=RewardConfig(max_length=max_length, **args))
+
+
 def pointwise_trainer(model, tok, rows, args: dict):
     import torch.nn.functional as F
     from datasets import Dataset
@@ -106,21 +138,6 @@ def pointwise_trainer(model, tok, rows, args: dict):
 
     return PointwiseTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
                             data_collator=DataCollatorWithPadding(tok), args=TrainingArguments(**args))
-
-
-def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_length: int) -> list[float]:
-    """The scalar reward of each full conversation (right padding: the head reads the last real token)."""
-    import torch
-
-    model.eval()
-    out: list[float] = []
-    with torch.no_grad():
-        for i in range(0, len(conversations), batch_size):
-            texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations[i:i + batch_size]]
-            enc = tok(texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False,
-                      return_tensors="pt").to(model.device)
-            out += model(**enc).logits[:, 0].float().tolist()
-    return out
 
 
 def pair_hits(model, tok, rows: list[dict], st: RewardModelStage) -> list[bool]:
@@ -168,6 +185,36 @@ def score_responses(model, tok, cfg: StageConfig, st: RewardModelStage) -> list[
             for r, v in zip(rows, values)]
 
 
+def loss_type(st) -> str:
+    return "verifier" if st.head == "verifier" else st.loss
+
+
+def make_trainer(cfg, st, hp: dict, train_q: set, train_pairs: list[dict], labels: list[dict], prompts: dict):
+    """(model, tokenizer, trainer) for the stage's head and loss."""
+    ref = cfg.models["model"]
+    if st.head == "verifier":
+        model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, padding_side="right")
+        verifier.prepare(model, tok, st.max_length)
+        rows = verifier.training_rows([r for r in labels if r["question_id"] in train_q], prompts, tok,
+                                      st.max_length)
+        if not rows:
+            raise StageError(f"no labelled responses to train on in {cfg.input('data', 'labels')}")
+        return model, tok, verifier.trainer(model, tok, rows, hp)
+    model, tok = models.load_sequence_classifier(ref, cfg.task, cfg.spec_seed)
+    if st.loss in ("pairwise", "both"):
+        if not train_pairs:
+            raise StageError(f"no training pairs in {cfg.input('data', 'pairs')}: the pseudo_reward stage found no "
+                             "question with both a positive and a negative response")
+        trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length) if st.loss == "pairwise" else \
+            both_trainer(model, tok, train_pairs, hp, st.max_length, st.pointwise_weight)
+    else:
+        rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
+        if not rows:
+            raise StageError(f"no labelled responses to train on in {cfg.input('data', 'labels')}")
+        trainer = pointwise_trainer(model, tok, rows, hp)
+    return model, tok, trainer
+
+
 def main(argv=None) -> None:
     cfg, st, args = start(argv, "reward_model")
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
@@ -177,25 +224,16 @@ def main(argv=None) -> None:
     train_pairs = preference_rows([p for p in pairs if p["question_id"] in train_q], prompts)
     held_out = [p for p in pairs if p["question_id"] in eval_q]
     eval_pairs = preference_rows(held_out, prompts)
-    model, tok = models.load_sequence_classifier(cfg.models["model"], cfg.task, cfg.spec_seed)
     ckpt = resume_dir(cfg)
-    hp = trainer_args(cfg, st, device, dtype, ckpt)
-    if st.loss == "pairwise":
-        if not train_pairs:
-            raise StageError(f"no training pairs in {cfg.input('data', 'pairs')}: the pseudo_reward stage found no "
-                             "question with both a positive and a negative response")
-        trainer = pairwise_trainer(model, tok, train_pairs, hp, st.max_length)
-    else:
-        rows = pointwise_rows([r for r in labels if r["question_id"] in train_q], prompts, tok, st.max_length)
-        if not rows:
-            raise StageError(f"no labelled responses to train on in {cfg.input('data', 'labels')}")
-        trainer = pointwise_trainer(model, tok, rows, hp)
-    log(f"{st.loss} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
+    model, tok, trainer = make_trainer(cfg, st, trainer_args(cfg, st, device, dtype, ckpt), train_q, train_pairs,
+                                       labels, prompts)
+    log(f"{loss_type(st)} reward model: {len(train_q)} train / {len(eval_q)} held-out questions, "
         f"{len(train_pairs)} / {len(eval_pairs)} pairs")
     trainer.add_callback(progress_callback(cfg))
     model, state = train_or_load(trainer, ckpt)
     history = train_log(state)
-    metrics = {"loss_type": st.loss, "loss": history[-1]["loss"] if history else None, "steps": state.global_step,
+    metrics = {"loss_type": loss_type(st), "loss": history[-1]["loss"] if history else None,
+               "first_loss": history[0]["loss"] if history else None, "steps": state.global_step,
                "train_accuracy": pair_accuracy(model, tok, train_pairs, st), "train_pairs": len(train_pairs),
                "eval_accuracy": pair_accuracy(model, tok, eval_pairs, st), "eval_pairs": len(eval_pairs),
                "train_questions": len(train_q), "eval_questions": len(eval_q),

@@ -17,6 +17,11 @@ stopped, as TRL scores them), "kl", "entropy", "loss", plus the trainer's other
 metrics under TRL's names. TRL logs ppo's kl and entropy summed over a response,
 grpo/rloo's averaged per token; grpo with kl_coef 0 computes no kl (null).
 
+Rollouts stop where generate and eval stop (runtime/decoding.py): grpo/rloo at every stop token of the
+policy (generation_kwargs eos_token_id); TRL's PPO stops, truncates and scores at one token, so it gets
+the chat template's turn end (ppo_tokenizer). No answer stop here (TRL builds its own generate call).
+grpo/rloo's rl_log carries TRL's `completions/clipped_ratio` (share of rollouts cut off at response_length).
+
 Resume: GRPO/RLOO resume from Trainer checkpoints. PPOTrainer.train() in trl 1.12
 cannot resume, so every save_every_steps the policy, value model and log are
 saved beside the outputs, and a rerun restarts from them for the remaining
@@ -35,10 +40,11 @@ from pathlib import Path
 from compiler.contract import StageConfig
 from compiler.stages import RlStage
 
-from . import answers, models
+from . import answers, decoding, models, verifier
 from . import task as taskdata
 from .checkpoints import current, resume_dir, swap_in, train_or_load
 from .common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
+from .reward_scoring import verifier_reward
 from .room import check_context_before_weights
 from .tracking import tracking_args
 
@@ -77,6 +83,9 @@ def load_reward_model(path: str, policy_tok=None):
     """The reward model (frozen) and its tokenizer; PPO scores policy token ids directly, so vocabularies must match."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if verifier.saved(path):
+        raise StageError(f"the reward model {path} is a verifier (head: verifier); PPO needs a scalar head: "
+                         "set algorithm: grpo or rloo")
     rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
     if policy_tok is not None and tok.get_vocab() != policy_tok.get_vocab():
@@ -143,6 +152,20 @@ def ppo_config(cfg: StageConfig, st: RlStage, out: Path, done: int, total: int, 
                         "learning_rate": st.learning_rate * (total - done) / total})
 
 
+def ppo_tokenizer(tok):
+    """The tokenizer PPO trains with: TRL's PPO stops, truncates and scores (missing_eos_penalty) at ONE
+    token, the tokenizer's eos. A chat-prompted policy ends its turn with its template's turn end
+    (decoding.turn_end_id): where that differs from eos (Llama-3-Instruct), a copy with it as eos."""
+    import copy
+
+    turn = decoding.turn_end_id(tok)
+    if turn is None or turn == tok.eos_token_id:
+        return tok
+    tok = copy.deepcopy(tok)
+    tok.eos_token = tok.convert_ids_to_tokens(turn)
+    return tok
+
+
 def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -165,13 +188,15 @@ def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
             if step % st.save_every_steps == 0 and step < total:
                 snapshot(ckpt, policy, value, tok, previous + history_rows(state, PPO_NAMES, done), step)
 
+    eos = policy.generation_config.eos_token_id   # TRL narrows it to its one stop token: put back after
     trainer = PPOTrainer(args=ppo_config(cfg, st, ckpt / "trainer", done, total, device, dtype),
-                         processing_class=tok, model=policy, ref_model=ref, reward_model=reward, value_model=value,
+                         processing_class=ppo_tokenizer(tok), model=policy, ref_model=ref, reward_model=reward, value_model=value,
                          train_dataset=data, eval_dataset=data.select(range(st.batch_size)),
                          callbacks=[log_callback(PPO_NAMES, done), Snapshot(), progress_callback(cfg, done)])
     gc.freeze()   # PPOTrainer runs gc.collect() twice a step: ~0.7 s each over the libraries' objects
     trainer.train()
     gc.unfreeze()
+    policy.generation_config.eos_token_id = eos
     return policy, tok, previous + history_rows(trainer.state, PPO_NAMES, done)
 
 
@@ -180,7 +205,7 @@ def policy_path(cfg: StageConfig) -> str:
     """A folder holding the policy: GRPO/RLOO load their KL reference from the policy's own path."""
     ref = cfg.models["policy"]
     if ref.source != "init":
-        return ref.path  # type: ignore[return-value]  # a loaded model has a path
+        return models.local_folder(ref)
     path = resume_dir(cfg, "init_policy")
     if not (path / "config.json").exists():
         models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)  # type: ignore[call-arg]  # (model, tokenizer), path
@@ -212,6 +237,8 @@ def answer_reward(targets: dict[str, str], fmt: str, name: str):
 
 def reward_function(cfg: StageConfig, st: RlStage, targets):
     """(reward_funcs, reward_processing_classes) for GRPO/RLOO: the reward model, or answer matching."""
+    if targets is None and verifier.saved(cfg.input("reward_model")):
+        return verifier_reward(cfg.input("reward_model")), None
     if targets is None:
         model, tok = load_reward_model(cfg.input("reward_model"))
         return model, tok
@@ -235,7 +262,8 @@ def run_group(cfg: StageConfig, st: RlStage, questions, targets, device, dtype):
                       per_device_train_batch_size=st.batch_size // st.mini_batches,
                       steps_per_generation=st.mini_batches, num_iterations=st.ppo_epochs,
                       num_generations=st.num_generations, max_completion_length=st.response_length,
-                      beta=st.kl_coef, save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
+                      beta=st.kl_coef, generation_kwargs={"eos_token_id": decoding.stop_token_ids(policy, tok)},
+                      save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
                       seed=cfg.seed, **trainer_args(cfg, st, device, dtype))
     trainer = trainer_cls(model=policy, reward_funcs=reward, reward_processing_classes=reward_tok, args=args,
                           processing_class=tok,

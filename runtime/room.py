@@ -24,7 +24,9 @@ def context_length(ref, tok) -> int:
     from lm_eval.models.utils import resolve_max_length
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+    from .models import pretrained
+    where, kw = pretrained(ref)
+    config = AutoConfig.from_pretrained(where, **kw)
     return resolve_max_length(config, tok)
 
 

@@ -18,7 +18,7 @@ from compiler.stages import SftStage
 from . import models
 from . import task as taskdata
 from .checkpoints import last_checkpoint, resume_dir
-from .common import StageError, hide_tied_weights_warning, log, progress_callback, start, torch_setup
+from .common import StageError, atomic_write_json, hide_tied_weights_warning, log, progress_callback, start, torch_setup
 from .sampling import greedy_accuracy
 from .tracking import tracking_args
 
@@ -38,10 +38,16 @@ def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
         gold = taskdata.gold(cfg.task, "gold", cfg.spec_seed)
         rows = [_row(taskdata.messages(r, cfg.task), r["answer"]) for r in gold]
     else:
-        rows = [_row(prompt, text) for prompt, text in taskdata.distilled_responses(cfg, "sft")]
+        pairs, dropped = taskdata.distilled_responses(cfg, "sft", stage.keep_cut_off)
+        rows = [_row(prompt, text) for prompt, text in pairs]
+        atomic_write_json(Path(cfg.out_dir) / taskdata.TRAINING_DATA,
+                          taskdata.training_data_record(len(rows), dropped, stage.keep_cut_off))
+        if dropped:
+            log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not rows:
         raise StageError(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
-                         "(no agreeing teacher samples, or all responses empty)")
+                         "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
+                         "raise the generate stage's max_new_tokens, or set keep_cut_off: true)")
     return rows
 
 

@@ -77,12 +77,21 @@ def messages(row: dict, task: TaskSpec) -> list[dict]:
     return msgs + [{"role": "user", "content": user_text(row)}]
 
 
-def distilled_responses(cfg: StageConfig, kind: str) -> list[tuple[list[dict], str]]:
-    """(chat prompt, response text) pairs a student trains on, from its stage's declared data input.
+def is_cut_off(row: dict) -> bool:
+    """Did this response run to max_new_tokens without stopping? (generate's `cut_off`; rows from
+    runs older than that field count as not cut off.)"""
+    return bool(row.get("cut_off", False))
+
+
+def distilled_responses(cfg: StageConfig, kind: str, keep_cut_off: bool = False) -> tuple[list[tuple[list[dict], str]], int]:
+    """((chat prompt, response text) pairs a student trains on, number of cut-off responses left out),
+    from its stage's declared data input.
 
     A pseudo_reward input gives every majority-agreeing teacher response (all of them, not one
-    per question), a generate input every response; empty ones are dropped. Prompts come through
-    the answer-free door: a response to a question outside the distill split is refused.
+    per question), a generate input every response; empty ones are dropped, and so are responses
+    cut off at max_new_tokens unless `keep_cut_off` (a student copies what it is shown: rambles
+    that never stop teach it not to stop). Prompts come through the answer-free door: a response
+    to a question outside the distill split is refused.
     """
     labels, responses = cfg.input_or_none("data", "labels"), cfg.input_or_none("data", "responses")
     if labels is not None:
@@ -92,9 +101,18 @@ def distilled_responses(cfg: StageConfig, kind: str) -> list[tuple[list[dict], s
     else:
         raise StageError(f"{kind} stage {cfg.id!r}: no data_labels or data_responses input in its config")
     picked = [r for r in picked if r["text"].strip()]
+    kept = picked if keep_cut_off else [r for r in picked if not is_cut_off(r)]
     prompts = {q["id"]: messages(q, cfg.task) for q in questions(cfg.task, "distill", cfg.spec_seed)}
-    missing = sorted({r["question_id"] for r in picked} - set(prompts))
+    missing = sorted({r["question_id"] for r in kept} - set(prompts))
     if missing:
         raise StageError(f"{kind} stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
                          f"(e.g. {missing[:3]}); {kind} trains only on distill-split samples")
-    return [(prompts[r["question_id"]], r["text"]) for r in picked]
+    return [(prompts[r["question_id"]], r["text"]) for r in kept], len(picked) - len(kept)
+
+
+TRAINING_DATA = "training_data.json"   # in an sft / distill_logits stage's folder, beside model/
+
+
+def training_data_record(rows: int, cut_off_dropped: int, keep_cut_off: bool) -> dict:
+    """What a training stage records about its data selection (the report reads it)."""
+    return {"rows": rows, "cut_off_dropped": cut_off_dropped, "keep_cut_off": keep_cut_off}

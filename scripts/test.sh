@@ -13,6 +13,9 @@ if [ $fast = 0 ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && co
     || echo "note: could not install chromium; the report's browser test will be skipped"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Models made once (the real test model dequantised from its GGUF file, ~1.5 min): kept between
+# runs in a gitignored folder of the repo, so a CI run (and every later local run) makes it once.
+export DISTILLC_CACHE="${DISTILLC_CACHE:-$PWD/.cache/distillc}"
 # Lint and types first (pyproject.toml configures both): seconds, and they fail before any test runs.
 .venv/bin/ruff check compiler runtime
 .venv/bin/mypy

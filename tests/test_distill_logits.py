@@ -6,6 +6,7 @@ questions before and after logit distillation, teacher-forced on gold solutions.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,9 +132,13 @@ def test_labels_select_only_agreeing_teacher_rows_and_foreign_ids_are_refused(bu
         base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 0, "text": "keep #### 3", "label": 1},
         base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 1, "text": "wrong #### 4", "label": 0},
         base | {"question_id": qs[1]["id"], "role": "student", "sample_id": 0, "text": "student #### 3", "label": 1},
+        base | {"question_id": qs[1]["id"], "role": "teacher", "sample_id": 1, "text": "cut #### 3\n####", "label": 1,
+                "cut_off": True},   # a ramble cut at max_new_tokens: left out, and counted
     ])
     rows = distill_logits.training_rows(cfg)
     assert rows == [{"messages": task.messages(qs[0], cfg.task) + [{"role": "assistant", "content": "keep #### 3"}]}]
+    record = json.loads((Path(cfg.out_dir) / task.TRAINING_DATA).read_text())
+    assert record == {"rows": 1, "cut_off_dropped": 1, "keep_cut_off": False}
     write_jsonl(cfg.inputs["data_labels"], [base | {"question_id": "test-0", "role": "teacher", "sample_id": 0,
                                                     "text": "x #### 3", "label": 1}])
     with pytest.raises(StageError, match="not distill questions"):

@@ -73,10 +73,9 @@ def trained_dir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_untrained_init_model_end_to_end(built, monkeypatch):
     """Random init model: contract shapes, gold targets, and lm-eval's prompts == generate's (one BOS)."""
-    from lm_eval.models.huggingface import HFLM
+    from runtime import eval_lm, models
 
-    from runtime import models
-
+    HFLM = eval_lm.ruled_hflm()   # lm-eval's HFLM under the project's decoding rule
     seen = []
     original = HFLM._model_generate
 
@@ -90,10 +89,13 @@ def test_untrained_init_model_end_to_end(built, monkeypatch):
     metrics, rows = run(configs["ev_rand"])
     gold = gold_rows(configs["ev_rand"])
     assert metrics["n"] == len(gold) == 24 and len(rows) == 24
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["metrics"]) == {"greedy"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["metrics"]) == {"greedy", "greedy_strict"}
     assert [r["question_id"] for r in rows] == [g["id"] for g in gold]
     assert [r["target"] for r in rows] == [g["target"] for g in gold]
-    assert all(len(r["responses"]) == 1 == len(r["answers"]) for r in rows)
+    assert all(len(r["responses"]) == 1 == len(r["answers"]) == len(r["cut_off"]) for r in rows)
+    assert metrics["responses"] == 24
+    assert metrics["cut_off_share"] == sum(c for r in rows for c in r["cut_off"]) / 24 > 0   # random: rarely stops
+    assert metrics["no_answer_share"] == sum(a is None for r in rows for a in r["answers"]) / 24
     assert metrics["lm_eval"]["lm_eval_version"] and len(metrics["lm_eval"]["task_hash"]) == 64
 
     from compiler.schema import TaskSpec
@@ -125,8 +127,11 @@ def test_sampled_eval_reports_single_and_majority(built, trained_dir):
                          {"ev_vote": {"kind": "eval", "model": "local", "samples": 4, "temperature": 1.0,
                                       "max_new_tokens": 32, "batch_size": 16}}))
     metrics, rows = run(configs["ev_vote"])
-    assert set(metrics["metrics"]) == {"single", "majority"}
+    assert set(metrics["metrics"]) == {"single", "majority", "single_strict", "majority_strict"}
     assert metrics["accuracy"] == metrics["metrics"]["single"]["accuracy"]
+    strict = sum(answers.same(answers.extract_strict(r["responses"][0], "gsm8k"), r["target"]) for r in rows)
+    assert metrics["metrics"]["single_strict"]["accuracy"] == pytest.approx(strict / len(rows))
+    assert metrics["metrics"]["single_strict"]["accuracy"] <= metrics["accuracy"]   # strict reads a subset
     assert all(len(r["responses"]) == 4 == len(r["answers"]) for r in rows)
     assert len({tuple(r["responses"]) for r in rows if len(set(r["responses"])) > 1}) > 0   # really sampled
     for r in rows:

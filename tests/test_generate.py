@@ -42,7 +42,7 @@ def test_rows_follow_the_format_and_counts(built):
     per_q = 1 + 3 + 3                       # greedy gives one sample, each sampled temperature three
     assert len(rows) == len(questions) * per_q
     assert [r["question_id"] for r in rows] == [q["id"] for q in questions for _ in range(per_q)]
-    keys = {"question_id", "sample_id", "temperature", "seed", "text", "answer", "num_tokens"}
+    keys = {"question_id", "sample_id", "temperature", "seed", "text", "answer", "num_tokens", "cut_off"}
     for i, r in enumerate(rows):
         assert set(r) == keys
         assert r["sample_id"] == i % per_q
@@ -50,11 +50,15 @@ def test_rows_follow_the_format_and_counts(built):
         assert isinstance(r["text"], str) and isinstance(r["seed"], int)
         assert r["answer"] == answers.extract(r["text"], "gsm8k")
         assert 1 <= r["num_tokens"] <= 12
+        assert r["cut_off"] is False or r["num_tokens"] == 12     # cut off: the whole budget, no stop
     # one seed per (batch of 8 questions, temperature): 4 batches x 3 temperatures
     assert len({r["seed"] for r in rows}) == 12
     assert len({r["text"] for r in rows}) > len(rows) // 4        # sampling, not one repeated string
     stats = json.loads((Path(cfg.out_dir) / "generate_stats.json").read_text())
     assert stats["generated_tokens"] == sum(r["num_tokens"] for r in rows) and stats["tokens_per_s"] > 0
+    assert stats["responses"] == len(rows)
+    assert stats["cut_off"] == sum(r["cut_off"] for r in rows) > 0    # a random model rarely stops in 12 tokens
+    assert stats["no_answer"] == sum(r["answer"] is None for r in rows)
     assert not (Path(cfg.out_dir) / "partial" / generate.PARTIAL).exists()
 
 

@@ -16,7 +16,7 @@ from conftest import build_spec
 
 
 @pytest.mark.parametrize("starter", sorted(STARTERS))
-def test_every_starter_validates_and_builds(starter, tmp_path, monkeypatch, capsys):
+def test_every_starter_validates_and_builds(starter, tmp_path, monkeypatch, capsys, hub_reachable):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["init", starter, "--out", "spec.yaml"]) == 0
     out = capsys.readouterr().out

@@ -60,8 +60,10 @@ def test_a_report_stage_is_added_when_missing(tmp_path):
     assert [(j.id, j.config.kind) for j in plan.jobs] == [("ev", "eval"), ("report", "report")]
 
 
-def test_model_paths_resolve_against_the_spec_folder(tmp_path):
+def test_model_paths_resolve_against_the_spec_folder(tmp_path, hub_reachable):
     (tmp_path / "weights").mkdir()
+    for name in ("config.json", "tokenizer.json"):     # a model folder (an empty one is refused)
+        (tmp_path / "weights" / name).write_text("{}")
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nmodels: {local: {path: weights}, hub: {path: org/name, revision: v1}}\n"
                     "stages:\n  a: {kind: eval, model: local}\n  b: {kind: eval, model: hub}\n")

@@ -24,10 +24,11 @@ def spec(students: int = 1, task_spec: dict | None = None, **params) -> dict:
             "task": task_spec or {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 6, "test_size": 4}}}
 
 
-def responses(path: str | Path, answers: dict[str, list], texts: dict | None = None) -> None:
+def responses(path: str | Path, answers: dict[str, list], texts: dict | None = None, cut: set | None = None) -> None:
     """A responses.jsonl in generate's format; None = a response with no usable answer.
 
     Texts carry the file name and sample id, so no two responses share a text unless `texts` says so.
+    `cut`: the (question id, sample id)s cut off at max_new_tokens; None: rows without the field (older runs).
     """
     rows, tag = [], Path(path).parent.name
     for qid, values in answers.items():
@@ -35,7 +36,8 @@ def responses(path: str | Path, answers: dict[str, list], texts: dict | None = N
             own = f"{tag} says {k} #### {a}" if a is not None else f"{tag} hmm {'x' * k}"
             text = (texts or {}).get((qid, k)) or own
             rows.append({"question_id": qid, "sample_id": k, "temperature": 0.7 if k % 2 else 1.0, "seed": k,
-                         "text": text, "answer": extract(text, "gsm8k"), "num_tokens": 9})
+                         "text": text, "answer": extract(text, "gsm8k"), "num_tokens": 9}
+                        | ({} if cut is None else {"cut_off": (qid, k) in cut}))
     write_jsonl(path, rows)
 
 
@@ -52,6 +54,36 @@ def run(path: Path):
 
 def q(i: int) -> str:
     return f"distill-{i:05d}"
+
+
+def test_cut_off_responses_vote_but_are_neither_labels_nor_pairs_unless_kept(built):
+    """A response cut off at max_new_tokens still votes (its answer was read), but is left out of the
+    labels and pairs by default; keep_cut_off: true keeps it. The number left out is in stats.json."""
+    teacher = {q(0): ["5", "5", "5", "3"], q(1): ["2", "2", "4", "4"]}
+    student = {q(0): ["3", "5"], q(1): ["4", "2"]}
+    cut_t, cut_s = {(q(0), 1), (q(0), 2), (q(1), 0)}, {(q(0), 0)}
+    got = {}
+    for keep in (False, True):
+        configs = built(spec(min_agreement=0.5, keep_cut_off=keep))
+        inputs = config(configs["votes"])["inputs"]
+        responses(inputs["teacher_responses"], teacher, cut=cut_t)
+        responses(inputs["students_0_responses"], student, cut=cut_s)
+        got[keep] = run(configs["votes"])
+    labels, pairs, stats = got[False]
+    kept = {(r["question_id"], r["role"], r["sample_id"]) for r in labels}
+    assert kept == {(q(0), "teacher", 0), (q(0), "teacher", 3), (q(0), "student", 1),
+                    (q(1), "teacher", 1), (q(1), "teacher", 2), (q(1), "teacher", 3),
+                    (q(1), "student", 0), (q(1), "student", 1)}
+    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(0)} == {"5"}   # the cut-off 5s voted
+    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(1)} == {"2"}   # 2/2 tie -> "2", with the cut-off 2
+    cut_texts = {r["text"] for r in read_jsonl(inputs["teacher_responses"]) + read_jsonl(inputs["students_0_responses"])
+                 if r["cut_off"]}
+    assert len(cut_texts) == 4 and pairs and not cut_texts & {t for p in pairs for t in (p["chosen"], p["rejected"])}
+    assert stats["cut_off"] == {"dropped": 4, "keep_cut_off": False}
+    labels, pairs, stats = got[True]
+    assert len(labels) == 12 and sum(r["cut_off"] for r in labels) == 4
+    assert cut_texts & {t for p in pairs for t in (p["chosen"], p["rejected"])}
+    assert stats["cut_off"] == {"dropped": 0, "keep_cut_off": True}
 
 
 def test_vote_majority_ties_and_none():
@@ -78,7 +110,8 @@ def test_labels_drops_and_stats(built):
     assert [r["question_id"] for r in labels] == [q(0)] * 6 + [q(1)] * 6 + [q(4)] * 6
     first = labels[0]
     assert set(first) == {"question_id", "source", "role", "sample_id", "temperature", "text", "answer",
-                          "pseudo_label", "agreement", "label"}
+                          "cut_off", "pseudo_label", "agreement", "label"}
+    assert not any(r["cut_off"] for r in labels) and stats["cut_off"] == {"dropped": 0, "keep_cut_off": False}
     by = {(r["question_id"], r["role"], r["sample_id"]): r for r in labels}
     assert [by[(q(0), "teacher", k)]["label"] for k in range(4)] == [1, 1, 0, 0]   # None answer = 0
     assert [by[(q(0), "student", k)]["label"] for k in range(2)] == [1, 0]
@@ -185,3 +218,27 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
     scrambled = labelled([{**r, "answer": f"#### {97 - k}"} for k, r in enumerate(rows)])
     assert honest == scrambled
     assert b'"pseudo_label": "2"' in honest[0]            # labels were really written
+
+
+def test_student_pair_share_sets_how_many_pairs_put_a_student_positive_first(built):
+    """One question, 3 teacher and 4 student positives, 4 student negatives, cap 8: the share decides the mix."""
+    kinds = {}
+    for share in (0.0, 0.25, 0.5, 1.0):
+        configs = built(spec(pairs_per_question=8, min_agreement=0.0, student_pair_share=share))
+        inputs = config(configs["votes"])["inputs"]
+        responses(inputs["teacher_responses"], {q(0): ["1", "1", "1"]})
+        responses(inputs["students_0_responses"], {q(0): ["1", "1", "1", "1", "7", "8", "9", "6"]})
+        labels, pairs, stats = run(configs["votes"])
+        role = {r["text"]: r["role"] for r in labels}
+        assert len(pairs) == 8 and all(role[p["rejected"]] == "student" for p in pairs)
+        kinds[share] = sum(role[p["chosen"]] == "student" for p in pairs)
+        assert stats["pairs"]["student_pair_share"] == share
+    # 0.0 asks for no student-chosen pair, but 3 x 4 = 12 teacher pairs... cap 8: all teacher
+    assert kinds == {0.0: 0, 0.25: 2, 0.5: 4, 1.0: 8}
+
+
+def test_a_short_kind_is_filled_by_the_other():
+    assert pseudo_reward.split_cap(8, 0.5, teacher=2, student=20) == (2, 6)
+    assert pseudo_reward.split_cap(8, 0.5, teacher=20, student=1) == (7, 1)
+    assert pseudo_reward.split_cap(8, 1.0, teacher=20, student=0) == (8, 0)
+    assert pseudo_reward.split_cap(7, 0.5, teacher=20, student=20) == (4, 3)

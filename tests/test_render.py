@@ -171,7 +171,7 @@ def injected_spec() -> dict:
 
 
 @pytest.mark.slow
-def test_payloads_travel_as_data_and_never_run(tmp_path, capsys):
+def test_payloads_travel_as_data_and_never_run(tmp_path, capsys, hub_reachable):
     # The spec's file name is a payload too.
     spec = tmp_path / f"evil\n__import__('os').system('touch {MARK}_file')\n#.yaml"
     spec.write_text(yaml.safe_dump(injected_spec(), sort_keys=False))
@@ -199,7 +199,7 @@ def test_payloads_travel_as_data_and_never_run(tmp_path, capsys):
 
 # ------------------------------------------------------------------ speed and layering
 @each_spec
-def test_build_takes_well_under_a_second(tmp_path, spec_file):
+def test_build_takes_well_under_a_second(tmp_path, spec_file, hub_reachable):
     shutil.copy(spec_file, tmp_path / spec_file.name)
     build(tmp_path / spec_file.name, tmp_path)            # imports and first-use caches
     start = time.process_time()       # CPU time: another job on the machine must not fail this test

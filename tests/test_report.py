@@ -354,3 +354,42 @@ def test_every_kind_with_a_curve_is_plotted():
     assert set(plots) == {report_page.curve_plot(k) for k in with_curve}
     training = report_page.training(summary)
     assert set(training["plots"]) == set(plots)
+
+
+# ----------------------------------------------------------------------------- cut off, no answer, strict
+def test_cut_off_and_no_answer_per_stage_and_strict_beside_flexible(tiny):
+    """Stages that counted cut-off and unanswered responses show them; stages from older runs (no
+    counts) show nothing, not zero. Strict-match appears beside accuracy where the two differ."""
+    configs, inputs = tiny
+    write(Path(inputs["teacher_samples_responses"]).parent / "generate_stats.json",
+          {"questions": 5, "responses": 15, "cut_off": 6, "no_answer": 3})       # 40% cut off, 20% no answer
+    metrics = json.loads(Path(inputs["eval_sft_metrics"]).read_text())
+    metrics |= {"responses": 10, "cut_off_share": 0.7, "no_answer_share": 0.1}
+    metrics["metrics"]["greedy_strict"] = {"accuracy": 0.2, "stderr": 0.1}   # flexible 50%, strict-match 20%
+    write(inputs["eval_sft_metrics"], metrics | {"filter": "greedy"})
+    stats = json.loads(Path(inputs["rewards_stats"]).read_text())
+    write(inputs["rewards_stats"], stats | {"cut_off": {"dropped": 4, "keep_cut_off": False}})
+    write(Path(inputs["student_sft_model"]).parent / "training_data.json",
+          {"rows": 9, "cut_off_dropped": 2, "keep_cut_off": False})
+    _, md, s = run_report(configs)
+    assert s["cut_off"]["responses"] == [
+        {"stage": "teacher_samples", "kind": "generate", "responses": 15, "cut_off": 0.4, "no_answer": 0.2},
+        {"stage": "eval_sft", "kind": "eval", "responses": 10, "cut_off": 0.7, "no_answer": 0.1}]
+    assert s["cut_off"]["left_out"] == [
+        {"stage": "rewards", "kind": "pseudo_reward", "dropped": 4, "keep_cut_off": False},
+        {"stage": "student_sft", "kind": "sft", "dropped": 2, "rows": 9, "keep_cut_off": False}]
+    section = md.split("## Cut-off and unanswered responses")[1].split("\n## ")[0]
+    assert "| teacher_samples | generate | 15 | 40.0 | 20.0 |" in section
+    assert "| eval_sft | eval | 10 | 70.0 | 10.0 |" in section
+    assert "student_samples" not in section and "eval_teacher" not in section   # not counted: no row, no zero
+    assert "| rewards | pseudo_reward | 4 | no |" in section and "| student_sft | sft | 2 | no |" in section
+    acc = {a["stage"]: a for a in s["accuracy"]}
+    assert acc["eval_sft"]["strict"] == 0.2 and acc["eval_teacher"]["strict"] is None
+    assert "strict-match %" in md and "| 50.0 | [23.7, 76.3] | n/a | 20.0 |" in md
+
+
+def test_old_runs_show_no_cut_off_counts(tiny):
+    configs, _ = tiny
+    _, md, s = run_report(configs)
+    assert s["cut_off"] == {"responses": [], "left_out": []}
+    assert "not run: no stage of this run counted" in md and "strict-match %" not in md

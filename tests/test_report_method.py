@@ -97,3 +97,26 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
     assert ablation["label"] == "SFT student vs SFT student (all teacher samples)"
     assert cs[("eval_rl", "eval_sft")]["label"] == "RL student (majority-vote reward) vs SFT student"
     assert not cs[("eval_rl", "eval_sft_all")]["highlight"]
+
+
+def test_the_report_warns_in_words_when_a_reward_model_has_not_learned():
+    from runtime import report_page
+    demo = {"loss_type": "pairwise", "loss": 0.659, "eval_accuracy": 0.537, "eval_pairs": 400}   # the demo's
+    learned = {"loss_type": "both", "loss": 0.35, "eval_accuracy": 0.80, "eval_pairs": 400}
+    flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}   # fits, no generalising
+    stuck = {"loss_type": "pairwise", "loss": 0.68, "eval_accuracy": 0.75, "eval_pairs": 400}
+    said = method.rm_not_learned("rm", demo)
+    assert "0.659" in said and "ln 2" in said and "53.7%" in said and "within noise" in said
+    assert "try loss: both, more epochs, another initial model or head: verifier" in said
+    assert "try more epochs, another initial model or head: verifier" in method.rm_not_learned("rm", flat)
+    assert method.rm_not_learned("rm", learned) is None
+    assert "within noise" in method.rm_not_learned("rm", flat) and "ln 2" not in method.rm_not_learned("rm", flat)
+    assert "ln 2" in method.rm_not_learned("rm", stuck) and "noise of 50%" not in method.rm_not_learned("rm", stuck)
+    # few pairs: 60% on 20 pairs is within noise (+-21.9 points), 60% on 2000 is not
+    assert method.rm_not_learned("rm", {**learned, "eval_accuracy": 0.6, "eval_pairs": 20})
+    assert method.rm_not_learned("rm", {**learned, "eval_accuracy": 0.6, "eval_pairs": 2000}) is None
+    # a verifier's next-token loss is not on the ln 2 scale
+    assert method.rm_not_learned("rm", {**learned, "loss_type": "verifier", "loss": 0.69}) is None
+    page = report_page.reward_models({"reward_models": {"rm": demo, "rm2": learned}})
+    text = str(page)
+    assert "reward model rm has not learned" in text and "reward model rm2" not in text

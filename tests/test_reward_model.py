@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import answers, reward_model, task
+from runtime import answers, reward_model, reward_scoring, task
 from runtime.common import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
@@ -61,7 +61,7 @@ def run(path: Path) -> tuple[dict, dict]:
 
 
 def test_pairwise_learns_the_preference_on_held_out_questions(built):
-    path = built(spec(epochs=3))["rm"]
+    path = built(spec(loss="pairwise", epochs=3))["rm"]
     write_data(yaml.safe_load(path.read_text()))
     cfg, m = run(path)
     assert m["eval_pairs"] == 48 and m["train_pairs"] == 144 and m["eval_questions"] == 12
@@ -78,7 +78,7 @@ def test_pairwise_learns_the_preference_on_held_out_questions(built):
     tok = AutoTokenizer.from_pretrained(model_dir)
     assert model.config.num_labels == 1 and model.config.pad_token_id == tok.pad_token_id
     prompt = [{"role": "user", "content": "Tom has 3 apples. How many apples does Tom have now?"}]
-    s = reward_model.scores(model, tok, [prompt + reward_model.assistant(t) for t in
+    s = reward_scoring.scores(model, tok, [prompt + reward_model.assistant(t) for t in
                                          ("3 + 4 = 7. #### 7", "3 + 5 = 8. #### 8")], 2, 96)
     assert s[0] > s[1]
 

@@ -158,3 +158,4 @@ def test_gold_reward_scores_answers_against_gold(workflow, monkeypatch):
     cfg, rows = run(workflow, monkeypatch, "gold")
     check_run(cfg, rows, 2)
     assert "rewards/gold_answer/mean" in rows[0]
+    assert all(0 <= r["completions/clipped_ratio"] <= 1 for r in rows)   # the share of rollouts cut off

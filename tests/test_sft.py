@@ -1,6 +1,7 @@
 """runtime.sft: it learns, stops on its rules, picks the right rows, resumes, and merges LoRA."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,32 @@ def test_responses_keep_non_empty_rows_and_no_rows_is_a_clear_error(built):
     assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "2 + 1 = 3. #### 3"
     write_jsonl(cfg.inputs["data_responses"], [row | {"question_id": qs[1]["id"], "text": ""}])
     with pytest.raises(StageError, match="no training rows"):
+        sft.training_rows(cfg, cfg.stage())
+
+
+def test_cut_off_responses_are_left_out_unless_kept_and_the_count_is_recorded(built):
+    """A response that ran to max_new_tokens is not training data by default; rows from older runs
+    (no `cut_off` field) count as not cut off; the stage folder records how many were left out."""
+    extra = {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}}
+    for keep in (False, True):
+        cfg = load_config(built(spec({"data": "samples", "keep_cut_off": keep}, extra=extra))["s"], "sft")
+        qs = task.questions(cfg.task, "distill", cfg.spec_seed)
+        row = {"sample_id": 0, "temperature": 1.0, "seed": 1, "answer": None, "num_tokens": 3}
+        write_jsonl(cfg.inputs["data_responses"], [
+            row | {"question_id": qs[0]["id"], "text": "2 + 1 = 3. #### 3", "cut_off": False},
+            row | {"question_id": qs[1]["id"], "text": "#### 4\n#### 4\n#### 4\n####", "cut_off": True},
+            row | {"question_id": qs[2]["id"], "text": "an older run's row #### 5"}])
+        rows = sft.training_rows(cfg, cfg.stage())
+        texts = [r["completion"][0]["content"] for r in rows]
+        record = json.loads((Path(cfg.out_dir) / task.TRAINING_DATA).read_text())
+        if keep:
+            assert len(texts) == 3 and record == {"rows": 3, "cut_off_dropped": 0, "keep_cut_off": True}
+        else:
+            assert texts == ["2 + 1 = 3. #### 3", "an older run's row #### 5"]
+            assert record == {"rows": 2, "cut_off_dropped": 1, "keep_cut_off": False}
+    cfg = load_config(built(spec({"data": "samples"}, extra=extra))["s"], "sft")
+    write_jsonl(cfg.inputs["data_responses"], [row | {"question_id": qs[1]["id"], "text": "####", "cut_off": True}])
+    with pytest.raises(StageError, match="keep_cut_off: true"):
         sft.training_rows(cfg, cfg.stage())
 
 
