@@ -131,8 +131,8 @@ def test_lm_eval_and_the_report_agree_with_the_pipeline(built, fmt):
         right, strict_right = float(answers.same(expected, target)), float(answers.same(strict, target))
         assert by_filter == {"single": (expected or answers.INVALID, right),
                              "majority": (expected or answers.INVALID, right),
-                             "single" + answers.lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right),
-                             "majority" + answers.lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right)}, text
+                             "single" + lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right),
+                             "majority" + lm_eval_filters.STRICT_SUFFIX: (strict or answers.INVALID, strict_right)}, text
         rows = [{"question_id": "q", "answer": answers.extract(text, fmt)}]
         assert report.vote_accuracy(rows, {"q": answers.normalise(target)})["single"] == right, text
         assert report.same_answer(answers.extract(text, fmt), target) == bool(right)

@@ -79,6 +79,7 @@ def spec(**params) -> dict:
                               "eval_fraction": 0.25, **params}}}
 
 
+@pytest.mark.slow
 def test_a_tiny_reward_model_fits_a_few_pairs_that_differ_only_in_the_final_number(built):
     """Overfitting is the least a model that is not broken can do: 100% of its own training pairs."""
     path = built(spec(loss="pairwise", epochs=60, learning_rate=3e-3))["rm"]
@@ -119,6 +120,7 @@ def test_loss_both_is_the_weighted_sum_of_the_pairwise_and_pointwise_terms():
     assert abs(bt - bce) > 0.1   # the weight matters
 
 
+@pytest.mark.slow
 def test_loss_both_trains_and_says_so(built):
     path = built(spec(loss="both", pointwise_weight=0.5, max_steps=2))["rm"]
     cfg = yaml.safe_load(path.read_text())

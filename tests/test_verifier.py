@@ -69,6 +69,7 @@ def trained(tmp_path_factory):
     return root, configs
 
 
+@pytest.mark.slow
 def test_the_verifier_trains_and_is_saved_as_one(trained, monkeypatch):
     root, configs = trained
     monkeypatch.chdir(root)
@@ -81,6 +82,7 @@ def test_the_verifier_trains_and_is_saved_as_one(trained, monkeypatch):
     assert verifier.saved(cfg.outputs["model"]) and not verifier.saved(Path(cfg.outputs["model"]).parent)
 
 
+@pytest.mark.slow
 def test_its_rewards_are_probabilities_from_one_scoring_function(trained, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     root, configs = trained
@@ -100,6 +102,7 @@ def test_its_rewards_are_probabilities_from_one_scoring_function(trained, monkey
     assert max(abs(a - b) for a, b in zip(direct, via_rl)) < 1e-6
 
 
+@pytest.mark.slow
 def test_rl_runs_against_the_verifier(trained, monkeypatch):
     root, configs = trained
     monkeypatch.chdir(root)
