@@ -49,10 +49,10 @@ def parse_args(argv):
 
 def resolve(spec_file: str, model_id: str):
     """(task with absolute data paths, ModelRef, spec seed) from the spec, through the compiler's checks."""
-    from compiler.errors import Problem, SpecError, did_you_mean
-    from compiler.load import load_spec_with_positions
+    from compiler.spec.errors import Problem, SpecError, did_you_mean
+    from compiler.plan.load import load_spec_with_positions
     from compiler.plan import build_plan
-    from compiler.contract import ModelRef
+    from compiler.spec.contract import ModelRef
 
     spec, positions = load_spec_with_positions(spec_file)
     plan = build_plan(spec, positions, spec_file)
@@ -70,9 +70,9 @@ def hf_engine(model_dir: str, task, texts: list[str], args, dtype, device, cache
     """Load the saved model and sample every prompt batch, as the generate stage does."""
     import torch
 
-    from compiler.contract import ModelRef
-    from runtime import models
-    from runtime.sampling import sample
+    from compiler.spec.contract import ModelRef
+    from runtime.lib import models
+    from runtime.lib.sampling import sample
 
     t0 = time.perf_counter()
     ref = ModelRef(name="bench", source="path", path=model_dir, base="bench")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine != "hf":
         print(NO_VLLM, file=sys.stderr)
         return 2
-    from compiler.errors import DistillcError
+    from compiler.spec.errors import DistillcError
     try:
         task, ref, spec_seed = resolve(args.spec, args.model)
     except DistillcError as exc:
@@ -150,10 +150,10 @@ def run(args, task, ref, spec_seed: int) -> int:
     import torch
     import transformers
 
-    from runtime import models
-    from runtime import task as taskdata
-    from runtime.common import torch_setup
-    from runtime.sampling import prompts
+    from runtime.lib import models
+    from runtime.lib import task as taskdata
+    from runtime.lib.common import torch_setup
+    from runtime.lib.sampling import prompts
 
     transformers.utils.logging.disable_progress_bar()   # the table is the output
     device, dtype = torch_setup(args.seed, args.threads, args.device, args.precision)

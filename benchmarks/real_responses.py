@@ -1,6 +1,6 @@
 """Real responses of SmolLM2-135M-Instruct, for the answer reader's test corpus (issue 19).
 
-The reader (runtime/answers.py) was written against tiny self-built models that always
+The reader (runtime/lib/answers.py) was written against tiny self-built models that always
 stop and write one "####". A real instruct model rambles, repeats its marker and is cut
 off at max_new_tokens. This script writes what such a model really says to synthetic
 questions, so that tests/data/real_responses.jsonl can hold those texts with hand-read
@@ -9,7 +9,7 @@ expected answers. It is the record of how the corpus was made; rerun it to repro
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/real_responses.py --out /tmp/raw.jsonl
 
 Seeded (torch seed per temperature, 1 thread): same machine and versions -> same texts.
-Prompts go through the tokenizer's chat template exactly as runtime.sampling.prompts does.
+Prompts go through the tokenizer's chat template exactly as runtime.lib.sampling.prompts does.
 One run of LONGEST new tokens per temperature; the shorter limits are its first 48 / 128 tokens:
 exactly what a run with that max_new_tokens writes (greedy is prefix-consistent, and a sampled
 run draws the same random numbers for its first steps), at a third of the cost on 2 busy cores.
@@ -37,7 +37,7 @@ SFT_SETTINGS = {0.0: (32, 96), 1.0: (32, 96)}   # the tuned model (--sft-steps):
 
 
 def task_spec(kind: str):
-    from compiler.schema import SyntheticTask, TaskSpec
+    from compiler.spec.schema import SyntheticTask, TaskSpec
 
     name, synth, system = next(t for t in TASKS if t[0] == kind)
     size = QUESTIONS[kind]
@@ -70,7 +70,7 @@ def tune(model, tok, steps: int, lr: float, seed: int) -> None:
     format a student distilled from such targets writes): loss on the response tokens only."""
     import torch
 
-    from runtime import task as taskdata
+    from runtime.lib import task as taskdata
 
     spec = task_spec("two_step").model_copy(update={"synthetic": task_spec("two_step").synthetic.model_copy(
         update={"gold_size": 8 * steps, "min_steps": 1})})
@@ -102,7 +102,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runtime import sampling, task as taskdata
+    from runtime.lib import sampling
+    from runtime.lib import task as taskdata
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)

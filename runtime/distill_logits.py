@@ -14,14 +14,22 @@ import shutil
 import time
 from pathlib import Path
 
-from compiler.contract import StageConfig
-from compiler.stages import DistillLogitsStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import DistillLogitsStage
 
-from . import models
-from . import task as taskdata
-from .checkpoints import resume_dir, train_or_load
-from .common import StageError, atomic_write_json, hide_tied_weights_warning, log, progress_callback, start, torch_setup
-from .tracking import tracking_args
+from .lib import models
+from .lib import task as taskdata
+from .lib.checkpoints import resume_dir, train_or_load
+from .lib.common import (
+    StageError,
+    atomic_write_json,
+    hide_tied_weights_warning,
+    log,
+    progress_callback,
+    start,
+    torch_setup,
+)
+from .lib.tracking import tracking_args
 
 LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
 
@@ -112,5 +120,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

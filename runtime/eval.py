@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from compiler.contract import StageConfig
-from compiler.lm_eval_filters import MAJORITY, PRIMARY
-from compiler.stages import EvalStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.lm_eval_filters import MAJORITY, PRIMARY
+from compiler.spec.stages import EvalStage
 
-from . import answers, decoding, eval_lm
-from . import task as taskdata
-from .common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
-from .startup import settle
+from .lib import answers, decoding, eval_lm
+from .lib import task as taskdata
+from .lib.common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
+from .lib.startup import settle
 
 METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
 HF_WITH_PROGRESS = "distillc-hf"       # lm-eval's "hf" model that reports questions answered
@@ -63,8 +63,8 @@ def read_task_yaml(path) -> dict:
 def check_lengths(cfg: StageConfig, stage: EvalStage, rows: list[dict]) -> None:
     """Refuse prompts that do not fit: lm-eval would cut them from the left (losing BOS and
     the question's start) with only a log warning, and score the damaged prompt."""
-    from .models import load_tokenizer
-    from .room import check_context
+    from .lib.context import check_context
+    from .lib.models import load_tokenizer
 
     ref = cfg.models["model"]
     tok = load_tokenizer(ref, cfg.task, cfg.spec_seed)
@@ -83,14 +83,14 @@ def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
     ref = cfg.models["model"]
     _COUNTING.pop("lm", None)   # the lm-eval model of an earlier stage in this process
     if ref.source == "init":
-        from .models import load_causal_lm
+        from .lib.models import load_causal_lm
         model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
         lm = eval_lm.ruled_hflm()(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
         eval_lm.apply_rule(lm, answer_format(cfg, stage))
         count_progress(lm, cfg)
         _COUNTING["lm"] = lm
         return lm, None
-    from .model_folders import local_folder
+    from .lib.model_folders import local_folder
     where = local_folder(ref)    # a GGUF or pruned model: its folder in the model cache, made once
     args = {"pretrained": str(Path(where).resolve()) if Path(where).is_dir() else where,
             "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
@@ -233,7 +233,7 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
 
     Responses come from `resps` (all repeats); "correct" is lm-eval's own score
     under the primary filter, so accuracy == mean(correct) by construction.
-    "answers" are runtime.answers.extract's: the same code lm-eval scored with (the local task's
+    "answers" are runtime.lib.answers.extract's: the same code lm-eval scored with (the local task's
     filters load it), and the code every other stage reads answers with. "cut_off" (one flag per
     response: reached max_new_tokens without a stop) is what the lm-eval model `lm` recorded
     while generating (eval_lm); absent where it recorded none.
@@ -305,5 +305,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -14,17 +14,17 @@ import shutil
 import time
 from pathlib import Path
 
-from compiler.contract import StageConfig
-from compiler.stages import GenerateStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import GenerateStage
 
-from . import answers, models
-from . import task as taskdata
-from .checkpoints import resume_dir
-from .common import atomic_write_json, derive_seed, log, progress, start, torch_setup, write_jsonl
-from .decoding import answer_stop
-from .room import check_context_before_weights
-from .sampling import prompts, sample
-from .startup import settle
+from .lib import answers, models
+from .lib import task as taskdata
+from .lib.checkpoints import resume_dir
+from .lib.common import atomic_write_json, derive_seed, log, progress, start, torch_setup, write_jsonl
+from .lib.context import check_context_before_weights
+from .lib.decoding import answer_stop
+from .lib.sampling import prompts, sample
+from .lib.startup import settle
 
 PARTIAL = "responses.partial.jsonl"
 
@@ -138,5 +138,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -16,12 +16,12 @@ import random
 from collections import Counter
 from itertools import chain, zip_longest
 
-from compiler.contract import StageConfig
-from compiler.stages import PseudoRewardStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import PseudoRewardStage
 
-from . import task as taskdata
-from .answers import same, vote
-from .common import StageError, atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
+from .lib import task as taskdata
+from .lib.answers import same, vote
+from .lib.common import StageError, atomic_write_json, derive_seed, log, read_jsonl, start, write_jsonl
 
 HISTOGRAM_BINS = 10
 
@@ -159,5 +159,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -19,22 +19,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from compiler.contract import ReportConfig
-from compiler.lm_eval_filters import MAJORITY, SINGLE, strict
-from compiler.stagekind import BENCHMARK
-from compiler.stages import ReportStage, all_roles
+from compiler.spec.contract import ReportConfig
+from compiler.spec.lm_eval_filters import MAJORITY, SINGLE, strict
+from compiler.spec.stagekind import BENCHMARK
+from compiler.spec.stages import ReportStage, all_roles
 
-from . import report_cards, report_cutoff, report_seeds
-from . import report_method as method
-from . import task as taskdata
-from .answers import same as same_answer
-from .answers import vote
-from .common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
-from .report_format import CURVES, NAMES
-from .report_page import render
-from .stats import mcnemar_exact, paired_bootstrap, wilson
+from .lib import task as taskdata
+from .lib.answers import same as same_answer
+from .lib.answers import vote
+from .lib.common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
+from .reporting import cards as report_cards
+from .reporting import cutoff as report_cutoff
+from .reporting import method as method
+from .reporting import seeds as report_seeds
+from .reporting.format import CURVES, NAMES
+from .reporting.page import render
+from .reporting.stats import mcnemar_exact, paired_bootstrap, wilson
 
-# The roles the stage kinds define (compiler/stages.py): later in the pipeline = higher rank = compared first;
+# The roles the stage kinds define (compiler/spec/stages.py): later in the pipeline = higher rank = compared first;
 # highlighted pairs in that order, each role's own comparisons in the order its kind lists them.
 RANK = {name: role.rank for name, role in all_roles().items()}
 HIGHLIGHT = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with]
@@ -45,7 +47,7 @@ def read(path) -> Any:
     """A JSON/JSONL input if it exists, else None (not run, or not produced by this spec)."""
     if not path or not Path(path).is_file():
         return None
-    from .common import read_json
+    from .lib.common import read_json
     return read_jsonl(path) if str(path).endswith(".jsonl") else read_json(path)
 
 
@@ -87,7 +89,7 @@ def stage_model(spec: dict, sid: str) -> str:
 def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
     """Every number the report shows, as plain data (this is summary.json); `lock`: the declared spec lock."""
     spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
-    role_of = cfg.roles      # the planner's (compiler.stages.report_roles)
+    role_of = cfg.roles      # the planner's (compiler.spec.stages.report_roles)
     evals = []
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # type: ignore[arg-type]  # pipeline order; an eval names its model
         model = stage_model(spec, e)
@@ -203,7 +205,7 @@ def voting(cfg: ReportConfig, evals: list[dict], spec: dict, gold) -> dict:
 
 
 def vote_accuracy(rows: list[dict], gold: dict) -> dict:
-    """Per-sample accuracy, majority-vote accuracy (runtime.answers.vote, the pipeline's one vote) and pass@k."""
+    """Per-sample accuracy, majority-vote accuracy (runtime.lib.answers.vote, the pipeline's one vote) and pass@k."""
     by_q: dict[str, list] = {}
     for r in rows:
         if r["question_id"] in gold:
@@ -313,5 +315,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from compiler.contract import StageConfig
-from compiler.stages import RewardModelStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import RewardModelStage
 
-from . import models, verifier
-from . import task as taskdata
-from .checkpoints import resume_dir, train_or_load
-from .common import (
+from .lib import models, verifier
+from .lib import task as taskdata
+from .lib.checkpoints import resume_dir, train_or_load
+from .lib.common import (
     StageError,
     atomic_write_json,
     derive_seed,
@@ -32,8 +32,8 @@ from .common import (
     torch_setup,
     write_jsonl,
 )
-from .reward_scoring import scores
-from .tracking import tracking_args
+from .lib.reward_scoring import scores
+from .lib.tracking import tracking_args
 
 CHECKPOINT_EVERY = 0.2   # a fraction of training: at most ~5 checkpoints, one kept on disk
 
@@ -250,5 +250,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

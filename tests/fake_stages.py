@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compiler.stages import KINDS   # one stand-in per stage kind, whatever kinds there are
+from compiler.spec.stages import KINDS   # one stand-in per stage kind, whatever kinds there are
 
 STAGE = '''
 import hashlib, pathlib, sys, time, yaml

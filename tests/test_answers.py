@@ -1,4 +1,4 @@
-"""One answer logic: the pipeline (runtime.answers), the lm-eval task (its filters and metric, loaded
+"""One answer logic: the pipeline (runtime.lib.answers), the lm-eval task (its filters and metric, loaded
 by lm-eval from the rendered YAML) and the report read and compare every tricky answer alike."""
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import lm_eval_filters
-from runtime import answers, report
-from runtime import task as taskdata
+from compiler.spec import lm_eval_filters
+from runtime.lib import answers
+from runtime import report
+from runtime.lib import task as taskdata
 from runtime.eval import read_task_yaml
 from runtime.pseudo_reward import vote as pseudo_reward_vote
 
@@ -79,7 +80,7 @@ def test_one_vote_rule_everywhere():
 
 
 def test_gold_targets_are_spelled_like_answers(tmp_path):
-    from compiler.schema import TaskSpec
+    from compiler.spec.schema import TaskSpec
 
     rows = [{"question": f"q{i}", "answer": f"work #### {a}"} for i, a in enumerate(["1,000", "7.0", "-3", "12"])]
     data = tmp_path / "test.jsonl"

@@ -1,11 +1,11 @@
-"""The resume rules every training stage shares (runtime/checkpoints.py), on plain folders: no training."""
+"""The resume rules every training stage shares (runtime/lib/checkpoints.py), on plain folders: no training."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from runtime import checkpoints
-from runtime.common import load_config
+from runtime.lib import checkpoints
+from runtime.lib.common import load_config
 
 SPEC = {"name": "ck", "task": {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 4, "test_size": 4}},
         "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}}},

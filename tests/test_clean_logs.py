@@ -20,7 +20,7 @@ def test_lm_eval_git_hash_is_quiet_outside_git(tmp_path, monkeypatch, capfd):
 
 
 def test_tied_head_warning_is_dropped_and_others_kept():
-    from runtime.common import hide_tied_weights_warning
+    from runtime.lib.common import hide_tied_weights_warning
 
     seen: list[str] = []
 

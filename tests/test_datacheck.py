@@ -174,10 +174,10 @@ def test_synthetic_sizes_are_checked_too(tmp_path, monkeypatch, capsys):
 def test_prompt_count_equals_the_init_tokenizer(tmp_path):
     """The compiler's pure-Python count is the word-level tokenizer's own: for every corpus prompt,
     and for odd text (spaces, tabs, digits, punctuation, other scripts, special-token look-alikes)."""
-    from compiler.schema import TaskSpec
-    from compiler.sizes import prompt_tokens
-    from runtime import models
-    from runtime import task as taskdata
+    from compiler.spec.schema import TaskSpec
+    from compiler.data.sizes import prompt_tokens
+    from runtime.lib import models
+    from runtime.lib import task as taskdata
 
     odd = ["  lead  two ", "a\tb</s>x <s> y", "x (A) 1,234.5 ok?", "½ ٣ x²", "a–b «q» $5 +=", "\n\nq\n",
            "é e\u0301 \u00a0x\u3000y", "<pad><unk>", "日本語のテキスト、です。", "emoji 🙂🙂 ok"]
@@ -196,9 +196,9 @@ def test_prompt_count_equals_the_init_tokenizer(tmp_path):
 # ----------------------------------------------------------------------------- runtime agrees
 def test_the_runtime_reads_rows_as_validate_does(tmp_path):
     """A file changed after build is refused by the stage with the same file:line words."""
-    from compiler.datarows import DataError
-    from compiler.schema import TaskSpec
-    from runtime import task as taskdata
+    from compiler.data.rows import DataError
+    from compiler.spec.schema import TaskSpec
+    from runtime.lib import task as taskdata
 
     shutil.copy(CORPUS / "answer_without_hashes.jsonl", tmp_path / "t.jsonl")
     task = TaskSpec(distill={"path": str(tmp_path / "t.jsonl")}, test={"path": str(tmp_path / "t.jsonl")})

@@ -1,11 +1,12 @@
-"""The decoding rule (runtime/decoding.py, compiler/decoding.py): which tokens stop a response, and the
+"""The decoding rule (runtime/lib/decoding.py, compiler/spec/decoding.py): which tokens stop a response, and the
 answer stop, per row of a batch. Fast: an in-memory tokenizer, no model weights."""
 from __future__ import annotations
 
 import pytest
 
-from compiler import decoding as pure
-from runtime import answers, decoding
+from compiler.spec import decoding as pure
+from runtime.lib import answers
+from runtime.lib import decoding
 
 WORDS = ["<pad>", "<s>", "</s>", "<|eot|>", "<|user|>", "<|assistant|>", "So", "####", "14", "1", "\n", "the",
          "answer", "is", "Hi", "distillc-turn-end-probe", "."]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import answers, eval as eval_stage, generate
-from runtime.common import load_config, read_jsonl
+from runtime.lib import answers
+from runtime import eval as eval_stage
+from runtime import generate
+from runtime.lib.common import load_config, read_jsonl
 
 QUESTIONS = 4
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 9, "distill_size": 4, "test_size": QUESTIONS},

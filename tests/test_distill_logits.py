@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime import distill_logits, models, sft, task
-from runtime.common import StageError, load_config, read_jsonl, write_jsonl
+from runtime import distill_logits
+from runtime.lib import models
+from runtime import sft
+from runtime.lib import task
+from runtime.lib.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import REPO, build_spec, kill_at_first_checkpoint
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import answers
-from runtime import task as taskdata
-from runtime.common import StageError, read_jsonl
+from runtime.lib import answers
+from runtime.lib import task as taskdata
+from runtime.lib.common import StageError, read_jsonl
 
 TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 9, "gold_size": 600, "dev_size": 0,
                       "distill_size": 8, "test_size": 24}}
@@ -30,7 +30,7 @@ def run(config: Path) -> tuple[dict, list[dict]]:
 
 
 def gold_rows(config: Path) -> list[dict]:
-    from compiler.contract import StageConfig
+    from compiler.spec.contract import StageConfig
     cfg = StageConfig.model_validate(yaml.safe_load(config.read_text()))
     return taskdata.gold(cfg.task, "test", cfg.spec_seed)
 
@@ -43,9 +43,9 @@ def trained_dir(tmp_path_factory) -> Path:
     """
     import torch
 
-    from compiler.contract import ModelRef
-    from compiler.schema import InitModel, TaskSpec
-    from runtime import models
+    from compiler.spec.contract import ModelRef
+    from compiler.spec.schema import InitModel, TaskSpec
+    from runtime.lib import models
 
     torch.set_num_threads(1)
     task = TaskSpec.model_validate(TASK)
@@ -73,7 +73,8 @@ def trained_dir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_untrained_init_model_end_to_end(built, monkeypatch):
     """Random init model: contract shapes, gold targets, and lm-eval's prompts == generate's (one BOS)."""
-    from runtime import eval_lm, models
+    from runtime.lib import eval_lm
+    from runtime.lib import models
 
     HFLM = eval_lm.ruled_hflm()   # lm-eval's HFLM under the project's decoding rule
     seen = []
@@ -98,7 +99,7 @@ def test_untrained_init_model_end_to_end(built, monkeypatch):
     assert metrics["no_answer_share"] == sum(a is None for r in rows for a in r["answers"]) / 24
     assert metrics["lm_eval"]["lm_eval_version"] and len(metrics["lm_eval"]["task_hash"]) == 64
 
-    from compiler.schema import TaskSpec
+    from compiler.spec.schema import TaskSpec
     task = TaskSpec.model_validate(TASK | {"system_prompt": "How many?"})
     tok = models.build_tokenizer(task, 0)
     expected = [tok(tok.apply_chat_template(taskdata.messages(g, task), add_generation_prompt=True, tokenize=False),
@@ -163,7 +164,7 @@ def test_prompt_that_would_be_truncated_is_refused(built):
     """lm-eval would silently cut the prompt's start (and its BOS): the stage refuses before running."""
     from runtime import eval as stage
 
-    from compiler.errors import SpecError
+    from compiler.spec.errors import SpecError
 
     short = TINY | {"max_length": 32}
     too_long = spec({"short": {"init": short}}, {"ev_short": {"kind": "eval", "model": "short", "max_new_tokens": 16}})
@@ -175,7 +176,7 @@ def test_prompt_that_would_be_truncated_is_refused(built):
     config = yaml.safe_load(configs["ev_short"].read_text())
     config["params"]["max_new_tokens"] = 16
     configs["ev_short"].write_text(yaml.safe_dump(config))
-    from runtime.room import ContextOverflow
+    from runtime.lib.context import ContextOverflow
     with pytest.raises(ContextOverflow, match="max_new_tokens 16 that is .*32-token context"):
         stage.main(["--config", str(configs["ev_short"]), "--threads", "1"])
 
@@ -183,7 +184,7 @@ def test_prompt_that_would_be_truncated_is_refused(built):
 @pytest.mark.slow
 def test_hub_task_refuses_majority_vote(built):
     """samples > 1 needs the rendered local task (its majority filter): refused at build time."""
-    from compiler.errors import SpecError
+    from compiler.spec.errors import SpecError
 
     with pytest.raises(SpecError, match="samples > 1"):
         built(spec({"rand": {"init": TINY}},

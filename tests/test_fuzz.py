@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler import cli
-from compiler.schema import DataSource, InitModel, ModelSpec, Spec, SyntheticTask, TaskSpec
-from compiler.stagekind import Resources
-from compiler.stages import KINDS, STAGE_CLASSES
+from compiler.spec.schema import DataSource, InitModel, ModelSpec, Spec, SyntheticTask, TaskSpec
+from compiler.spec.stagekind import Resources
+from compiler.spec.stages import KINDS, STAGE_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "specs").glob("*.yaml"))

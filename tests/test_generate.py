@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime import answers, checkpoints, generate, task
-from runtime.common import StageError, load_config, read_jsonl
+from runtime.lib import answers
+from runtime.lib import checkpoints
+from runtime import generate
+from runtime.lib import task
+from runtime.lib.common import StageError, load_config, read_jsonl
 
 from conftest import REPO
 

@@ -1,4 +1,4 @@
-"""Input names are spelled once (compiler.stagekind.input_key): the planner writes them, and every stage
+"""Input names are spelled once (compiler.spec.stagekind.input_key): the planner writes them, and every stage
 reads its inputs through the stage config's checked accessors, which refuse an input the kind does not
 declare. The scans read the source (ast), so a stage that spells a key by hand fails here, not at run time."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.contract import UndeclaredInput, read_config
-from compiler.stagekind import input_key
-from compiler.stages import KINDS, STAGE_CLASSES
+from compiler.spec.contract import UndeclaredInput, read_config
+from compiler.spec.stagekind import input_key
+from compiler.spec.stages import KINDS, STAGE_CLASSES
 from conftest import REPO, build_spec
 
 RUNTIME = REPO / "runtime"
@@ -58,7 +58,7 @@ def declares(kind: str, field: str, output: str) -> bool:
 
 
 def test_no_runtime_module_spells_an_input_key():
-    found = {p.name: hand_spelled_reads(ast.parse(p.read_text())) for p in sorted(RUNTIME.glob("*.py"))}
+    found = {p.name: hand_spelled_reads(ast.parse(p.read_text())) for p in sorted(RUNTIME.rglob("*.py"))}
     assert {name: lines for name, lines in found.items() if lines} == {}
 
 
@@ -71,7 +71,7 @@ def test_the_scan_sees_a_hand_spelled_key():
 def test_every_stage_reads_only_inputs_its_kind_declares():
     """A stage module's literal reads are declared by its own kind; a library's by some kind."""
     wrong = []
-    for path in sorted(RUNTIME.glob("*.py")):
+    for path in sorted(RUNTIME.rglob("*.py")):
         kinds = [path.stem] if path.stem in KINDS else list(KINDS)
         for line, field, output in accessor_reads(ast.parse(path.read_text())):
             if not any(declares(k, field, output) for k in kinds):

@@ -1,6 +1,6 @@
 """Models users have: a GGUF checkpoint dequantised once into a cached model folder, a model shipped in
-an installed package, and a depth-pruned student made from its teacher (runtime/model_folders.py,
-compiler/gguf.py, compiler/modelcheck.py). The validate errors are in tests/bad_specs/ (model_*.yaml).
+an installed package, and a depth-pruned student made from its teacher (runtime/lib/model_folders.py,
+compiler/data/gguf.py, compiler/data/modelcheck.py). The validate errors are in tests/bad_specs/ (model_*.yaml).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import gguf
-from compiler.contract import ModelRef
-from compiler.modelcheck import package_folder
-from runtime import model_folders as mf
+from compiler.data import gguf
+from compiler.spec.contract import ModelRef
+from compiler.data.modelcheck import package_folder
+from runtime.lib import model_folders as mf
 
 from conftest import REPO, SMOL_GGUF, SMOL_PACKAGE, build_spec, smol_ref
 
@@ -103,7 +103,7 @@ def test_file_digests_are_remembered_and_follow_the_content(tmp_path, monkeypatc
 BUILD_TWICE = """
 import sys, time
 from pathlib import Path
-from runtime.model_folders import build_once
+from runtime.lib.model_folders import build_once
 def build(out):
     with open(sys.argv[1], "a") as fh:
         fh.write("built\\n")
@@ -242,7 +242,7 @@ def test_a_pruned_student_keeps_its_teachers_layers_and_tokenizer(smol_model_dir
 
 @pytest.mark.slow
 def test_pruning_deeper_than_the_parent_is_a_stage_error(smol_model_dir, tmp_path, monkeypatch):
-    from runtime.errors import StageError
+    from runtime.lib.errors import StageError
 
     monkeypatch.setenv("DISTILLC_CACHE", str(tmp_path / "cache"))
     parent = ModelRef(name="teacher", source="path", path=str(smol_model_dir), base="teacher")
@@ -257,8 +257,11 @@ def test_stages_run_on_a_packaged_gguf_teacher_and_a_pruned_student(smol_model_d
     (the cached folder), and the pruned student is sampled, logit-distilled, fine-tuned and evaluated."""
     from transformers import AutoModelForCausalLM
 
-    from runtime import distill_logits, eval as eval_stage, generate, sft
-    from runtime.common import read_json, read_jsonl
+    from runtime import distill_logits
+    from runtime import eval as eval_stage
+    from runtime import generate
+    from runtime import sft
+    from runtime.lib.common import read_json, read_jsonl
 
     configs = built({
         "name": "smol_stages", "task": {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 0,
@@ -292,8 +295,8 @@ def test_pruning_works_beyond_llama(arch, tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, Qwen3Config
 
-    from compiler.schema import TaskSpec
-    from runtime.models import build_tokenizer
+    from compiler.spec.schema import TaskSpec
+    from runtime.lib.models import build_tokenizer
 
     monkeypatch.setenv("DISTILLC_CACHE", str(tmp_path / "cache"))
     tok = build_tokenizer(TaskSpec(), 0)

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from compiler import cli
-from compiler.init import STARTERS
-from runtime import task as taskdata
-from runtime.common import load_config
+from compiler.cli.init import STARTERS
+from runtime.lib import task as taskdata
+from runtime.lib.common import load_config
 
 from conftest import build_spec
 

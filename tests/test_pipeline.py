@@ -65,7 +65,7 @@ def test_every_stage_wrote_its_outputs(run):
 
 
 def test_every_response_row_parses(run):
-    from runtime.answers import extract as extract_answer
+    from runtime.lib.answers import extract as extract_answer
 
     for stage in ("teacher_samples", "sft_samples"):
         rows = read_jsonl(run / stage / "responses.jsonl")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.errors import SpecError
-from compiler.load import load_spec_with_positions
+from compiler.spec.errors import SpecError
+from compiler.plan.load import load_spec_with_positions
 from compiler.plan import build_plan
-from compiler.stages import STAGE_CLASSES
+from compiler.spec.stages import STAGE_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from runtime import pseudo_reward, task
-from runtime.answers import extract
-from runtime.common import read_jsonl, write_jsonl
+from runtime import pseudo_reward
+from runtime.lib import task
+from runtime.lib.answers import extract
+from runtime.lib.common import read_jsonl, write_jsonl
 from runtime.pseudo_reward import vote
 
 TINY = {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 64}}

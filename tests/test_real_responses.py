@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import answers
+from runtime.lib import answers
 
 CORPUS = Path(__file__).parent / "data" / "real_responses.jsonl"
 ROWS = [json.loads(line) for line in CORPUS.read_text().splitlines()]

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from compiler import cli
-from compiler.load import load_spec_with_positions
+from compiler.plan.load import load_spec_with_positions
 from compiler.plan import build_plan
-from compiler.render import render
+from compiler.plan.render import render
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -210,7 +210,7 @@ def test_build_takes_well_under_a_second(tmp_path, spec_file, hub_reachable):
 def test_compiler_imports_no_ml_library(tmp_path):
     code = f"""
 import sys
-import compiler.cli, compiler.load, compiler.plan, compiler.render, compiler.show_plan
+import compiler.cli, compiler.plan.load, compiler.plan, compiler.plan.render, compiler.cli.plan
 for command in (["build"], ["validate"]):   # plan runs these too, then snakemake in a subprocess (test_run.py)
     assert compiler.cli.main(command + [{str(REPO / "specs" / "tiny.yaml")!r}, "--root", {str(tmp_path)!r}]) == 0
 heavy = {{"torch", "transformers", "trl", "lm_eval", "datasets", "accelerate", "peft", "matplotlib", "runtime"}}

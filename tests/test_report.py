@@ -21,9 +21,9 @@ import pytest
 
 from conftest import REPO
 from runtime import report
-from runtime.common import load_config
-from runtime.report_page import ENV_MARKER
-from runtime.task import gold
+from runtime.lib.common import load_config
+from runtime.reporting.page import ENV_MARKER
+from runtime.lib.task import gold
 
 BIN = Path(sys.executable).parent
 TSV_HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -341,8 +341,8 @@ def test_page_renders_in_a_headless_browser(tiny, tmp_path):
 def test_every_kind_with_a_curve_is_plotted():
     """The page's plots come from the kinds' curve facts: a kind that declares a curve (distill_logits too)
     has a plot, in the training section, fed by its own curve keys; nothing names kinds by hand."""
-    from compiler.stages import STAGE_CLASSES
-    from runtime import report_page
+    from compiler.spec.stages import STAGE_CLASSES
+    from runtime.reporting import page as report_page
 
     with_curve = {k for k, c in STAGE_CLASSES.items() if c.curve is not None}
     assert {"sft", "reward_model", "rl", "distill_logits"} <= with_curve

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.rewards import REWARD_SOURCES
-from runtime import report_method as method
-from runtime.answers import same as same_answer
+from compiler.spec.rewards import REWARD_SOURCES
+from runtime.reporting import method
+from runtime.lib.answers import same as same_answer
 
 
 def scored(q: str, answers_scores: list[tuple[str, float]]) -> list[dict]:
@@ -70,8 +70,8 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
     """SFT on all teacher samples vs SFT on majority-agreeing ones: both from the same base student."""
     from runtime import report
 
-    from compiler.schema import Spec
-    from compiler.stages import lineage, report_roles
+    from compiler.spec.schema import Spec
+    from compiler.spec.stages import lineage, report_roles
 
     spec = {"name": "ablation", "models": {"base": {"init": {}}, "student": {"init": {}}},
             "stages": {"teacher": {"kind": "sft", "model": "base", "data": "gold"},
@@ -100,7 +100,7 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
 
 
 def test_the_report_warns_in_words_when_a_reward_model_has_not_learned():
-    from runtime import report_page
+    from runtime.reporting import page as report_page
     demo = {"loss_type": "pairwise", "loss": 0.659, "eval_accuracy": 0.537, "eval_pairs": 400}   # the demo's
     learned = {"loss_type": "both", "loss": 0.35, "eval_accuracy": 0.80, "eval_pairs": 400}
     flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}   # fits, no generalising

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import answers, reward_model, reward_scoring, task
-from runtime.common import read_jsonl, write_jsonl
+from runtime.lib import answers
+from runtime import reward_model
+from runtime.lib import reward_scoring
+from runtime.lib import task
+from runtime.lib.common import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
 

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import models, reward_model, reward_scoring, task
-from runtime.common import write_jsonl
+from runtime.lib import models
+from runtime import reward_model
+from runtime.lib import reward_scoring
+from runtime.lib import task
+from runtime.lib.common import write_jsonl
 
 TASK = task.TaskSpec.model_validate({"synthetic": {"gold_size": 20, "dev_size": 0, "distill_size": 8, "test_size": 4}})
 INIT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}
@@ -22,7 +25,7 @@ PROMPT = [{"role": "user", "content": "Tom has 3 apples. He buys 4 more. How man
 
 
 def tiny_rm():
-    from compiler.contract import ModelRef
+    from compiler.spec.contract import ModelRef
     ref = ModelRef.model_validate({"name": "m", "source": "init", "init": INIT, "base": "m"})
     return models.load_sequence_classifier(ref, TASK, 0)
 
@@ -133,7 +136,7 @@ def test_loss_both_trains_and_says_so(built):
 @pytest.mark.parametrize("params, words", [({"head": "verifier", "loss": "pairwise"}, "`loss` is not read"),
                                            ({"loss": "pairwise", "pointwise_weight": 0.3}, "`pointwise_weight`")])
 def test_fields_a_setting_does_not_read_are_refused(built, params, words):
-    from compiler.errors import SpecError
+    from compiler.spec.errors import SpecError
     with pytest.raises(SpecError) as err:
         built(spec(**params))
     assert words in str(err.value)

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.contract import StageConfig
+from compiler.spec.contract import StageConfig
 from conftest import build_spec
-from runtime import models, reward_model, rl, task
-from runtime.common import read_jsonl, write_jsonl
+from runtime.lib import models
+from runtime import reward_model
+from runtime import rl
+from runtime.lib import task
+from runtime.lib.common import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import build_spec
-from runtime import models, task
+from runtime.lib import models
+from runtime.lib import task
 
 SHORT = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}
 
@@ -32,7 +33,7 @@ def local_model(tmp_path, monkeypatch):
                                                                          "max_new_tokens": 4}}}
     cfg = json.loads(json.dumps(spec))
     configs = build_spec(spec, tmp_path)
-    from runtime.common import load_config
+    from runtime.lib.common import load_config
     c = load_config(configs["ev"], "eval")
     models.save(*models.load_causal_lm(c.models["model"], c.task, c.spec_seed), tmp_path / "local")
     return tmp_path, cfg
@@ -61,8 +62,8 @@ def test_generate_and_rl_refuse_a_prompt_that_does_not_fit_before_loading_weight
 
 
 def test_prompts_that_fit_pass_the_check(local_model):
-    from runtime.room import check_context
-    from runtime.common import load_config
+    from runtime.lib.context import check_context
+    from runtime.lib.common import load_config
 
     root, spec = local_model
     spec["models"] = {"local": {"path": "local"}}
@@ -73,11 +74,11 @@ def test_prompts_that_fit_pass_the_check(local_model):
 
 
 def test_the_compilers_prompt_is_what_the_chat_template_renders():
-    """compiler.chat.prompt_text (the size check's prompt) equals CHAT_TEMPLATE's rendering, with and
+    """compiler.spec.chat.prompt_text (the size check's prompt) equals CHAT_TEMPLATE's rendering, with and
     without a system prompt: the template has one home and the two cannot drift apart."""
     import jinja2
 
-    from compiler.chat import CHAT_TEMPLATE, SPECIAL, prompt_text
+    from compiler.spec.chat import CHAT_TEMPLATE, SPECIAL, prompt_text
 
     template = jinja2.Environment().from_string(CHAT_TEMPLATE)
     for system in ("", "Solve it."):

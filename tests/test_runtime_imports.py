@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from compiler.stages import KINDS
+from compiler.spec.stages import KINDS
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 
@@ -37,7 +37,7 @@ def imported_runtime_modules(tree: ast.Module) -> set[str]:
 
 
 def modules() -> dict[str, ast.Module]:
-    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(RUNTIME.glob("*.py"))}
+    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(RUNTIME.rglob("*.py"))}
 
 
 def test_every_stage_kind_is_a_stage_module():

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import models, sft, task
-from runtime.common import StageError, load_config, read_jsonl, write_jsonl
+from runtime.lib import models
+from runtime import sft
+from runtime.lib import task
+from runtime.lib.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import build_spec, kill_at_first_checkpoint
 

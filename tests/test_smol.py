@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime import answers
+from runtime.lib import answers
 
 pytestmark = pytest.mark.slow
 

@@ -77,8 +77,8 @@ def test_a_broken_stage_config_is_one_line(tmp_path):
 
 
 def test_a_corrupt_json_file_names_its_line(tmp_path):
-    from compiler.datarows import DataError
-    from runtime.common import read_json
+    from compiler.data.rows import DataError
+    from runtime.lib.common import read_json
 
     (tmp_path / "stats.json").write_text('{\n  "kept": 3,\n  "total": ')
     with pytest.raises(DataError, match=r"stats\.json:3: not valid JSON"):
@@ -87,7 +87,7 @@ def test_a_corrupt_json_file_names_its_line(tmp_path):
 
 def test_every_stage_cli_goes_through_the_one_catch():
     """Each runtime.<kind> module runs its main through run_stage (a new kind cannot skip it)."""
-    from compiler.stages import KINDS
+    from compiler.spec.stages import KINDS
 
     for kind in KINDS:
         source = (REPO / "runtime" / f"{kind}.py").read_text()

@@ -14,12 +14,12 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import Field
 
-from compiler.contract import StageConfig
+from compiler.spec.contract import StageConfig
 from compiler.plan import build_plan
-from compiler.render import render
-from compiler.schema import Spec
-from compiler.stagekind import Output, Ref, Resources, Role, StageBase
-from compiler.stages import STAGE_CLASSES, Stage
+from compiler.plan.render import render
+from compiler.spec.schema import Spec
+from compiler.spec.stagekind import Output, Ref, Resources, Role, StageBase
+from compiler.spec.stages import STAGE_CLASSES, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 COMPILER = REPO / "compiler"
@@ -93,7 +93,7 @@ def test_a_kind_defined_outside_the_compiler_gets_its_rule(tmp_path):
 
 def test_the_stage_config_is_typed_by_its_kind(tmp_path):
     """`params` comes back as the kind's class, and a config whose params belong to another kind is refused."""
-    from compiler.load import load_spec_with_positions
+    from compiler.plan.load import load_spec_with_positions
 
     spec, positions = load_spec_with_positions(REPO / "specs" / "tiny.yaml")
     plan = build_plan(spec, positions, str(REPO / "specs" / "tiny.yaml"), tmp_path)
@@ -111,18 +111,18 @@ def test_the_stage_config_is_typed_by_its_kind(tmp_path):
 
 
 def test_one_list_of_kinds_and_no_kind_names_elsewhere_in_the_compiler():
-    """The registry is built in compiler/stages.py alone; no other compiler module spells a kind's name
+    """The registry is built in compiler/spec/stages.py alone; no other compiler module spells a kind's name
     as a string (a list or an if-chain over kinds would be one more place to edit for a new kind)."""
     kinds = sorted(STAGE_CLASSES, key=len, reverse=True)
     literal = re.compile(r"""["'](%s)["']""" % "|".join(kinds))
     found = {}
-    for path in sorted(COMPILER.glob("*.py")):
+    for path in sorted(COMPILER.rglob("*.py")):
         if path.name == "stages.py":
             continue
         hits = [n for n, line in enumerate(path.read_text().splitlines(), 1) if literal.search(line)]
         if hits:
             found[path.name] = hits
-    assert found == {}, f"kind names outside compiler/stages.py: {found}"
-    registries = [p.name for p in COMPILER.glob("*.py") if "STAGE_CLASSES: " in p.read_text()
+    assert found == {}, f"kind names outside compiler/spec/stages.py: {found}"
+    registries = [p.name for p in COMPILER.rglob("*.py") if "STAGE_CLASSES: " in p.read_text()
                   or "STAGE_CLASSES = " in p.read_text()]
     assert registries == ["stages.py"]

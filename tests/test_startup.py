@@ -12,7 +12,7 @@ from importlib.util import find_spec
 import pytest
 
 from compiler import cli
-from compiler.stages import KINDS   # every stage kind's module
+from compiler.spec.stages import KINDS   # every stage kind's module
 from conftest import REPO
 
 # Seconds of import each: a stage imports them inside main(), when and where it uses them.
@@ -36,8 +36,8 @@ def test_stage_modules_import_no_heavy_library():
 
 START = """
 import gc, json, os, sys
-from runtime.common import start
-from runtime.startup import DEFAULT_FULL, NEVER, settle
+from runtime.lib.common import start
+from runtime.lib.startup import DEFAULT_FULL, NEVER, settle
 start(["--config", "build/tiny/stages/student_rl_gold.yaml"], "rl")
 during = gc.get_threshold()[2]
 from trl.extras import profiling   # what GRPO/RLOO import: it imports every tracker it may report to

@@ -123,7 +123,7 @@ def test_the_lock_rebuilds_the_same_sweep(tmp_path):
 def test_across_seed_statistics_on_hand_worked_cases():
     from scipy import stats
 
-    from runtime.stats import mcnemar_exact, stratified_bootstrap, t_interval
+    from runtime.reporting.stats import mcnemar_exact, stratified_bootstrap, t_interval
 
     lo, hi = t_interval([0.2, 0.4, 0.6])
     assert lo == pytest.approx(0.4 - stats.t.ppf(0.975, 2) * 0.2 / 3 ** 0.5) and hi == pytest.approx(0.8 - lo)
@@ -141,7 +141,7 @@ def fake_eval(stage: str, role: str, correct: list[int]) -> dict:
 
 
 def test_pooled_comparison_pairs_by_seed_and_question():
-    from runtime.report_seeds import summarize, within_variants
+    from runtime.reporting.seeds import summarize, within_variants
 
     lock = {"spec": {"seed": 0}, "sweep": {"keys": ["seed"], "variants": [
         {"values": {"seed": s}, "label": f"seed={s}", "stages": {"eval_sft": f"eval_sft__seed_{s}",
@@ -167,7 +167,7 @@ def test_pooled_comparison_pairs_by_seed_and_question():
 
 def test_each_rl_rung_is_pooled_on_its_own():
     """A reward ladder has several evals of the role "rl": each is compared and pooled, under its own label."""
-    from runtime.report_seeds import summarize
+    from runtime.reporting.seeds import summarize
 
     bases = ("eval_sft", "eval_rl", "eval_rl_gold")
     lock = {"spec": {"seed": 0}, "sweep": {"keys": ["seed"], "variants": [
@@ -242,7 +242,7 @@ def test_a_sweep_runs_to_one_report_and_a_new_value_reruns_only_its_stages(tmp_p
 
 
 def test_values_print_readably_in_ids_and_never_collide():
-    from compiler.expand import _id_texts, id_value
+    from compiler.plan.expand import _id_texts, id_value
 
     assert [id_value(v) for v in (3e-05, 0.0001, 2, "ppo", True, [0.7, 1.0])] == \
         ["3em05", "0p0001", "2", "ppo", "true", "0p7_1"]

@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.contract import StageConfig
+from compiler.spec.contract import StageConfig
 from conftest import build_spec
-from runtime import answers, models, reward_model, reward_scoring, rl, task, verifier
-from runtime.common import read_jsonl, write_jsonl
+from runtime.lib import answers
+from runtime.lib import models
+from runtime import reward_model
+from runtime.lib import reward_scoring
+from runtime import rl
+from runtime.lib import task
+from runtime.lib import verifier
+from runtime.lib.common import read_jsonl, write_jsonl
 
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}}
 WORDS = "Tom has apples then gives away books Ann eggs sells how many more".split()
@@ -113,7 +119,7 @@ def test_rl_runs_against_the_verifier(trained, monkeypatch):
 
 
 def test_ppo_with_a_verifier_is_refused_at_plan_time(tmp_path):
-    from compiler.errors import SpecError
+    from compiler.spec.errors import SpecError
     with pytest.raises(SpecError) as err:
         build_spec(spec(algorithm="ppo", num_generations=2), tmp_path)
     assert "head: verifier" in str(err.value) and "grpo or rloo" in str(err.value)

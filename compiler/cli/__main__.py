@@ -1,0 +1,4 @@
+"""`python -m compiler.cli`: the distillc command."""
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""`distillc status`: where a run stands, stage by stage, from the files its stages write.
+
+Everything comes from the build (stage configs, run order in spec.lock.json) and
+from runs/<spec>/: declared outputs (done), each stage's progress.json (running:
+its process is alive; failed: it died without its outputs), benchmarks/<id>.tsv
+(wall time of a finished stage) and logs/<id>.log (last line of a failed one).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..spec.contract import StageConfig, read_config
+from ..spec.errors import UsageError
+
+STYLES = {"done": "green", "running": "bold yellow", "failed": "bold red", "pending": "dim"}
+
+
+@dataclass
+class StageStatus:
+    id: str
+    kind: str
+    state: str                 # pending | running | done | failed
+    progress: str = ""         # "25/300 steps (8%)"
+    eta_s: float | None = None
+    wall_s: float | None = None
+    note: str = ""             # the log's last line, for a failed stage
+
+
+def _alive(info: dict) -> bool:
+    """Is the process that wrote progress.json still running? Another host's process is taken as alive."""
+    if info.get("host") != socket.gethostname():
+        return True
+    try:
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    try:   # a killed process whose parent died too can stay a zombie until someone reaps it
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _outputs_current(cfg: StageConfig, root: Path, config_file: Path) -> bool:
+    """All declared outputs exist and none is older than the stage's config (as `distillc plan` judges)."""
+    paths = [root / p.rstrip("/") for p in cfg.outputs.values()]
+    if not all(p.exists() for p in paths):
+        return False
+    return min(p.stat().st_mtime for p in paths) >= config_file.stat().st_mtime
+
+
+def _wall_time(root: Path, cfg: StageConfig) -> float | None:
+    """Seconds Snakemake's benchmark measured for a finished stage."""
+    try:
+        header, values = (root / cfg.run_dir / "benchmarks" / f"{cfg.id}.tsv").read_text().splitlines()[:2]
+        return float(dict(zip(header.split("\t"), values.split("\t")))["s"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _last_log_line(root: Path, cfg: StageConfig) -> str:
+    try:
+        lines = (root / cfg.run_dir / "logs" / f"{cfg.id}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")[:200]
+
+
+def _progress_text(info: dict | None) -> tuple[str, float | None]:
+    """("done/total unit (pct%)", ETA in seconds) from a progress record."""
+    if not info or not info.get("total"):
+        return "", None
+    done, total = info["done"], info["total"]
+    text = f"{done}/{total} {info.get('unit', '')}".rstrip() + f" ({100 * done / total:.0f}%)"
+    spent = info["updated"] - info["started"]
+    eta = spent / done * (total - done) if done and done < total else None
+    return text, eta
+
+
+def stage_status(root: Path, build: Path, stage_id: str, done_ids: set[str], now: float) -> StageStatus:
+    config_file = build / "stages" / f"{stage_id}.yaml"
+    cfg = read_config(yaml.safe_load(config_file.read_text()))
+    info = _read_json(root / cfg.out_dir / "progress.json")
+    text, eta = _progress_text(info)
+    upstream_done = all(d in done_ids for ids in cfg.upstream.values() for d in ids)
+    if _outputs_current(cfg, root, config_file) and upstream_done:
+        # a stage may stop before its planned total (a dev-accuracy target): show what it did
+        text = f"{info['done']} {info.get('unit', '')}".rstrip() if info and info.get("total") else ""
+        return StageStatus(cfg.id, cfg.kind, "done", text, None, _wall_time(root, cfg))
+    if info is None or info.get("started", 0) < config_file.stat().st_mtime:
+        return StageStatus(cfg.id, cfg.kind, "pending")
+    if _alive(info):
+        return StageStatus(cfg.id, cfg.kind, "running", text or "starting", eta, now - info["started"])
+    return StageStatus(cfg.id, cfg.kind, "failed", text, None, info["updated"] - info["started"],
+                       _last_log_line(root, cfg))
+
+
+def collect(root: Path, name: str) -> list[StageStatus]:
+    """Every stage of build/<name>/, in run order."""
+    build = root / "build" / name
+    lock = _read_json(build / "spec.lock.json")
+    if lock is None:
+        raise UsageError(f"{build}: no build of spec {name!r} here\n"
+                            f"    hint: run `distillc build <spec.yaml>` in {root} first (or pass --root)")
+    out: list[StageStatus] = []
+    done: set[str] = set()
+    now = time.time()
+    for stage_id in lock["stages"]:
+        status = stage_status(root, build, stage_id, done, now)
+        if status.state == "done":
+            done.add(stage_id)
+        out.append(status)
+    return out
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def table(name: str, stages: list[StageStatus]):
+    """A rich Table of the run."""
+    from rich.table import Table
+
+    counts = {s: sum(1 for x in stages if x.state == s) for s in STYLES}
+    caption = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    t = Table(title=f"run {name}", caption=caption, title_justify="left", caption_justify="left")
+    notes = any(s.note for s in stages)   # the log column only when a stage failed
+    for column in ("stage", "kind", "state", "progress", "ETA", "wall") + (("last log line",) if notes else ()):
+        t.add_column(column, no_wrap=column != "last log line", overflow="fold")
+    for s in stages:
+        t.add_row(s.id, s.kind, f"[{STYLES[s.state]}]{s.state}[/]", s.progress, _duration(s.eta_s),
+                  _duration(s.wall_s), *((s.note,) if notes else ()))
+    return t
+
+
+def show(root: Path, name: str, watch: float | None) -> int:
+    """Print the table once, or refresh it every `watch` seconds until no stage is running or pending."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    if not console.is_terminal:   # a pipe or a file: wide enough for whole stage names and log lines
+        console = Console(width=160)
+    if not watch:
+        console.print(table(name, collect(root, name)))
+        return 0
+    with Live(table(name, collect(root, name)), console=console, auto_refresh=False) as live:
+        while True:
+            stages = collect(root, name)
+            live.update(table(name, stages), refresh=True)
+            states = {s.state for s in stages}
+            if states == {"done"} or ("failed" in states and "running" not in states):
+                return 0
+            time.sleep(watch)
