@@ -16,6 +16,7 @@ run draws the same random numbers for its first steps), at a third of the cost o
 Only distinct texts per question are kept (a response that stopped early is the same at every limit).
 Expected answers are NOT written here: they are read by hand into the corpus file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import json
 import time
 
 MODEL = "/work/cache/smollm2"
-SYSTEM = "Solve the math problem step by step. End your answer with '#### <number>'."   # specs/paper_gsm8k.yaml
+SYSTEM = "Solve the math problem step by step. End your answer with '#### <number>'."  # specs/paper_gsm8k.yaml
 # (name, synthetic task, system prompt): one-step and two-step questions, with and without the marker prompt
 TASKS = [
     ("one_step", dict(min_steps=1, max_steps=1, max_number=9), SYSTEM),
@@ -33,7 +34,7 @@ TASKS = [
 QUESTIONS = {"one_step": 12, "two_step": 12, "one_step_plain": 6}
 # temperature -> max_new_tokens limits: greedy and sampled, short limits so that cut-off markers occur
 SETTINGS = {0.0: (48, 128, 256), 0.7: (128, 256), 1.0: (48, 256)}
-SFT_SETTINGS = {0.0: (32, 96), 1.0: (32, 96)}   # the tuned model (--sft-steps): short answers, short limits
+SFT_SETTINGS = {0.0: (32, 96), 1.0: (32, 96)}  # the tuned model (--sft-steps): short answers, short limits
 
 
 def task_spec(kind: str):
@@ -51,11 +52,19 @@ def generate(model, tok, texts: list[str], temperature: float, limits: tuple, se
 
     torch.manual_seed(seed)
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    kw = dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+    kw = (
+        dict(do_sample=False) if temperature == 0 else dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+    )
     with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max(limits), pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, use_cache=True, **kw)
-    gen = out[:, enc["input_ids"].shape[1]:]
+        out = model.generate(
+            **enc,
+            max_new_tokens=max(limits),
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            use_cache=True,
+            **kw,
+        )
+    gen = out[:, enc["input_ids"].shape[1] :]
     rows = [{} for _ in texts]
     for limit in limits:
         part = gen[:, :limit]
@@ -72,17 +81,22 @@ def tune(model, tok, steps: int, lr: float, seed: int) -> None:
 
     from runtime.lib import task as taskdata
 
-    spec = task_spec("two_step").model_copy(update={"synthetic": task_spec("two_step").synthetic.model_copy(
-        update={"gold_size": 8 * steps, "min_steps": 1})})
+    spec = task_spec("two_step").model_copy(
+        update={
+            "synthetic": task_spec("two_step").synthetic.model_copy(update={"gold_size": 8 * steps, "min_steps": 1})
+        }
+    )
     rows = taskdata.gold(spec, "gold", seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     tok.padding_side = "right"
     for step in range(steps):
-        batch = rows[8 * step: 8 * step + 8]
-        prompts = [tok.apply_chat_template(taskdata.messages(r, spec), add_generation_prompt=True, tokenize=False)
-                   for r in batch]
+        batch = rows[8 * step : 8 * step + 8]
+        prompts = [
+            tok.apply_chat_template(taskdata.messages(r, spec), add_generation_prompt=True, tokenize=False)
+            for r in batch
+        ]
         full = [p + r["answer"] + tok.eos_token for p, r in zip(prompts, batch)]
         enc = tok(full, return_tensors="pt", padding=True, add_special_tokens=False)
         labels = enc["input_ids"].clone()
@@ -111,7 +125,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=0, help="first tune the model this many steps (see tune)")
     ap.add_argument("--sft-lr", type=float, default=2e-5)
     args = ap.parse_args()
-    torch.set_num_threads(1)    # on 2 cores shared with others, 2 threads ran 4x slower than 1
+    torch.set_num_threads(1)  # on 2 cores shared with others, 2 threads ran 4x slower than 1
     tok = AutoTokenizer.from_pretrained(MODEL)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
@@ -135,10 +149,24 @@ def main() -> None:
                     if text in seen:
                         continue
                     seen.add(text)
-                    f.write(json.dumps({"task": kind, "question_id": row["id"], "question": row["question"],
-                                        "target": row["target"], "system_prompt": spec.system_prompt,
-                                        "model": name, "temperature": temp,
-                                        "max_new_tokens": limit, "seed": seed, "cut_off": cut, "text": text}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "task": kind,
+                                "question_id": row["id"],
+                                "question": row["question"],
+                                "target": row["target"],
+                                "system_prompt": spec.system_prompt,
+                                "model": name,
+                                "temperature": temp,
+                                "max_new_tokens": limit,
+                                "seed": seed,
+                                "cut_off": cut,
+                                "text": text,
+                            }
+                        )
+                        + "\n"
+                    )
             f.flush()
             print(f"T={temp} limits={limits}: {len(outs)} prompts in {time.time() - t0:.0f}s", flush=True)
 

@@ -8,6 +8,7 @@ Teacher and student must share a tokenizer: that is checked before any weights
 load. Checkpoints live beside the output so that a killed run resumes; the final
 model is written atomically with its training log and model card.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -31,7 +32,7 @@ from .lib.common import (
 )
 from .lib.tracking import tracking_args
 
-LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
+LOGGING_STEPS = 5  # loss rows in train_log.jsonl: often enough to see a tiny run's curve
 
 
 # ----------------------------------------------------------------------------- data
@@ -40,14 +41,18 @@ def training_rows(cfg: StageConfig) -> list[dict]:
     the selection is recorded in the stage folder (task.TRAINING_DATA)."""
     keep = cfg.stage().keep_cut_off
     pairs, dropped = taskdata.distilled_responses(cfg, "distill_logits", keep)
-    atomic_write_json(Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep))
+    atomic_write_json(
+        Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep)
+    )
     if dropped:
         log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not pairs:
         source = cfg.input_or_none("data", "labels") or cfg.input("data", "responses")
-        raise StageError(f"distill_logits stage {cfg.id!r}: no training rows in {source} "
-                         "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
-                         "raise the generate stage's max_new_tokens, or set keep_cut_off: true)")
+        raise StageError(
+            f"distill_logits stage {cfg.id!r}: no training rows in {source} "
+            "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
+            "raise the generate stage's max_new_tokens, or set keep_cut_off: true)"
+        )
     return [{"messages": prompt + [{"role": "assistant", "content": text}]} for prompt, text in pairs]
 
 
@@ -64,10 +69,12 @@ def check_same_tokenizer(cfg: StageConfig, teacher_tok, student_tok) -> None:
         return
     differ = sorted(set(tv.items()) ^ set(sv.items()))
     t, s = cfg.models["teacher"], cfg.models["model"]
-    raise StageError(f"teacher {t.name!r} ({len(tv)} tokens) and student {s.name!r} ({len(sv)} tokens) do not share "
-                     f"a tokenizer ({len(differ)} token/id pairs differ, e.g. {differ[:3]}); logit distillation "
-                     "compares the two distributions token by token. Use a student from the teacher's family, or "
-                     "distil through text instead (an sft stage on the teacher's samples)")
+    raise StageError(
+        f"teacher {t.name!r} ({len(tv)} tokens) and student {s.name!r} ({len(sv)} tokens) do not share "
+        f"a tokenizer ({len(differ)} token/id pairs differ, e.g. {differ[:3]}); logit distillation "
+        "compares the two distributions token by token. Use a student from the teacher's family, or "
+        "distil through text instead (an sft stage on the teacher's samples)"
+    )
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -76,17 +83,31 @@ def gkd_config(cfg: StageConfig, stage: DistillLogitsStage, device, dtype, out_d
     from trl.experimental.gkd import GKDConfig
 
     return GKDConfig(
-        output_dir=str(out_dir), num_train_epochs=stage.epochs, max_steps=stage.max_steps or -1,
-        learning_rate=stage.learning_rate, per_device_train_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.grad_accum, max_length=stage.max_length,
-        lmbda=stage.lmbda, beta=stage.beta, temperature=stage.temperature, max_new_tokens=stage.max_new_tokens,
-        logging_steps=LOGGING_STEPS, logging_first_step=True, disable_tqdm=True,
-        save_strategy="steps", save_steps=stage.save_every_steps, save_total_limit=1,
-        use_cpu=device.type == "cpu", seed=cfg.seed, **tracking_args(cfg),
+        output_dir=str(out_dir),
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps or -1,
+        learning_rate=stage.learning_rate,
+        per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum,
+        max_length=stage.max_length,
+        lmbda=stage.lmbda,
+        beta=stage.beta,
+        temperature=stage.temperature,
+        max_new_tokens=stage.max_new_tokens,
+        logging_steps=LOGGING_STEPS,
+        logging_first_step=True,
+        disable_tqdm=True,
+        save_strategy="steps",
+        save_steps=stage.save_every_steps,
+        save_total_limit=1,
+        use_cpu=device.type == "cpu",
+        seed=cfg.seed,
+        **tracking_args(cfg),
         # recomputing activations saves GPU memory; on CPU it only costs time (and turns off the KV cache
         # of the on-policy samples)
         activation_checkpointing=device.type != "cpu",
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
     )
 
 
@@ -104,21 +125,29 @@ def main(argv: list[str] | None = None) -> None:
     rows = training_rows(cfg)
     teacher, _ = models.load_causal_lm(t_ref, cfg.task, cfg.spec_seed, dtype)
     student, tok = models.load_causal_lm(s_ref, cfg.task, cfg.spec_seed, dtype, padding_side="left")
-    log(f"{len(rows)} training rows from {stage.data!r}; teacher {t_ref.name!r}, student {s_ref.name!r}, "
-        f"lmbda {stage.lmbda}, beta {stage.beta}")
+    log(
+        f"{len(rows)} training rows from {stage.data!r}; teacher {t_ref.name!r}, student {s_ref.name!r}, "
+        f"lmbda {stage.lmbda}, beta {stage.beta}"
+    )
     ckpt = resume_dir(cfg)
-    trainer = GKDTrainer(model=student, teacher_model=teacher, processing_class=tok,
-                         args=gkd_config(cfg, stage, device, dtype, ckpt),
-                         train_dataset=Dataset.from_list(rows), callbacks=[progress_callback(cfg)])
-    hide_tied_weights_warning(trainer.model)   # a resume rightly finds no separate lm_head in a tied checkpoint
+    trainer = GKDTrainer(
+        model=student,
+        teacher_model=teacher,
+        processing_class=tok,
+        args=gkd_config(cfg, stage, device, dtype, ckpt),
+        train_dataset=Dataset.from_list(rows),
+        callbacks=[progress_callback(cfg)],
+    )
+    hide_tied_weights_warning(trainer.model)  # a resume rightly finds no separate lm_head in a tied checkpoint
     t0 = time.perf_counter()
-    model, state = train_or_load(trainer, ckpt)   # resumes from the last complete checkpoint, if any
+    model, state = train_or_load(trainer, ckpt)  # resumes from the last complete checkpoint, if any
     log(f"trained to step {state.global_step} in {time.perf_counter() - t0:.1f} s")
     models.save_model_dir(model, tok, cfg.outputs["model"], state.log_history, cfg)
-    shutil.rmtree(ckpt)    # done: a forced rerun starts fresh
+    shutil.rmtree(ckpt)  # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

@@ -7,6 +7,7 @@ points at, runs lm-eval, and turns its logged samples into the project's
 metrics.json / samples.jsonl contract. Eval may read gold answers: it is the end
 of the pipeline, and nothing downstream trains on its outputs.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -23,9 +24,9 @@ from .lib import task as taskdata
 from .lib.common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
 from .lib.startup import settle
 
-METRICS = ("exact_match", "acc")         # generate_until tasks score exact_match; loglikelihood ones acc
-HF_WITH_PROGRESS = "distillc-hf"       # lm-eval's "hf" model that reports questions answered
-_COUNTING: dict = {}                     # the stage config that model reports to, its rule, the built model
+METRICS = ("exact_match", "acc")  # generate_until tasks score exact_match; loglikelihood ones acc
+HF_WITH_PROGRESS = "distillc-hf"  # lm-eval's "hf" model that reports questions answered
+_COUNTING: dict = {}  # the stage config that model reports to, its rule, the built model
 DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
 
 
@@ -43,10 +44,14 @@ def write_questions(cfg: StageConfig, stage: EvalStage) -> list[dict]:
     path = Path(task_yaml["dataset_kwargs"]["data_files"]["test"])
     expected = (Path(cfg.out_dir) / "questions.jsonl").resolve()
     if path.resolve() != expected:
-        raise StageError(f"eval: {cfg.build_input('lm_eval_task')} reads {path}, not {expected}: "
-                         "it was built in another folder; run `distillc build` again here")
-    questions = [{"question_id": r["id"], "prompt": taskdata.messages(r, cfg.task)[-1]["content"],
-                  "target": r["target"]} for r in rows]
+        raise StageError(
+            f"eval: {cfg.build_input('lm_eval_task')} reads {path}, not {expected}: "
+            "it was built in another folder; run `distillc build` again here"
+        )
+    questions = [
+        {"question_id": r["id"], "prompt": taskdata.messages(r, cfg.task)[-1]["content"], "target": r["target"]}
+        for r in rows
+    ]
     write_jsonl(path, questions)
     check_lengths(cfg, stage, rows)
     return questions
@@ -54,8 +59,10 @@ def write_questions(cfg: StageConfig, stage: EvalStage) -> list[dict]:
 
 def read_task_yaml(path) -> dict:
     """The rendered task YAML as data; its `!function` tags (lm-eval's) are read as their plain names."""
+
     class Loader(yaml.SafeLoader):
         pass
+
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]  # a scalar tag
     return yaml.load(Path(path).read_text(), Loader=Loader)
 
@@ -81,9 +88,10 @@ def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
     so its config records what was loaded.
     """
     ref = cfg.models["model"]
-    _COUNTING.pop("lm", None)   # the lm-eval model of an earlier stage in this process
+    _COUNTING.pop("lm", None)  # the lm-eval model of an earlier stage in this process
     if ref.source == "init":
         from .lib.models import load_causal_lm
+
         model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
         lm = eval_lm.ruled_hflm()(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
         eval_lm.apply_rule(lm, answer_format(cfg, stage))
@@ -91,9 +99,13 @@ def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
         _COUNTING["lm"] = lm
         return lm, None
     from .lib.model_folders import local_folder
-    where = local_folder(ref)    # a GGUF or pruned model: its folder in the model cache, made once
-    args = {"pretrained": str(Path(where).resolve()) if Path(where).is_dir() else where,
-            "dtype": DTYPE_NAMES[str(dtype)], "trust_remote_code": ref.trust_remote_code}
+
+    where = local_folder(ref)  # a GGUF or pruned model: its folder in the model cache, made once
+    args = {
+        "pretrained": str(Path(where).resolve()) if Path(where).is_dir() else where,
+        "dtype": DTYPE_NAMES[str(dtype)],
+        "trust_remote_code": ref.trust_remote_code,
+    }
     if ref.revision:
         args["revision"] = ref.revision
     return hf_with_progress(cfg, stage), args
@@ -154,10 +166,12 @@ def count_progress(lm, cfg: StageConfig, updates: int = 100) -> None:
     counter = Counter()
     lm.set_cache_hook(counter)
     for name in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+
         def counted(requests, *args, _method=getattr(lm, name), **kwargs):  # noqa: B008 (binds this loop's method)
             counter.total += len(requests)
             counter.docs |= {(r.task_name, r.doc_id) for r in requests}
             return _method(requests, *args, **kwargs)
+
         setattr(lm, name, counted)
 
 
@@ -165,8 +179,12 @@ def quiet_git_hash() -> str | None:
     """lm-eval's git hash of the current folder, without git's `fatal: not a git repository`
     on stderr when the run is not inside a checkout (lm-eval lets git print to the log)."""
     try:
-        return subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "describe", "--always"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -184,7 +202,7 @@ def run_lm_eval(cfg: StageConfig, stage: EvalStage, lm, model_args, device) -> t
         task_file = Path(cfg.build_input("lm_eval_task"))
         name, manager = task_file.stem, TaskManager(include_path=str(task_file.parent), include_defaults=False)
         extra = {}
-    else:   # the task's own YAML decides prompts and filters; the stage sets length, temperature and shots
+    else:  # the task's own YAML decides prompts and filters; the stage sets length, temperature and shots
         name, manager = stage.hub_task, TaskManager()
         gen: dict[str, object] = {"max_gen_toks": stage.max_new_tokens}
         gen |= {"do_sample": True, "temperature": stage.temperature} if stage.temperature > 0 else {"do_sample": False}
@@ -192,16 +210,29 @@ def run_lm_eval(cfg: StageConfig, stage: EvalStage, lm, model_args, device) -> t
     seed = cfg.seed
     try:
         result = lm_eval.simple_evaluate(
-            model=lm, model_args=model_args, tasks=[name], task_manager=manager, device=device.type,
-            batch_size=stage.batch_size, log_samples=True, apply_chat_template=True,
-            system_instruction=cfg.task.system_prompt or None, random_seed=seed, numpy_random_seed=seed,
-            torch_random_seed=seed, fewshot_random_seed=seed, **extra)
+            model=lm,
+            model_args=model_args,
+            tasks=[name],
+            task_manager=manager,
+            device=device.type,
+            batch_size=stage.batch_size,
+            log_samples=True,
+            apply_chat_template=True,
+            system_instruction=cfg.task.system_prompt or None,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            **extra,
+        )
     except (ConnectionError, OSError) as exc:
         if stage.hub_task is None:
             raise
-        raise StageError(f"eval: hub_task {name!r} could not fetch its dataset (or the model) from the Hugging Face "
-                         f"hub: {type(exc).__name__}: {exc}. Hub tasks need network access (unset HF_HUB_OFFLINE and "
-                         "HF_DATASETS_OFFLINE) or the dataset already in the local cache.") from None
+        raise StageError(
+            f"eval: hub_task {name!r} could not fetch its dataset (or the model) from the Hugging Face "
+            f"hub: {type(exc).__name__}: {exc}. Hub tasks need network access (unset HF_HUB_OFFLINE and "
+            "HF_DATASETS_OFFLINE) or the dataset already in the local cache."
+        ) from None
     if name not in result.get("results", {}):
         raise StageError(f"eval: lm-eval returned no results for {name!r} (a task group? name one task)")
     return name, result
@@ -217,8 +248,10 @@ def scores(results: dict) -> tuple[str, dict]:
         name, _, filt = key.partition(",")
         if name == metric and filt:
             stderr = results.get(f"{metric}_stderr,{filt}")
-            out[filt] = {"accuracy": float(value),
-                         "stderr": float(stderr) if isinstance(stderr, (int, float)) else None}
+            out[filt] = {
+                "accuracy": float(value),
+                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+            }
     return metric, out
 
 
@@ -227,8 +260,9 @@ def primary(filters) -> str:
     return next((f for f in PRIMARY if f in filters), next(iter(filters)))
 
 
-def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dict] | None,
-                task_name: str, fmt: str, lm=None) -> list[dict]:
+def sample_rows(
+    logged: list[dict], metric: str, first: str, questions: list[dict] | None, task_name: str, fmt: str, lm=None
+) -> list[dict]:
     """One row per question from lm-eval's logged samples (one entry per question and filter).
 
     Responses come from `resps` (all repeats); "correct" is lm-eval's own score
@@ -247,8 +281,13 @@ def sample_rows(logged: list[dict], metric: str, first: str, questions: list[dic
         s = entries[first]
         responses = [r if isinstance(r, str) else str(r) for inst in s["resps"] for r in inst]
         qid = questions[doc_id]["question_id"] if questions is not None else f"{task_name}-{doc_id}"
-        row = {"question_id": qid, "target": str(s["target"]), "responses": responses,
-               "answers": [answers.extract(r, fmt) for r in responses], "correct": bool(s[metric])}
+        row = {
+            "question_id": qid,
+            "target": str(s["target"]),
+            "responses": responses,
+            "answers": [answers.extract(r, fmt) for r in responses],
+            "correct": bool(s[metric]),
+        }
         cut = eval_lm.cut_off_flags(lm, s["arguments"][0][0], len(responses)) if lm is not None else None
         if cut is not None:
             row["cut_off"] = cut
@@ -264,8 +303,18 @@ def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStag
 
     config = result.get("config", {})
     logged = result["samples"][name]
-    keep = ("batch_size", "random_seed", "numpy_seed", "torch_seed", "fewshot_seed", "limit", "gen_kwargs",
-            "model_num_parameters", "model_revision", "model_sha")
+    keep = (
+        "batch_size",
+        "random_seed",
+        "numpy_seed",
+        "torch_seed",
+        "fewshot_seed",
+        "limit",
+        "gen_kwargs",
+        "model_num_parameters",
+        "model_revision",
+        "model_sha",
+    )
     return {
         "lm_eval_version": result.get("lm_eval_version"),
         "transformers_version": result.get("transformers_version"),
@@ -273,12 +322,15 @@ def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStag
         "task_hash": hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in logged)),
         "n_shot": result.get("n-shot", {}).get(name),
         "n_samples": result.get("n-samples", {}).get(name),
-        "model_args": model_args, "model_dtype": str(config.get("model_dtype")),
+        "model_args": model_args,
+        "model_dtype": str(config.get("model_dtype")),
         "config": {k: config.get(k) for k in keep},
-        "eot_token_id": result.get("eot_token_id"), "max_length": result.get("max_length"),
+        "eot_token_id": result.get("eot_token_id"),
+        "max_length": result.get("max_length"),
         "tokenizer_bos_token": result.get("tokenizer_bos_token"),
         "tokenizer_eos_token": result.get("tokenizer_eos_token"),
-        "git_hash": result.get("git_hash"), "repeats": stage.samples,
+        "git_hash": result.get("git_hash"),
+        "repeats": stage.samples,
     }
 
 
@@ -291,19 +343,31 @@ def main(argv: list[str] | None = None) -> None:
     name, result = run_lm_eval(cfg, stage, lm, model_args, device)
     metric, filters = scores(result["results"][name])
     first = primary(filters)
-    built = _COUNTING.get("lm")   # the model lm-eval generated with: its cut-off records
+    built = _COUNTING.get("lm")  # the model lm-eval generated with: its cut-off records
     rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format, built)
-    metrics = {"model": cfg.models["model"].name, "stage": cfg.id, "task": name, "n": len(rows),
-               "accuracy": filters[first]["accuracy"], "stderr": filters[first]["stderr"],
-               "metric": metric, "filter": first, "metrics": filters, **eval_lm.response_counts(rows, built),
-               "lm_eval": provenance(result, name, model_args, stage)}
+    metrics = {
+        "model": cfg.models["model"].name,
+        "stage": cfg.id,
+        "task": name,
+        "n": len(rows),
+        "accuracy": filters[first]["accuracy"],
+        "stderr": filters[first]["stderr"],
+        "metric": metric,
+        "filter": first,
+        "metrics": filters,
+        **eval_lm.response_counts(rows, built),
+        "lm_eval": provenance(result, name, model_args, stage),
+    }
     progress(cfg, len(rows), len(rows), "questions")
     write_jsonl(cfg.outputs["samples"], rows)
     atomic_write_json(cfg.outputs["metrics"], metrics)
-    log(f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"
-        + "".join(f"; {f} {v['accuracy']:.4f}" for f, v in filters.items() if f != first))
+    log(
+        f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"
+        + "".join(f"; {f} {v['accuracy']:.4f}" for f, v in filters.items() if f != first)
+    )
 
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

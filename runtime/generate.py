@@ -6,6 +6,7 @@ killed run continued later neither loses nor duplicates a row. Every (batch,
 temperature) draws from its own derived seed, so a resumed run reproduces exactly
 the rows an uninterrupted one would have written.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,18 @@ def batch_rows(cfg: StageConfig, stage: GenerateStage, model, tok, batch: list[d
         outs = sample(model, tok, texts, t, k, stage.max_new_tokens, stage.top_p, answer_format=answer_format)
         for i, out in enumerate(outs):
             rows = per_q[i // k]
-            rows.append({"question_id": batch[i // k]["id"], "sample_id": len(rows), "temperature": t,
-                         "seed": seed, "text": out.text, "answer": answers.extract(out.text, fmt),
-                         "num_tokens": out.num_tokens, "cut_off": out.cut_off})
+            rows.append(
+                {
+                    "question_id": batch[i // k]["id"],
+                    "sample_id": len(rows),
+                    "temperature": t,
+                    "seed": seed,
+                    "text": out.text,
+                    "answer": answers.extract(out.text, fmt),
+                    "num_tokens": out.num_tokens,
+                    "cut_off": out.cut_off,
+                }
+            )
     return [r for rows in per_q for r in rows]
 
 
@@ -87,8 +97,11 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------- main
 def counts(rows: list[dict]) -> dict[str, int]:
     """How many responses, how many ran to max_new_tokens without a stop, how many hold no answer."""
-    return {"responses": len(rows), "cut_off": sum(r["cut_off"] for r in rows),
-            "no_answer": sum(r["answer"] is None for r in rows)}
+    return {
+        "responses": len(rows),
+        "cut_off": sum(r["cut_off"] for r in rows),
+        "no_answer": sum(r["answer"] is None for r in rows),
+    }
 
 
 def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
@@ -101,8 +114,8 @@ def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
         log(f"resuming: {len(done)}/{len(questions)} questions already generated")
     progress(cfg, len(done), len(questions), "questions")
     tokens, seconds, resumed = 0, 0.0, len(done)
-    for first in range(0, len(questions), stage.batch_size):   # fixed boundaries: seeds stay the same
-        batch = questions[first: first + stage.batch_size]
+    for first in range(0, len(questions), stage.batch_size):  # fixed boundaries: seeds stay the same
+        batch = questions[first : first + stage.batch_size]
         if all(q["id"] in done for q in batch):
             continue
         t0 = time.perf_counter()
@@ -117,18 +130,29 @@ def run(cfg: StageConfig, stage: GenerateStage, model, tok) -> dict:
         progress(cfg, len(done), len(questions), "questions")
     ordered = [r for q in questions for r in sorted(done[q["id"]], key=lambda r: r["sample_id"])]
     write_jsonl(cfg.outputs["responses"], ordered)
-    shutil.rmtree(partial.parent)    # done: a forced rerun starts fresh
-    return {"questions": len(questions), "samples_per_question": per_q, "resumed_questions": resumed,
-            **counts(ordered), "generated_tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else None}
+    shutil.rmtree(partial.parent)  # done: a forced rerun starts fresh
+    return {
+        "questions": len(questions),
+        "samples_per_question": per_q,
+        "resumed_questions": resumed,
+        **counts(ordered),
+        "generated_tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, stage, args = start(argv, "generate")
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     ref = cfg.models["model"]
-    check_context_before_weights(cfg, ref, taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
-                         stage.max_new_tokens, "max_new_tokens")
+    check_context_before_weights(
+        cfg,
+        ref,
+        taskdata.questions(cfg.task, stage.split, cfg.spec_seed)[: stage.max_questions],
+        stage.max_new_tokens,
+        "max_new_tokens",
+    )
     model, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype, padding_side="left")
     model.to(device).eval()
     settle()
@@ -139,4 +163,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

@@ -10,6 +10,7 @@ Gold answers are never read: only the responses files and `task.questions`
 (which strips answers) are used. Pure Python, so it starts fast and its outputs
 are byte-identical for identical inputs.
 """
+
 from __future__ import annotations
 
 import random
@@ -41,12 +42,22 @@ def group_by_question(sources, order: list[str]) -> dict[str, list[dict]]:
     for role, source, rows in sources:
         for r in sorted(rows, key=lambda r: r["sample_id"]):
             if r["question_id"] not in known:
-                raise StageError(f"{source}: question {r['question_id']!r} is not in the distill split; "
-                                 "were the responses made from another task?")
+                raise StageError(
+                    f"{source}: question {r['question_id']!r} is not in the distill split; "
+                    "were the responses made from another task?"
+                )
             grouped.setdefault(r["question_id"], []).append(
-                {"question_id": r["question_id"], "source": source, "role": role, "sample_id": r["sample_id"],
-                 "temperature": r["temperature"], "text": r["text"], "answer": r["answer"],
-                 "cut_off": taskdata.is_cut_off(r)})
+                {
+                    "question_id": r["question_id"],
+                    "source": source,
+                    "role": role,
+                    "sample_id": r["sample_id"],
+                    "temperature": r["temperature"],
+                    "text": r["text"],
+                    "answer": r["answer"],
+                    "cut_off": taskdata.is_cut_off(r),
+                }
+            )
     return grouped
 
 
@@ -68,8 +79,7 @@ def make_pairs(rows: list[dict], cap: int, seed: int, student_share: float = 0.5
     student- can be told by style), and the two kinds are interleaved.
     """
     positives = [r for r in rows if r["label"] == 1]
-    rejected = [r for r in rows if r["label"] == 0 and r["role"] == "student"] or \
-               [r for r in rows if r["label"] == 0]
+    rejected = [r for r in rows if r["label"] == 0 and r["role"] == "student"] or [r for r in rows if r["label"] == 0]
     rng = random.Random(seed)
     by_role: dict[str, list[tuple]] = {"teacher": [], "student": []}
     seen = set()
@@ -83,8 +93,16 @@ def make_pairs(rows: list[dict], cap: int, seed: int, student_share: float = 0.5
     n_teacher, n_student = split_cap(cap, student_share, len(by_role["teacher"]), len(by_role["student"]))
     kept = zip_longest(by_role["teacher"][:n_teacher], by_role["student"][:n_student])
     interleaved = [p for p in chain.from_iterable(kept) if p]
-    return [{"question_id": c["question_id"], "chosen": c["text"], "rejected": r["text"],
-             "chosen_source": c["source"], "rejected_source": r["source"]} for c, r in interleaved]
+    return [
+        {
+            "question_id": c["question_id"],
+            "chosen": c["text"],
+            "rejected": r["text"],
+            "chosen_source": c["source"],
+            "rejected_source": r["source"],
+        }
+        for c, r in interleaved
+    ]
 
 
 def label_all(cfg: StageConfig, st: PseudoRewardStage):
@@ -102,19 +120,18 @@ def label_all(cfg: StageConfig, st: PseudoRewardStage):
         rows = grouped.get(qid) or []
         teacher = [r["answer"] for r in rows if r["role"] == "teacher"]
         if not teacher:
-            continue   # not sampled (e.g. generate's max_questions): not a question of this run
-        label, agreement = vote(teacher)   # every teacher answer votes, cut off or not
+            continue  # not sampled (e.g. generate's max_questions): not a question of this run
+        label, agreement = vote(teacher)  # every teacher answer votes, cut off or not
         agreements.append(agreement)
         if label is None or agreement < st.min_agreement:
             (no_answer if label is None else dropped).append(qid)
             continue
         kept = rows if st.keep_cut_off else [r for r in rows if not r["cut_off"]]
-        cut_off += len(rows) - len(kept)   # a ramble cut at max_new_tokens is neither a label nor half a pair
+        cut_off += len(rows) - len(kept)  # a ramble cut at max_new_tokens is neither a label nor half a pair
         for r in kept:
             r |= {"pseudo_label": label, "agreement": agreement, "label": int(same(r["answer"], label))}
         labels += kept
-        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid),
-                            st.student_pair_share)
+        pairs += make_pairs(kept, st.pairs_per_question, derive_seed(cfg.seed, "pairs", qid), st.student_pair_share)
     stats = summarise(st, sources, labels, pairs, agreements, dropped, no_answer)
     stats["cut_off"] = {"dropped": cut_off, "keep_cut_off": st.keep_cut_off}
     return labels, pairs, stats
@@ -128,19 +145,31 @@ def summarise(st: PseudoRewardStage, sources, labels, pairs, agreements, dropped
     balance = {}
     for role, source, _ in sources:
         mine = [r["label"] for r in labels if r["source"] == source]
-        balance[source] = {"role": role, "positive": sum(mine), "negative": len(mine) - sum(mine),
-                           "positive_rate": sum(mine) / len(mine) if mine else None}
+        balance[source] = {
+            "role": role,
+            "positive": sum(mine),
+            "negative": len(mine) - sum(mine),
+            "positive_rate": sum(mine) / len(mine) if mine else None,
+        }
     kinds = Counter(f"{p['chosen_source']}>{p['rejected_source']}" for p in pairs)
     return {
-        "questions": {"total": len(agreements), "kept": len(agreements) - len(dropped) - len(no_answer),
-                      "dropped": len(dropped) + len(no_answer), "dropped_low_agreement": dropped,
-                      "dropped_no_answer": no_answer},
+        "questions": {
+            "total": len(agreements),
+            "kept": len(agreements) - len(dropped) - len(no_answer),
+            "dropped": len(dropped) + len(no_answer),
+            "dropped_low_agreement": dropped,
+            "dropped_no_answer": no_answer,
+        },
         "min_agreement": st.min_agreement,
         "agreement_histogram": {"edges": [i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)], "counts": counts},
         "mean_agreement": sum(agreements) / len(agreements) if agreements else None,
         "labels": balance,
-        "pairs": {"total": len(pairs), "by_sources": dict(sorted(kinds.items())),
-                  "per_question_cap": st.pairs_per_question, "student_pair_share": st.student_pair_share},
+        "pairs": {
+            "total": len(pairs),
+            "by_sources": dict(sorted(kinds.items())),
+            "per_question_cap": st.pairs_per_question,
+            "student_pair_share": st.student_pair_share,
+        },
     }
 
 
@@ -148,9 +177,11 @@ def main(argv=None) -> None:
     cfg, st, _ = start(argv, "pseudo_reward")
     labels, pairs, stats = label_all(cfg, st)
     q = stats["questions"]
-    log(f"questions: {q['total']} answered by the teacher, {q['kept']} kept, {q['dropped']} dropped "
+    log(
+        f"questions: {q['total']} answered by the teacher, {q['kept']} kept, {q['dropped']} dropped "
         f"(agreement < {st.min_agreement} or no answer); {len(labels)} labelled responses, {len(pairs)} pairs; "
-        f"{stats['cut_off']['dropped']} responses cut off at max_new_tokens left out")
+        f"{stats['cut_off']['dropped']} responses cut off at max_new_tokens left out"
+    )
     if not labels:
         log("warning: no question kept: lower min_agreement or sample the teacher more")
     write_jsonl(cfg.outputs["labels"], labels)
@@ -160,4 +191,5 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

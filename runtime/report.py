@@ -8,6 +8,7 @@ PNG metadata stripped), so identical inputs give byte-identical tables; the
 sections after report_page.ENV_MARKER (run times, git commit, hardware) describe the
 environment and may differ between runs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,6 +49,7 @@ def read(path) -> Any:
     if not path or not Path(path).is_file():
         return None
     from .lib.common import read_json
+
     return read_jsonl(path) if str(path).endswith(".jsonl") else read_json(path)
 
 
@@ -62,6 +64,7 @@ def benchmark(path) -> dict | None:
             return float(rows[0][key])
         except (IndexError, KeyError, TypeError, ValueError):
             return None
+
     return {"wall_s": num("s"), "max_rss_mb": num("max_rss"), "cpu_s": num("cpu_time")}
 
 
@@ -78,7 +81,9 @@ def question_texts(cfg: ReportConfig, seed: int | None = None) -> dict[str, str]
     src = cfg.task.test
     if cfg.task.synthetic is None and (src is None or src.path is None):
         return {}
-    return {r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed if seed is None else seed)}
+    return {
+        r["id"]: r["question"] for r in taskdata.questions(cfg.task, "test", cfg.spec_seed if seed is None else seed)
+    }
 
 
 def stage_model(spec: dict, sid: str) -> str:
@@ -88,29 +93,42 @@ def stage_model(spec: dict, sid: str) -> str:
 # ----------------------------------------------------------------------------- computing
 def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
     """Every number the report shows, as plain data (this is summary.json); `lock`: the declared spec lock."""
-    spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream   # expanded: a sweep's stages
-    role_of = cfg.roles      # the planner's (compiler.spec.stages.report_roles)
+    spec, up = lock.get("expanded") or lock.get("spec", {}), cfg.upstream  # expanded: a sweep's stages
+    role_of = cfg.roles  # the planner's (compiler.spec.stages.report_roles)
     evals = []
     for e in sorted(up.get("eval", []), key=lambda e: RANK.get(role_of.get(stage_model(spec, e)), 4)):  # type: ignore[arg-type]  # pipeline order; an eval names its model
         model = stage_model(spec, e)
         role = role_of.get(model, "other")
-        evals.append({"stage": e, "model": model, "role": role, "label": method.eval_label(spec, e, model, role, NAMES),
-                      "metrics": read(cfg.stage_file(e, "metrics")),
-                      "samples": read(cfg.stage_file(e, "samples")) or []})
+        evals.append(
+            {
+                "stage": e,
+                "model": model,
+                "role": role,
+                "label": method.eval_label(spec, e, model, role, NAMES),
+                "metrics": read(cfg.stage_file(e, "metrics")),
+                "samples": read(cfg.stage_file(e, "samples")) or [],
+            }
+        )
 
-    def seed_of(sid: str) -> int:      # a swept seed gives each variant's stages their own questions
+    def seed_of(sid: str) -> int:  # a swept seed gives each variant's stages their own questions
         return report_seeds.stage_seed(lock, sid, cfg.spec_seed)
 
     def gold(sid: str) -> dict | None:
         return gold_targets(cfg, "distill", seed_of(sid))
+
     accuracy = [accuracy_row(e) for e in evals]
     compared = report_seeds.within_variants(
-        evals, lock, lambda group: comparisons(group, cfg.lineage, st.bootstrap_samples, cfg.seed))
+        evals, lock, lambda group: comparisons(group, cfg.lineage, st.bootstrap_samples, cfg.seed)
+    )
     return {
-        "spec": cfg.spec_name, "spec_hash": lock.get("spec_hash"), "packages": lock.get("packages", {}),
-        "seeds": {"spec": cfg.spec_seed, "report": cfg.seed,
-                  "stage_overrides": {s: v["seed"] for s, v in spec.get("stages", {}).items()
-                                      if v.get("seed") is not None}},
+        "spec": cfg.spec_name,
+        "spec_hash": lock.get("spec_hash"),
+        "packages": lock.get("packages", {}),
+        "seeds": {
+            "spec": cfg.spec_seed,
+            "report": cfg.seed,
+            "stage_overrides": {s: v["seed"] for s, v in spec.get("stages", {}).items() if v.get("seed") is not None},
+        },
         "accuracy": accuracy,
         "comparisons": compared,
         "sentences": [method.sentence(c) for c in compared if c["highlight"]],
@@ -123,8 +141,9 @@ def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
         "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
         "curves": curves(cfg),
         "examples": examples(evals, st.examples_per_model, lambda sid: question_texts(cfg, seed_of(sid))),
-        "resources": {s: benchmark(cfg.stage_file(s, BENCHMARK))
-                      for s in sorted({i for ids in up.values() for i in ids})},
+        "resources": {
+            s: benchmark(cfg.stage_file(s, BENCHMARK)) for s in sorted({i for ids in up.values() for i in ids})
+        },
         "environment": environment(),
     }
 
@@ -137,10 +156,18 @@ def accuracy_row(e: dict) -> dict:
     n, acc = m.get("n", 0), m.get("accuracy")
     lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
     filters = m.get("metrics", {})
-    strict_twin = filters.get(strict(m.get("filter") or "")) or {}   # the first complete "#### N" alone
-    return row | {"status": "ok", "task": m.get("task"), "n": n, "accuracy": acc, "stderr": m.get("stderr"),
-                  "ci95": [lo, hi], "majority": (filters.get(MAJORITY) or {}).get("accuracy"),
-                  "single": (filters.get(SINGLE) or {}).get("accuracy"), "strict": strict_twin.get("accuracy")}
+    strict_twin = filters.get(strict(m.get("filter") or "")) or {}  # the first complete "#### N" alone
+    return row | {
+        "status": "ok",
+        "task": m.get("task"),
+        "n": n,
+        "accuracy": acc,
+        "stderr": m.get("stderr"),
+        "ci95": [lo, hi],
+        "majority": (filters.get(MAJORITY) or {}).get("accuracy"),
+        "single": (filters.get(SINGLE) or {}).get("accuracy"),
+        "strict": strict_twin.get("accuracy"),
+    }
 
 
 def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, seed: int) -> list[dict]:
@@ -149,9 +176,9 @@ def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, 
     have = [e for e in evals if e["samples"]]
     out = []
     for i, first in enumerate(have):
-        for second in have[i + 1:]:
+        for second in have[i + 1 :]:
             later = RANK.get(second["role"], -1) > RANK.get(first["role"], -1)
-            a, b = (second, first) if later else (first, second)   # later-stage model first: diff = later - earlier
+            a, b = (second, first) if later else (first, second)  # later-stage model first: diff = later - earlier
             ca = {r["question_id"]: int(bool(r["correct"])) for r in a["samples"]}
             cb = {r["question_id"]: int(bool(r["correct"])) for r in b["samples"]}
             shared = sorted(set(ca) & set(cb))
@@ -164,15 +191,31 @@ def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, 
             hl = key in HIGHLIGHT and (b["role"] == "teacher" or related)
             only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
             lo, hi = paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
-            out.append({"a": a["stage"], "b": b["stage"], "highlight": hl, "a_model": a["model"], "b_model": b["model"],
-                        "a_role": a["role"], "b_role": b["role"], "label": f"{a['label']} vs {b['label']}",
-                        "n": len(shared), "acc_a": sum(x) / len(x), "acc_b": sum(y) / len(y),
-                        "diff": (sum(x) - sum(y)) / len(x), "ci95": [lo, hi], "a_only": only_a, "b_only": only_b,
-                        "p_mcnemar": mcnemar_exact(only_a, only_b)})
+            out.append(
+                {
+                    "a": a["stage"],
+                    "b": b["stage"],
+                    "highlight": hl,
+                    "a_model": a["model"],
+                    "b_model": b["model"],
+                    "a_role": a["role"],
+                    "b_role": b["role"],
+                    "label": f"{a['label']} vs {b['label']}",
+                    "n": len(shared),
+                    "acc_a": sum(x) / len(x),
+                    "acc_b": sum(y) / len(y),
+                    "diff": (sum(x) - sum(y)) / len(x),
+                    "ci95": [lo, hi],
+                    "a_only": only_a,
+                    "b_only": only_b,
+                    "p_mcnemar": mcnemar_exact(only_a, only_b),
+                }
+            )
     order = {k: i for i, k in enumerate(HIGHLIGHT)}
     by_stage = {e["stage"]: e for e in evals}
-    return sorted(out, key=lambda c: (not c["highlight"],
-                                      order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99)))
+    return sorted(
+        out, key=lambda c: (not c["highlight"], order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99))
+    )
 
 
 def reward_vs_gold(cfg: ReportConfig, spec: dict, rm: str, seed: int) -> dict | None:
@@ -190,10 +233,17 @@ def reward_vs_gold(cfg: ReportConfig, spec: dict, rm: str, seed: int) -> dict | 
 def voting(cfg: ReportConfig, evals: list[dict], spec: dict, gold) -> dict:
     """Single sample vs majority vote: from sampled evals, and on the distill questions with gold
     (`gold(stage id)`: a swept seed draws other questions)."""
-    from_evals = [{"stage": e["stage"], "model": e["model"], "n": e["metrics"].get("n"),
-                   "single": e["metrics"]["metrics"][SINGLE]["accuracy"],
-                   "majority": e["metrics"]["metrics"][MAJORITY]["accuracy"]}
-                  for e in evals if e["metrics"] and {SINGLE, MAJORITY} <= set(e["metrics"].get("metrics", {}))]
+    from_evals = [
+        {
+            "stage": e["stage"],
+            "model": e["model"],
+            "n": e["metrics"].get("n"),
+            "single": e["metrics"]["metrics"][SINGLE]["accuracy"],
+            "majority": e["metrics"]["metrics"][MAJORITY]["accuracy"],
+        }
+        for e in evals
+        if e["metrics"] and {SINGLE, MAJORITY} <= set(e["metrics"].get("metrics", {}))
+    ]
     stages = spec.get("stages", {})
     teachers = sorted({(stages.get(p) or {}).get("teacher") for p in cfg.upstream.get("pseudo_reward", [])} - {None})  # type: ignore[type-var]  # None removed
     distill = {}
@@ -217,8 +267,13 @@ def vote_accuracy(rows: list[dict], gold: dict) -> dict:
         majority.append(same_answer(vote(answers)[0], gold[q]))
         any_ok.append(any(ok))
     n = len(by_q)
-    return {"questions": n, "samples": len(single), "single": sum(single) / max(1, len(single)),
-            "majority": sum(majority) / max(1, n), "pass_at_k": sum(any_ok) / max(1, n)}
+    return {
+        "questions": n,
+        "samples": len(single),
+        "single": sum(single) / max(1, len(single)),
+        "majority": sum(majority) / max(1, n),
+        "pass_at_k": sum(any_ok) / max(1, n),
+    }
 
 
 def pseudo_label_quality(cfg: ReportConfig, p: str, gold) -> dict:
@@ -228,8 +283,15 @@ def pseudo_label_quality(cfg: ReportConfig, p: str, gold) -> dict:
         return {"status": "not run"}
     kept = {r["question_id"]: r["pseudo_label"] for r in labels}
     total = (stats.get("questions") or {}).get("total")
-    out: dict[str, Any] = {"status": "ok", "kept": len(kept), "total": total, "coverage": len(kept) / total if total else None,
-           "mean_agreement": stats.get("mean_agreement"), "gold": gold is not None, "by_role": {}}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "kept": len(kept),
+        "total": total,
+        "coverage": len(kept) / total if total else None,
+        "mean_agreement": stats.get("mean_agreement"),
+        "gold": gold is not None,
+        "by_role": {},
+    }
     if gold is None:
         return out
     judged = [q for q in kept if q in gold]
@@ -240,10 +302,14 @@ def pseudo_label_quality(cfg: ReportConfig, p: str, gold) -> dict:
         positive = [r for r in mine if r["label"] == 1]
         if mine:
             out["by_role"][role] = {
-                "responses": len(mine), "positive_rate": len(positive) / len(mine),
+                "responses": len(mine),
+                "positive_rate": len(positive) / len(mine),
                 "positive_precision": sum(same_answer(r["answer"], gold[r["question_id"]]) for r in positive)
-                / len(positive) if positive else None,
-                "positive_recall": sum(r["label"] == 1 for r in correct) / len(correct) if correct else None}
+                / len(positive)
+                if positive
+                else None,
+                "positive_recall": sum(r["label"] == 1 for r in correct) / len(correct) if correct else None,
+            }
     return out
 
 
@@ -257,9 +323,18 @@ def curves(cfg: ReportConfig) -> dict:
         for s in ids:
             path = cfg.stage_file(s, curve.output)
             rows = read(Path(path) / curve.file if path and curve.file else path)
-            out[s] = {"kind": kind, "rows": [{"step": r.get("step", i)} | {k: r.get(k) for k in curve.keys}
-                                             for i, r in enumerate(rows) if any(k in r for k in curve.keys)]
-                      } if rows else None
+            out[s] = (
+                {
+                    "kind": kind,
+                    "rows": [
+                        {"step": r.get("step", i)} | {k: r.get(k) for k in curve.keys}
+                        for i, r in enumerate(rows)
+                        if any(k in r for k in curve.keys)
+                    ],
+                }
+                if rows
+                else None
+            )
     return out
 
 
@@ -272,20 +347,33 @@ def examples(evals: list[dict], k: int, texts) -> dict:
     for e in have:
         rows = {r["question_id"]: r for r in e["samples"]}
         ids = shared[:k] if len(shared) >= k else sorted(rows)[:k]
-        out[e["stage"]] = [{"question_id": q, "question": texts(e["stage"]).get(q, ""), "target": rows[q].get("target"),
-                            "response": (rows[q].get("responses") or [""])[0], "correct": bool(rows[q].get("correct"))}
-                           for q in ids]
+        out[e["stage"]] = [
+            {
+                "question_id": q,
+                "question": texts(e["stage"]).get(q, ""),
+                "target": rows[q].get("target"),
+                "response": (rows[q].get("responses") or [""])[0],
+                "correct": bool(rows[q].get("correct")),
+            }
+            for q in ids
+        ]
     return out
 
 
 def environment() -> dict:
     """Git commit and hardware, cheaply: no torch import (its version comes from metadata)."""
+
     def cmd(*args):
         try:
-            return subprocess.run(args, capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip() or None
+            return (
+                subprocess.run(
+                    args, capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
+                ).stdout.strip()
+                or None
+            )
         except (OSError, subprocess.SubprocessError):
             return None
+
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -294,9 +382,14 @@ def environment() -> dict:
     commit = cmd("git", "rev-parse", "HEAD") or "unknown"
     if commit != "unknown" and cmd("git", "status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
-    return {"git_commit": commit, "platform": platform.platform(),
-            "python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch_version,
-            "gpus": gpus.splitlines() if gpus else []}
+    return {
+        "git_commit": commit,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch_version,
+        "gpus": gpus.splitlines() if gpus else [],
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -305,15 +398,18 @@ def main(argv=None) -> None:
     lock = read(cfg.lock_file()) or {}
     summary = collect(cfg, st, lock)
     html, md = render(summary, st.bootstrap_samples)
-    atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)   # beside the outputs, for tools and tests
+    atomic_write_json(Path(cfg.out_dir) / "summary.json", summary)  # beside the outputs, for tools and tests
     atomic_write_text(cfg.outputs["md"], md)
     atomic_write_text(cfg.outputs["html"], html)
-    report_cards.write(cfg, summary, lock)   # beside the outputs too: model_cards/<stage>/README.md
+    report_cards.write(cfg, summary, lock)  # beside the outputs too: model_cards/<stage>/README.md
     ok = [a for a in summary["accuracy"] if a["status"] == "ok"]
-    log(f"report: {len(ok)}/{len(summary['accuracy'])} evals, {len(summary['comparisons'])} comparisons "
-        f"-> {cfg.outputs['html']}")
+    log(
+        f"report: {len(ok)}/{len(summary['accuracy'])} evals, {len(summary['comparisons'])} comparisons "
+        f"-> {cfg.outputs['html']}"
+    )
 
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

@@ -29,6 +29,7 @@ episodes (the learning rate continues its linear decay; Adam's moments restart).
 PPOTrainer builds its own Accelerator without mixed precision, so PPO trains in
 fp32 whatever `precision` says; grpo/rloo follow it.
 """
+
 from __future__ import annotations
 
 import gc
@@ -48,10 +49,14 @@ from .lib.context import check_context_before_weights
 from .lib.reward_scoring import verifier_reward
 from .lib.tracking import tracking_args
 
-MISSING_EOS_PENALTY = 1.0   # PPO: a response cut off at response_length scores this much lower
-PPO_NAMES = {"objective/scores": "reward", "objective/kl": "kl", "objective/entropy": "entropy",
-             "loss/policy_avg": "loss"}
-TIMING = {"eps", "step_time"}   # wall-clock dependent: left out so that logs are reproducible
+MISSING_EOS_PENALTY = 1.0  # PPO: a response cut off at response_length scores this much lower
+PPO_NAMES = {
+    "objective/scores": "reward",
+    "objective/kl": "kl",
+    "objective/entropy": "entropy",
+    "loss/policy_avg": "loss",
+}
+TIMING = {"eps", "step_time"}  # wall-clock dependent: left out so that logs are reproducible
 
 
 def to_row(logs: dict, step: int, names: dict) -> dict:
@@ -70,6 +75,7 @@ def log_callback(names: dict, offset: int = 0):
             if "reward" in row:
                 kl = "n/a" if row["kl"] is None else f"{row['kl']:.4f}"
                 log(f"step {row['step']}: reward {row['reward']:.4f} kl {kl} entropy {row.get('entropy', 0):.3f}")
+
     return LogLine()
 
 
@@ -84,13 +90,17 @@ def load_reward_model(path: str, policy_tok=None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if verifier.saved(path):
-        raise StageError(f"the reward model {path} is a verifier (head: verifier); PPO needs a scalar head: "
-                         "set algorithm: grpo or rloo")
+        raise StageError(
+            f"the reward model {path} is a verifier (head: verifier); PPO needs a scalar head: "
+            "set algorithm: grpo or rloo"
+        )
     rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
     if policy_tok is not None and tok.get_vocab() != policy_tok.get_vocab():
-        raise StageError(f"the reward model {path} has another vocabulary than the policy; PPO scores the policy's "
-                         "tokens directly: train the reward model from the same base model, or use grpo/rloo")
+        raise StageError(
+            f"the reward model {path} has another vocabulary than the policy; PPO scores the policy's "
+            "tokens directly: train the reward model from the same base model, or use grpo/rloo"
+        )
     tok.padding_side = "right"
     rm.config.pad_token_id = tok.pad_token_id
     return rm.eval(), tok
@@ -99,11 +109,18 @@ def load_reward_model(path: str, policy_tok=None):
 def trainer_args(cfg: StageConfig, st: RlStage, device, dtype) -> dict:
     import torch
 
-    return dict(learning_rate=st.learning_rate, temperature=st.temperature, **tracking_args(cfg),
-                use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-                disable_tqdm=True, logging_steps=1,
-                # TRL's PPO/RLOO configs recompute activations by default: saves GPU memory, on CPU only costs time
-                activation_checkpointing=device.type != "cpu")
+    return dict(
+        learning_rate=st.learning_rate,
+        temperature=st.temperature,
+        **tracking_args(cfg),
+        use_cpu=device.type == "cpu",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        disable_tqdm=True,
+        logging_steps=1,
+        # TRL's PPO/RLOO configs recompute activations by default: saves GPU memory, on CPU only costs time
+        activation_checkpointing=device.type != "cpu",
+    )
 
 
 # ----------------------------------------------------------------------------- ppo
@@ -127,29 +144,43 @@ def ppo_start(cfg: StageConfig, latest: Path):
     """(policy, value model, rl_log rows so far, steps done): the last snapshot's, else fresh ones."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    latest = current(latest) or latest    # a kill mid-swap leaves the previous snapshot, complete
+    latest = current(latest) or latest  # a kill mid-swap leaves the previous snapshot, complete
     if not (latest / "progress.json").exists():
         policy, _ = models.load_causal_lm(cfg.models["policy"], cfg.task, cfg.spec_seed)
-        value, _ = load_reward_model(cfg.input("reward_model"))   # the value model starts as the reward model
+        value, _ = load_reward_model(cfg.input("reward_model"))  # the value model starts as the reward model
         return policy, value, [], 0
     done = json.loads((latest / "progress.json").read_text())["step"]
     log(f"restarting from {latest} after step {done}")
-    return (AutoModelForCausalLM.from_pretrained(latest / "policy"),
-            AutoModelForSequenceClassification.from_pretrained(latest / "value"),
-            read_jsonl(latest / "rl_log.jsonl"), done)
+    return (
+        AutoModelForCausalLM.from_pretrained(latest / "policy"),
+        AutoModelForSequenceClassification.from_pretrained(latest / "value"),
+        read_jsonl(latest / "rl_log.jsonl"),
+        done,
+    )
 
 
 def ppo_config(cfg: StageConfig, st: RlStage, out: Path, done: int, total: int, device, dtype):
     from trl.experimental.ppo import PPOConfig
 
-    return PPOConfig(output_dir=str(out), total_episodes=(total - done) * st.batch_size,
-                     response_length=st.response_length, per_device_train_batch_size=st.batch_size,
-                     local_rollout_forward_batch_size=st.batch_size, num_mini_batches=st.mini_batches,
-                     num_ppo_epochs=st.ppo_epochs, kl_coef=st.kl_coef, stop_token="eos",
-                     missing_eos_penalty=MISSING_EOS_PENALTY, num_sample_generations=0, save_strategy="no",
-                     seed=derive_seed(cfg.seed, "rl", done) if done else cfg.seed,
-                     **{**trainer_args(cfg, st, device, dtype),   # linear decay continues where it stopped
-                        "learning_rate": st.learning_rate * (total - done) / total})
+    return PPOConfig(
+        output_dir=str(out),
+        total_episodes=(total - done) * st.batch_size,
+        response_length=st.response_length,
+        per_device_train_batch_size=st.batch_size,
+        local_rollout_forward_batch_size=st.batch_size,
+        num_mini_batches=st.mini_batches,
+        num_ppo_epochs=st.ppo_epochs,
+        kl_coef=st.kl_coef,
+        stop_token="eos",
+        missing_eos_penalty=MISSING_EOS_PENALTY,
+        num_sample_generations=0,
+        save_strategy="no",
+        seed=derive_seed(cfg.seed, "rl", done) if done else cfg.seed,
+        **{
+            **trainer_args(cfg, st, device, dtype),  # linear decay continues where it stopped
+            "learning_rate": st.learning_rate * (total - done) / total,
+        },
+    )
 
 
 def ppo_tokenizer(tok):
@@ -188,12 +219,19 @@ def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
             if step % st.save_every_steps == 0 and step < total:
                 snapshot(ckpt, policy, value, tok, previous + history_rows(state, PPO_NAMES, done), step)
 
-    eos = policy.generation_config.eos_token_id   # TRL narrows it to its one stop token: put back after
-    trainer = PPOTrainer(args=ppo_config(cfg, st, ckpt / "trainer", done, total, device, dtype),
-                         processing_class=ppo_tokenizer(tok), model=policy, ref_model=ref, reward_model=reward, value_model=value,
-                         train_dataset=data, eval_dataset=data.select(range(st.batch_size)),
-                         callbacks=[log_callback(PPO_NAMES, done), Snapshot(), progress_callback(cfg, done)])
-    gc.freeze()   # PPOTrainer runs gc.collect() twice a step: ~0.7 s each over the libraries' objects
+    eos = policy.generation_config.eos_token_id  # TRL narrows it to its one stop token: put back after
+    trainer = PPOTrainer(
+        args=ppo_config(cfg, st, ckpt / "trainer", done, total, device, dtype),
+        processing_class=ppo_tokenizer(tok),
+        model=policy,
+        ref_model=ref,
+        reward_model=reward,
+        value_model=value,
+        train_dataset=data,
+        eval_dataset=data.select(range(st.batch_size)),
+        callbacks=[log_callback(PPO_NAMES, done), Snapshot(), progress_callback(cfg, done)],
+    )
+    gc.freeze()  # PPOTrainer runs gc.collect() twice a step: ~0.7 s each over the libraries' objects
     trainer.train()
     gc.unfreeze()
     policy.generation_config.eos_token_id = eos
@@ -214,24 +252,28 @@ def policy_path(cfg: StageConfig) -> str:
 
 def answer_targets(cfg: StageConfig, st: RlStage) -> dict[str, str] | None:
     """question id -> the answer that earns reward 1 (reward: majority or gold); None for reward: model."""
-    if st.reward == "majority":   # every labelled row of a kept question carries the question's pseudo-label
+    if st.reward == "majority":  # every labelled row of a kept question carries the question's pseudo-label
         return {r["question_id"]: r["pseudo_label"] for r in read_jsonl(cfg.input("votes", "labels"))}
-    if st.reward == "gold":       # the oracle rung: the spec asked for it by name
+    if st.reward == "gold":  # the oracle rung: the spec asked for it by name
         rows = taskdata.gold(cfg.task, "distill", cfg.spec_seed)
         missing = [r["id"] for r in rows if "target" not in r]
         if missing:
-            raise StageError(f"rl stage {cfg.id!r}: reward: gold needs an answer on every distill question; "
-                             f"{len(missing)} have none (e.g. {missing[:3]})")
+            raise StageError(
+                f"rl stage {cfg.id!r}: reward: gold needs an answer on every distill question; "
+                f"{len(missing)} have none (e.g. {missing[:3]})"
+            )
         return {r["id"]: r["target"] for r in rows}
     return None
 
 
 def answer_reward(targets: dict[str, str], fmt: str, name: str):
     """A TRL reward function: 1.0 when a completion's extracted answer equals its question's target, else 0.0."""
+
     def reward(prompts, completions, question_id, **kwargs):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [float(answers.same(answers.extract(t, fmt), targets[q])) for t, q in zip(texts, question_id)]
-    reward.__name__ = name   # TRL logs it as rewards/<name>/mean
+
+    reward.__name__ = name  # TRL logs it as rewards/<name>/mean
     return reward
 
 
@@ -258,47 +300,78 @@ def run_group(cfg: StageConfig, st: RlStage, questions, targets, device, dtype):
     reward, reward_tok = reward_function(cfg, st, targets)
     rollouts = math.ceil(st.episodes / st.batch_size)
     ckpt = resume_dir(cfg)
-    args = config_cls(output_dir=str(ckpt), max_steps=rollouts * st.mini_batches * st.ppo_epochs,
-                      per_device_train_batch_size=st.batch_size // st.mini_batches,
-                      steps_per_generation=st.mini_batches, num_iterations=st.ppo_epochs,
-                      num_generations=st.num_generations, max_completion_length=st.response_length,
-                      beta=st.kl_coef, generation_kwargs={"eos_token_id": decoding.stop_token_ids(policy, tok)},
-                      save_strategy="steps", save_steps=st.save_every_steps, save_total_limit=1,
-                      seed=cfg.seed, **trainer_args(cfg, st, device, dtype))
-    trainer = trainer_cls(model=policy, reward_funcs=reward, reward_processing_classes=reward_tok, args=args,
-                          processing_class=tok,
-                          train_dataset=Dataset.from_list([{"prompt": m, "question_id": q} for q, m in questions]),
-                          callbacks=[log_callback({}), progress_callback(cfg)])
+    args = config_cls(
+        output_dir=str(ckpt),
+        max_steps=rollouts * st.mini_batches * st.ppo_epochs,
+        per_device_train_batch_size=st.batch_size // st.mini_batches,
+        steps_per_generation=st.mini_batches,
+        num_iterations=st.ppo_epochs,
+        num_generations=st.num_generations,
+        max_completion_length=st.response_length,
+        beta=st.kl_coef,
+        generation_kwargs={"eos_token_id": decoding.stop_token_ids(policy, tok)},
+        save_strategy="steps",
+        save_steps=st.save_every_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        **trainer_args(cfg, st, device, dtype),
+    )
+    trainer = trainer_cls(
+        model=policy,
+        reward_funcs=reward,
+        reward_processing_classes=reward_tok,
+        args=args,
+        processing_class=tok,
+        train_dataset=Dataset.from_list([{"prompt": m, "question_id": q} for q, m in questions]),
+        callbacks=[log_callback({}), progress_callback(cfg)],
+    )
     policy, state = train_or_load(trainer, ckpt)
     return policy, tok, history_rows(state, {})
 
 
 def final_results(rows: list[dict]) -> dict[str, float | None]:
     """For the model card: mean reward and KL over the last 10% of logged steps (one step is noisy)."""
-    tail = rows[-max(1, len(rows) // 10):]
+    tail = rows[-max(1, len(rows) // 10) :]
 
     def mean(key: str) -> float | None:
         values = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
         return sum(values) / len(values) if values else None
-    return {"final reward (mean of the last 10% of steps)": mean("reward"),
-            "final KL (mean of the last 10% of steps)": mean("kl")} if rows else {}
+
+    return (
+        {
+            "final reward (mean of the last 10% of steps)": mean("reward"),
+            "final KL (mean of the last 10% of steps)": mean("kl"),
+        }
+        if rows
+        else {}
+    )
 
 
 def main(argv=None) -> None:
     cfg, st, args = start(argv, "rl")
     device, dtype = torch_setup(cfg.seed, args.threads, st.device, st.precision)
-    questions = [(q["id"], taskdata.messages(q, cfg.task))
-                 for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)]
-    check_context_before_weights(cfg, cfg.models["policy"], taskdata.questions(cfg.task, "distill", cfg.spec_seed),
-                         st.response_length, "response_length")
+    questions = [
+        (q["id"], taskdata.messages(q, cfg.task)) for q in taskdata.questions(cfg.task, "distill", cfg.spec_seed)
+    ]
+    check_context_before_weights(
+        cfg,
+        cfg.models["policy"],
+        taskdata.questions(cfg.task, "distill", cfg.spec_seed),
+        st.response_length,
+        "response_length",
+    )
     targets = answer_targets(cfg, st)
-    if targets is not None:   # majority: questions the vote dropped have no label, so no reward
+    if targets is not None:  # majority: questions the vote dropped have no label, so no reward
         questions = [(q, m) for q, m in questions if q in targets]
-        log(f"reward: {st.reward} answer ({'ORACLE: gold answers' if st.reward == 'gold' else 'pseudo-labels'}) "
-            f"on {len(questions)} distill questions")
+        log(
+            f"reward: {st.reward} answer ({'ORACLE: gold answers' if st.reward == 'gold' else 'pseudo-labels'}) "
+            f"on {len(questions)} distill questions"
+        )
     if len(questions) * (st.num_generations if st.algorithm != "ppo" else 1) < st.batch_size:
-        raise StageError(f"rl stage {cfg.id!r}: {len(questions)} questions are too few for batch_size "
-                         f"{st.batch_size}: lower batch_size")
+        raise StageError(
+            f"rl stage {cfg.id!r}: {len(questions)} questions are too few for batch_size "
+            f"{st.batch_size}: lower batch_size"
+        )
     if st.algorithm == "ppo":
         policy, tok, rows = run_ppo(cfg, st, [m for _, m in questions], device, dtype)
     else:
@@ -311,4 +384,5 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

@@ -6,6 +6,7 @@ that reads gold answers, plus gold dev for early stopping), a pseudo_reward stag
 (every non-empty response). Checkpoints live beside the output so that a killed
 run resumes; the final model is written atomically, merged if LoRA was used.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,8 @@ from .lib.common import (
 from .lib.sampling import greedy_accuracy
 from .lib.tracking import tracking_args
 
-DEV_BATCH = 64        # dev questions per greedy generate call
-LOGGING_STEPS = 5     # loss rows in train_log.jsonl: often enough to see a tiny run's curve
+DEV_BATCH = 64  # dev questions per greedy generate call
+LOGGING_STEPS = 5  # loss rows in train_log.jsonl: often enough to see a tiny run's curve
 
 
 # ----------------------------------------------------------------------------- data
@@ -48,14 +49,18 @@ def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
     else:
         pairs, dropped = taskdata.distilled_responses(cfg, "sft", stage.keep_cut_off)
         rows = [_row(prompt, text) for prompt, text in pairs]
-        atomic_write_json(Path(cfg.out_dir) / taskdata.TRAINING_DATA,
-                          taskdata.training_data_record(len(rows), dropped, stage.keep_cut_off))
+        atomic_write_json(
+            Path(cfg.out_dir) / taskdata.TRAINING_DATA,
+            taskdata.training_data_record(len(rows), dropped, stage.keep_cut_off),
+        )
         if dropped:
             log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not rows:
-        raise StageError(f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
-                         "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
-                         "raise the generate stage's max_new_tokens, or set keep_cut_off: true)")
+        raise StageError(
+            f"sft stage {cfg.id!r}: no training rows from data {stage.data!r} "
+            "(no agreeing teacher samples, all responses empty, or all cut off at max_new_tokens: "
+            "raise the generate stage's max_new_tokens, or set keep_cut_off: true)"
+        )
     return rows
 
 
@@ -89,12 +94,13 @@ def stop_rules(stage: SftStage, dev: list[dict], gen_tok, task):
 
     class StopRules(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.t0 = time.monotonic()   # max_time_s counts this process's training time
+            self.t0 = time.monotonic()  # max_time_s counts this process's training time
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if stage.max_time_s and time.monotonic() - self.t0 >= stage.max_time_s:
-                raise TimeLimitExceeded(f"step {state.global_step}: training ran past max_time_s "
-                                        f"({stage.max_time_s:g} s)")
+                raise TimeLimitExceeded(
+                    f"step {state.global_step}: training ran past max_time_s ({stage.max_time_s:g} s)"
+                )
             if dev and state.global_step % stage.eval_every_steps == 0:
                 acc = dev_accuracy(model, gen_tok, task, dev, budget)
                 state.log_history.append({"step": state.global_step, "dev_accuracy": acc})
@@ -112,15 +118,26 @@ def sft_config(cfg: StageConfig, stage: SftStage, device, dtype, out_dir: Path):
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(out_dir), num_train_epochs=stage.epochs, max_steps=stage.max_steps or -1,
-        learning_rate=stage.learning_rate, per_device_train_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.grad_accum, max_length=stage.max_length,
-        logging_steps=LOGGING_STEPS, logging_first_step=True, disable_tqdm=True,
-        save_strategy="steps", save_steps=stage.save_every_steps, save_total_limit=1,
-        use_cpu=device.type == "cpu", seed=cfg.seed, **tracking_args(cfg),
+        output_dir=str(out_dir),
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps or -1,
+        learning_rate=stage.learning_rate,
+        per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum,
+        max_length=stage.max_length,
+        logging_steps=LOGGING_STEPS,
+        logging_first_step=True,
+        disable_tqdm=True,
+        save_strategy="steps",
+        save_steps=stage.save_every_steps,
+        save_total_limit=1,
+        use_cpu=device.type == "cpu",
+        seed=cfg.seed,
+        **tracking_args(cfg),
         # recomputing activations saves GPU memory; on CPU it only costs time
         activation_checkpointing=device.type != "cpu",
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
     )
 
 
@@ -129,8 +146,13 @@ def lora_config(stage: SftStage):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=stage.lora.r,
+        lora_alpha=stage.lora.alpha,
+        lora_dropout=stage.lora.dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -149,10 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     log(f"{len(rows)} training rows from {stage.data!r}" + (f", {len(dev)} dev questions" if dev else ""))
     ckpt = resume_dir(cfg)
     resume = last_checkpoint(ckpt)
-    trainer = SFTTrainer(model=model, args=sft_config(cfg, stage, device, dtype, ckpt),
-                         train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=lora_config(stage), callbacks=[stop_rules(stage, dev, gen_tok, cfg.task),
-                                                                    progress_callback(cfg)])
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(cfg, stage, device, dtype, ckpt),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config(stage),
+        callbacks=[stop_rules(stage, dev, gen_tok, cfg.task), progress_callback(cfg)],
+    )
     if resume:
         hide_tied_weights_warning(trainer.model)
         log(f"resumed from checkpoint step {resume.rsplit('-', 1)[-1]} ({resume})")
@@ -160,9 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trainer.train(resume_from_checkpoint=resume)
     except TimeLimitExceeded as exc:
-        raise StageError(f"sft stage {cfg.id!r} failed: {exc}. A time limit never shortens training (the result "
-                         "would depend on machine load); stop on max_steps, epochs or stop_at_dev_accuracy, "
-                         "or raise max_time_s. Checkpoints are kept: a rerun resumes.") from None
+        raise StageError(
+            f"sft stage {cfg.id!r} failed: {exc}. A time limit never shortens training (the result "
+            "would depend on machine load); stop on max_steps, epochs or stop_at_dev_accuracy, "
+            "or raise max_time_s. Checkpoints are kept: a rerun resumes."
+        ) from None
     history = trainer.state.log_history
     log(f"trained to step {trainer.state.global_step} in {time.perf_counter() - t0:.1f} s")
     step = trainer.state.global_step
@@ -173,12 +201,14 @@ def main(argv: list[str] | None = None) -> None:
         log(f"final dev accuracy {acc:.3f}")
     final = trainer.model.merge_and_unload() if stage.lora is not None else trainer.model
     dev_acc = [r["dev_accuracy"] for r in history if r.get("dev_accuracy") is not None]
-    models.save_model_dir(final, tok, cfg.outputs["model"], history, cfg,
-                          {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None)
-    shutil.rmtree(ckpt)    # done: a forced rerun starts fresh
+    models.save_model_dir(
+        final, tok, cfg.outputs["model"], history, cfg, {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None
+    )
+    shutil.rmtree(ckpt)  # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 
 
 if __name__ == "__main__":
     from .lib.common import run_stage
+
     run_stage(main)

@@ -16,10 +16,10 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # Models made once (the real test model dequantised from its GGUF file, ~1.5 min): kept between
 # runs in a gitignored folder of the repo, so a CI run (and every later local run) makes it once.
 export DISTILLC_CACHE="${DISTILLC_CACHE:-$PWD/.cache/distillc}"
-# Lint and types first (pyproject.toml configures both): seconds, and they fail before any test runs.
+# Lint, format and types first (pyproject.toml configures them): seconds, and they fail before any test runs.
 .venv/bin/ruff check compiler runtime
+.venv/bin/ruff format --check compiler runtime tests benchmarks
 .venv/bin/mypy
-# ruff format --check compiler runtime   # on from the commit that formats the tree (see docs/architecture.md)
 if [ $fast = 1 ]; then
   exec .venv/bin/python -m pytest -q -n 2 -m "not slow" "$@"
 fi

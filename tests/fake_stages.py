@@ -7,12 +7,13 @@ a second. Put `dir` first on PYTHONPATH of the snakemake process and its rules r
 While a file named `hold` exists in the workflow root, the stage named in it writes `held`
 and waits: a place to kill a run mid-stage. The real stages are tested in test_pipeline.py.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from compiler.spec.stages import KINDS   # one stand-in per stage kind, whatever kinds there are
+from compiler.spec.stages import KINDS  # one stand-in per stage kind, whatever kinds there are
 
 STAGE = '''
 import hashlib, pathlib, sys, time, yaml

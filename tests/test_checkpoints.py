@@ -1,4 +1,5 @@
 """The resume rules every training stage shares (runtime/lib/checkpoints.py), on plain folders: no training."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,15 @@ from pathlib import Path
 from runtime.lib import checkpoints
 from runtime.lib.common import load_config
 
-SPEC = {"name": "ck", "task": {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 4, "test_size": 4}},
-        "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}}},
-        "stages": {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 8},
-                   "votes": {"kind": "pseudo_reward", "teacher": "samples"}}}
+SPEC = {
+    "name": "ck",
+    "task": {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 4, "test_size": 4}},
+    "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}}},
+    "stages": {
+        "samples": {"kind": "generate", "model": "m", "max_new_tokens": 8},
+        "votes": {"kind": "pseudo_reward", "teacher": "samples"},
+    },
+}
 
 
 def folder(path: Path, text: str) -> Path:
@@ -38,9 +44,9 @@ def test_a_kill_between_the_two_renames_leaves_a_complete_folder(tmp_path, monke
     except KeyboardInterrupt:
         pass
     monkeypatch.setattr(Path, "rename", real_rename)
-    assert not dest.exists()                                             # the window the old rl swap had
-    assert (checkpoints.current(dest) / "file.txt").read_text() == "a"   # the old snapshot is still found
-    checkpoints.swap_in(folder(tmp_path / "c.tmp", "c"), dest)           # and the next swap recovers
+    assert not dest.exists()  # the window the old rl swap had
+    assert (checkpoints.current(dest) / "file.txt").read_text() == "a"  # the old snapshot is still found
+    checkpoints.swap_in(folder(tmp_path / "c.tmp", "c"), dest)  # and the next swap recovers
     assert (checkpoints.current(dest) / "file.txt").read_text() == "c"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tmp", "latest"]
 
@@ -52,7 +58,7 @@ def test_a_torn_checkpoint_is_dropped_and_the_last_complete_one_resumed(tmp_path
         if state is not None:
             (d / "trainer_state.json").write_text(json.dumps(state))
     (tmp_path / "checkpoint-20").mkdir()
-    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')   # killed mid-write
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # killed mid-write
     assert checkpoints.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5"]
 
@@ -64,11 +70,11 @@ def test_state_of_another_config_or_input_is_discarded(built):
     responses.parent.mkdir(parents=True)
     responses.write_text("{}\n")
     (checkpoints.resume_dir(cfg) / "state").write_text("kept")
-    assert (checkpoints.resume_dir(cfg) / "state").exists()            # same config, same inputs: resumed
+    assert (checkpoints.resume_dir(cfg) / "state").exists()  # same config, same inputs: resumed
     stamp = checkpoints.fingerprint(cfg)
-    responses.write_text("{}\n{}\n")                                    # the upstream stage ran again
+    responses.write_text("{}\n{}\n")  # the upstream stage ran again
     assert checkpoints.fingerprint(cfg) != stamp
     assert not (checkpoints.resume_dir(cfg) / "state").exists()
     more = cfg.params.model_copy(update={"resources": cfg.params.resources.model_copy(update={"cpus": 7})})
     resources = cfg.model_copy(update={"params": more})
-    assert checkpoints.fingerprint(resources) == checkpoints.fingerprint(cfg)   # more time or cpus: resume
+    assert checkpoints.fingerprint(resources) == checkpoints.fingerprint(cfg)  # more time or cpus: resume

@@ -1,5 +1,6 @@
 """Clean logs: no `fatal: not a git repository` from lm-eval outside a checkout, and no
 `missing keys ['lm_head.weight']` warning when a tied-embedding model resumes."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ def test_lm_eval_git_hash_is_quiet_outside_git(tmp_path, monkeypatch, capfd):
     from runtime.eval import quiet_git_hash
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))   # tmp_path is in no repository
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # tmp_path is in no repository
     get_git_commit_hash()
     assert "fatal" in capfd.readouterr().err, "lm-eval's own call no longer prints git's error: drop the patch"
     assert quiet_git_hash() is None

@@ -1,4 +1,5 @@
 """`distillc validate | plan | build | schema` on the shipped specs, and how the CLI fails."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,11 @@ def test_there_are_specs_to_check():
 
 
 @pytest.mark.parametrize("spec_file", SPECS, ids=lambda p: p.stem)
-@pytest.mark.usefixtures("hub_reachable")     # paper_gsm8k names hub models this machine has not cached
+@pytest.mark.usefixtures("hub_reachable")  # paper_gsm8k names hub models this machine has not cached
 def test_every_shipped_spec_validates_and_builds(spec_file, tmp_path, capsys):
     spec = tmp_path / spec_file.name
     shutil.copy(spec_file, spec)
-    for extra in spec_file.parent.glob("*.jsonl"):          # data files a spec may point to
+    for extra in spec_file.parent.glob("*.jsonl"):  # data files a spec may point to
         shutil.copy(extra, tmp_path / extra.name)
     assert cli.main(["validate", str(spec), "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -86,13 +87,20 @@ def test_build_from_any_folder_prints_a_command_that_works_there(tmp_path):
     spec = tmp_path / "mine" / "spec.yaml"
     spec.parent.mkdir()
     shutil.copy(REPO / "specs" / "tiny.yaml", spec)
-    proc = subprocess.run([str(bin_dir / "distillc"), "build", "mine/spec.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(bin_dir / "distillc"), "build", "mine/spec.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     command = next(line for line in proc.stdout.splitlines() if line.startswith("run it:")).split(":", 1)[1].strip()
     assert command.startswith("distillc run -s ") and command.endswith("--cores 2"), command
-    dry = subprocess.run(f"PATH={bin_dir}:$PATH {command} -n --quiet rules", shell=True, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        f"PATH={bin_dir}:$PATH {command} -n --quiet rules",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "teacher_samples" in dry.stdout + dry.stderr and (tmp_path / "build" / "tiny").is_dir()
 
@@ -103,11 +111,17 @@ def test_a_reader_that_leaves_early_is_not_an_error():
     import os
     import subprocess
     import sys
+
     read, write = os.pipe()
     os.close(read)
     try:
-        out = subprocess.run([sys.executable, "-m", "compiler.cli", "schema"], stdout=write, stderr=subprocess.PIPE,
-                             text=True, cwd=Path(__file__).parent.parent)
+        out = subprocess.run(
+            [sys.executable, "-m", "compiler.cli", "schema"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
     finally:
         os.close(write)
     assert out.stderr == ""

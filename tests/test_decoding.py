@@ -1,5 +1,6 @@
 """The decoding rule (runtime/lib/decoding.py, compiler/spec/decoding.py): which tokens stop a response, and the
 answer stop, per row of a batch. Fast: an in-memory tokenizer, no model weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,10 +9,29 @@ from compiler.spec import decoding as pure
 from runtime.lib import answers
 from runtime.lib import decoding
 
-WORDS = ["<pad>", "<s>", "</s>", "<|eot|>", "<|user|>", "<|assistant|>", "So", "####", "14", "1", "\n", "the",
-         "answer", "is", "Hi", "distillc-turn-end-probe", "."]
-TURN_ENDS_WITH_EOT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot|>{% endfor %}"
-                      "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+WORDS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<|eot|>",
+    "<|user|>",
+    "<|assistant|>",
+    "So",
+    "####",
+    "14",
+    "1",
+    "\n",
+    "the",
+    "answer",
+    "is",
+    "Hi",
+    "distillc-turn-end-probe",
+    ".",
+]
+TURN_ENDS_WITH_EOT = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def tokenizer(template: str = TURN_ENDS_WITH_EOT):
@@ -22,8 +42,13 @@ def tokenizer(template: str = TURN_ENDS_WITH_EOT):
 
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                  additional_special_tokens=["<|eot|>", "<|user|>", "<|assistant|>"])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|eot|>", "<|user|>", "<|assistant|>"],
+    )
     tok.chat_template = template
     return tok
 
@@ -33,6 +58,7 @@ class Model:
 
     def __init__(self, eos):
         from transformers import GenerationConfig
+
         self.generation_config = GenerationConfig(eos_token_id=eos)
 
 
@@ -47,8 +73,8 @@ def test_turn_end_is_the_special_token_after_the_assistant_content():
 
 def test_stop_ids_are_the_union_never_the_tokenizer_eos_alone():
     tok = tokenizer()
-    assert decoding.stop_token_ids(Model(2), tok) == [2, 3]              # generation config int + turn end
-    assert decoding.stop_token_ids(Model([9, 2]), tok) == [9, 2, 3]      # a list: every id kept, no duplicate
+    assert decoding.stop_token_ids(Model(2), tok) == [2, 3]  # generation config int + turn end
+    assert decoding.stop_token_ids(Model([9, 2]), tok) == [9, 2, 3]  # a list: every id kept, no duplicate
     assert decoding.stop_token_ids(Model(None), tok) == [2, 3]
 
 
@@ -58,13 +84,19 @@ def test_no_blank_line_stop_and_the_answer_stop_only_where_the_format_allows():
     assert not pure.answer_stop("multiple_choice", True)
 
 
-@pytest.mark.parametrize("text, end", [
-    ("So 5 + 9 = 14.\n#### 14\nThe answer is 14.\n#### 14", 22),
-    ("#### 14", 7),                                  # a finished text: the line runs to its end
-    ("#### $1,000.50 coins\nmore", 20),
-    ("#### \nthe answer is 4\n#### 4\n#### 2", 28),  # a dangling marker is skipped: the first complete one
-    ("####", None), ("#### \n", None), ("no marker 14", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "text, end",
+    [
+        ("So 5 + 9 = 14.\n#### 14\nThe answer is 14.\n#### 14", 22),
+        ("#### 14", 7),  # a finished text: the line runs to its end
+        ("#### $1,000.50 coins\nmore", 20),
+        ("#### \nthe answer is 4\n#### 4\n#### 2", 28),  # a dangling marker is skipped: the first complete one
+        ("####", None),
+        ("#### \n", None),
+        ("no marker 14", None),
+        ("", None),
+    ],
+)
 def test_answer_end(text, end):
     assert answers.answer_end(text, "gsm8k") == end
     assert answers.answer_end(text, "multiple_choice") is None
@@ -84,16 +116,18 @@ def test_answer_stop_fires_per_row_of_a_batch():
 
     tok = tokenizer()
     prompt = [1, 4, 14, 5]
-    script = [["So", "####", "1", "\n", "the", "answer", "is"],        # "#### 1" complete at step 4
-              ["####", "\n", "the", "answer", "is", "14", "."],        # dangling: never
-              ["So", "the", "answer", "is", "####", "14", "\n"],       # at step 7, the last
-              ["####", "14", ".", "So", "\n", "the", "."]]             # "#### 14. So" ends at step 5
+    script = [
+        ["So", "####", "1", "\n", "the", "answer", "is"],  # "#### 1" complete at step 4
+        ["####", "\n", "the", "answer", "is", "14", "."],  # dangling: never
+        ["So", "the", "answer", "is", "####", "14", "\n"],  # at step 7, the last
+        ["####", "14", ".", "So", "\n", "the", "."],
+    ]  # "#### 14. So" ends at step 5
     ids = torch.tensor([prompt + tok.convert_tokens_to_ids(row) for row in script])
     crit = decoding.answer_stop_criterion(tok, len(prompt), "gsm8k")
     seen = [crit(ids[:, : len(prompt) + step], None).tolist() for step in range(1, 8)]
     first = [next((s + 1 for s in range(7) if seen[s][row]), None) for row in range(4)]
     assert first == [4, None, 7, 5]
-    assert all(seen[s][0] for s in range(3, 7))                       # sticky
+    assert all(seen[s][0] for s in range(3, 7))  # sticky
     assert crit.at == [4, 0, 7, 5]
 
 
@@ -101,10 +135,14 @@ def test_row_lengths_and_cut_off():
     """Tokens up to and including the first stop id, or the answer stop's step; cut off only with no stop."""
     import torch
 
-    gen = torch.tensor([[6, 7, 3, 0, 0],      # turn end at 3 (not the tokenizer's eos): stopped, 3 tokens
-                        [6, 7, 8, 10, 0],     # the answer stop fired after 4 tokens, then padding
-                        [6, 6, 6, 6, 6],      # the whole budget, no stop: cut off
-                        [6, 6, 6, 6, 2]])     # eos as its very last token: stopped, not cut off
+    gen = torch.tensor(
+        [
+            [6, 7, 3, 0, 0],  # turn end at 3 (not the tokenizer's eos): stopped, 3 tokens
+            [6, 7, 8, 10, 0],  # the answer stop fired after 4 tokens, then padding
+            [6, 6, 6, 6, 6],  # the whole budget, no stop: cut off
+            [6, 6, 6, 6, 2],
+        ]
+    )  # eos as its very last token: stopped, not cut off
     assert decoding.row_lengths(gen, [2, 3], [0, 4, 0, 0]) == [(3, False), (4, False), (5, True), (5, False)]
     assert decoding.row_lengths(gen, [2, 3], None)[1] == (5, True)
 
@@ -115,6 +153,6 @@ def test_ppo_stops_at_the_template_turn_end():
 
     tok = tokenizer()
     ppo = ppo_tokenizer(tok)
-    assert ppo.eos_token_id == 3 and tok.eos_token_id == 2           # the original (saved with the model) unchanged
+    assert ppo.eos_token_id == 3 and tok.eos_token_id == 2  # the original (saved with the model) unchanged
     same = tokenizer(TURN_ENDS_WITH_EOT.replace("<|eot|>", "{{ eos_token }}"))
     assert ppo_tokenizer(same) is same

@@ -4,6 +4,7 @@ One teacher is bootstrapped from gold once for the module (a few seconds); the
 effect test measures the student's per-token KL(teacher || student) on held-out
 questions before and after logit distillation, teacher-forced on gold solutions.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,35 +23,84 @@ from runtime.lib.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import REPO, build_spec, kill_at_first_checkpoint
 
-TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 300, "dev_size": 20,
-                      "distill_size": 48, "test_size": 40}}
+TASK = {
+    "synthetic": {
+        "min_steps": 1,
+        "max_steps": 1,
+        "max_number": 5,
+        "gold_size": 300,
+        "dev_size": 20,
+        "distill_size": 48,
+        "test_size": 40,
+    }
+}
 TEACHER = {"init": {"hidden_size": 48, "num_layers": 2, "num_heads": 4, "max_length": 64}}
 STUDENT = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
-HELD_OUT = 40            # test questions the divergence is measured on
+HELD_OUT = 40  # test questions the divergence is measured on
 
 
 def spec(stage: dict | None = None, seed: int = 0, extra: dict | None = None) -> dict:
     """A bootstrapped teacher, a generate stage (its responses are written by the tests) and the stage under test."""
     stages = {
-        "teacher": {"kind": "sft", "model": "teacher_base", "data": "gold", "max_steps": 80, "batch_size": 16,
-                    "learning_rate": 5e-3, "save_every_steps": 1000},
+        "teacher": {
+            "kind": "sft",
+            "model": "teacher_base",
+            "data": "gold",
+            "max_steps": 80,
+            "batch_size": 16,
+            "learning_rate": 5e-3,
+            "save_every_steps": 1000,
+        },
         "samples": {"kind": "generate", "model": "teacher", "max_new_tokens": 16},
         "votes": {"kind": "pseudo_reward", "teacher": "samples"},
-        "gkd": {"kind": "distill_logits", "teacher": "teacher", "model": "student", "data": "samples",
-                "lmbda": 0.0, "beta": 0.0, "max_new_tokens": 16, "batch_size": 16, "learning_rate": 5e-3,
-                "max_steps": 60, "save_every_steps": 1000} | (stage or {}),
+        "gkd": {
+            "kind": "distill_logits",
+            "teacher": "teacher",
+            "model": "student",
+            "data": "samples",
+            "lmbda": 0.0,
+            "beta": 0.0,
+            "max_new_tokens": 16,
+            "batch_size": 16,
+            "learning_rate": 5e-3,
+            "max_steps": 60,
+            "save_every_steps": 1000,
+        }
+        | (stage or {}),
         # the control: the same student, rows, steps and rate, trained on the sampled text alone
-        "sft_same": {"kind": "sft", "model": "student", "data": "samples", "max_steps": 60, "batch_size": 16,
-                     "learning_rate": 5e-3, "save_every_steps": 1000},
+        "sft_same": {
+            "kind": "sft",
+            "model": "student",
+            "data": "samples",
+            "max_steps": 60,
+            "batch_size": 16,
+            "learning_rate": 5e-3,
+            "save_every_steps": 1000,
+        },
     } | (extra or {})
-    return {"name": "gkd", "seed": seed, "task": TASK, "models": {"teacher_base": TEACHER, "student": STUDENT},
-            "stages": stages}
+    return {
+        "name": "gkd",
+        "seed": seed,
+        "task": TASK,
+        "models": {"teacher_base": TEACHER, "student": STUDENT},
+        "stages": stages,
+    }
 
 
 def teacher_responses(cfg) -> list[dict]:
     """Stand-in teacher samples: the gold solutions of the distill questions (a perfect teacher's text)."""
-    return [{"question_id": r["id"], "sample_id": 0, "temperature": 1.0, "seed": 0, "text": r["answer"],
-             "answer": r["target"], "num_tokens": 0} for r in task.gold(cfg.task, "distill", cfg.spec_seed)]
+    return [
+        {
+            "question_id": r["id"],
+            "sample_id": 0,
+            "temperature": 1.0,
+            "seed": 0,
+            "text": r["answer"],
+            "answer": r["target"],
+            "num_tokens": 0,
+        }
+        for r in task.gold(cfg.task, "distill", cfg.spec_seed)
+    ]
 
 
 def run_stage(configs: dict, stage: str = "gkd") -> None:
@@ -77,8 +127,8 @@ def kl_to_teacher(cfg, student_path: str | None) -> float:
         ids = tok(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
         start = len(tok(prompt, add_special_tokens=False)["input_ids"])
         with torch.no_grad():
-            lt = F.log_softmax(teacher(ids).logits[0, start - 1:-1], -1)
-            ls = F.log_softmax(student(ids).logits[0, start - 1:-1], -1)
+            lt = F.log_softmax(teacher(ids).logits[0, start - 1 : -1], -1)
+            ls = F.log_softmax(student(ids).logits[0, start - 1 : -1], -1)
         total += float((lt.exp() * (lt - ls)).sum())
         count += lt.shape[0]
     return total / count
@@ -96,8 +146,10 @@ def distilled(tmp_path_factory):
         run_stage(configs)
         sft.main(["--config", str(configs["sft_same"]), "--threads", "1"])
         cfg = load_config(configs["gkd"], "distill_logits")
-        out, sft_out = (str(root / load_config(configs[s], k).outputs["model"]) for s, k in
-                        (("gkd", "distill_logits"), ("sft_same", "sft")))
+        out, sft_out = (
+            str(root / load_config(configs[s], k).outputs["model"])
+            for s, k in (("gkd", "distill_logits"), ("sft_same", "sft"))
+        )
         kl = {"before": kl_to_teacher(cfg, None), "gkd": kl_to_teacher(cfg, out), "sft": kl_to_teacher(cfg, sft_out)}
         yield cfg, out, read_jsonl(Path(out) / "train_log.jsonl"), kl
 
@@ -131,19 +183,32 @@ def test_labels_select_only_agreeing_teacher_rows_and_foreign_ids_are_refused(bu
     cfg = load_config(built(spec({"data": "votes"}))["gkd"], "distill_logits")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
     base = {"source": "samples", "temperature": 1.0, "answer": "3", "pseudo_label": "3", "agreement": 0.75}
-    write_jsonl(cfg.inputs["data_labels"], [
-        base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 0, "text": "keep #### 3", "label": 1},
-        base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 1, "text": "wrong #### 4", "label": 0},
-        base | {"question_id": qs[1]["id"], "role": "student", "sample_id": 0, "text": "student #### 3", "label": 1},
-        base | {"question_id": qs[1]["id"], "role": "teacher", "sample_id": 1, "text": "cut #### 3\n####", "label": 1,
-                "cut_off": True},   # a ramble cut at max_new_tokens: left out, and counted
-    ])
+    write_jsonl(
+        cfg.inputs["data_labels"],
+        [
+            base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 0, "text": "keep #### 3", "label": 1},
+            base | {"question_id": qs[0]["id"], "role": "teacher", "sample_id": 1, "text": "wrong #### 4", "label": 0},
+            base
+            | {"question_id": qs[1]["id"], "role": "student", "sample_id": 0, "text": "student #### 3", "label": 1},
+            base
+            | {
+                "question_id": qs[1]["id"],
+                "role": "teacher",
+                "sample_id": 1,
+                "text": "cut #### 3\n####",
+                "label": 1,
+                "cut_off": True,
+            },  # a ramble cut at max_new_tokens: left out, and counted
+        ],
+    )
     rows = distill_logits.training_rows(cfg)
     assert rows == [{"messages": task.messages(qs[0], cfg.task) + [{"role": "assistant", "content": "keep #### 3"}]}]
     record = json.loads((Path(cfg.out_dir) / task.TRAINING_DATA).read_text())
     assert record == {"rows": 1, "cut_off_dropped": 1, "keep_cut_off": False}
-    write_jsonl(cfg.inputs["data_labels"], [base | {"question_id": "test-0", "role": "teacher", "sample_id": 0,
-                                                    "text": "x #### 3", "label": 1}])
+    write_jsonl(
+        cfg.inputs["data_labels"],
+        [base | {"question_id": "test-0", "role": "teacher", "sample_id": 0, "text": "x #### 3", "label": 1}],
+    )
     with pytest.raises(StageError, match="not distill questions"):
         distill_logits.training_rows(cfg)
 
@@ -154,8 +219,13 @@ def test_the_compiler_refuses_an_init_student_for_a_loaded_teacher(tmp_path):
     s = spec({"teacher": "loaded"})
     s["models"]["loaded"] = {"path": str(folder)}
     (tmp_path / "spec.yaml").write_text(__import__("yaml").safe_dump(s))
-    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "build", "spec.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "build", "spec.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 2, proc.stderr
     assert "stages.gkd.teacher" in proc.stderr and "token by token" in proc.stderr, proc.stderr
 

@@ -5,6 +5,7 @@ hang, exit 0 or 2, and every refusal names a place (file:line).
 Deterministic by default (the same examples on every machine); `DISTILLC_FUZZ=explore`
 draws fresh random examples, many more of them, to hunt for new failures.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ from compiler.spec.stages import KINDS, STAGE_CLASSES
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "specs").glob("*.yaml"))
 VALID_DATA = REPO / "tests" / "bad_data" / "valid" / "gsm8k"
-HANG_S = 60   # CPU seconds (not wall time, which load stretches): one validate takes milliseconds
+HANG_S = 60  # CPU seconds (not wall time, which load stretches): one validate takes milliseconds
 HEADER = re.compile(r"^(?P<file>\S.*?):(?P<line>[1-9]\d*)(:\d+)?: \S")
 COMMON = dict(database=None, suppress_health_check=list(HealthCheck), deadline=None)
 settings.register_profile("ci", derandomize=True, **COMMON)
@@ -45,7 +46,7 @@ def _hang(signum, frame):
 def check_validate(path: Path, capsys, places: tuple[str, ...]) -> int:
     """Run `distillc validate` in-process; hold it to the rules; return its exit code."""
     old = signal.signal(signal.SIGPROF, _hang)
-    signal.setitimer(signal.ITIMER_PROF, HANG_S)     # counts this process's CPU time only
+    signal.setitimer(signal.ITIMER_PROF, HANG_S)  # counts this process's CPU time only
     try:
         code = cli.main(["validate", str(path)])
     finally:
@@ -83,24 +84,39 @@ class Tally:
 
 # ----------------------------------------------------------------------------- random YAML documents
 SCHEMA = (Spec, TaskSpec, DataSource, SyntheticTask, ModelSpec, InitModel, Resources, *STAGE_CLASSES.values())
-FIELDS = sorted({f for model in SCHEMA for f in model.model_fields} | set(KINDS))   # the words a spec is made of
+FIELDS = sorted({f for model in SCHEMA for f in model.model_fields} | set(KINDS))  # the words a spec is made of
 names = st.one_of(st.sampled_from(FIELDS), st.text(string.ascii_lowercase + "_", min_size=1, max_size=8))
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                    st.sampled_from(FIELDS), st.text(max_size=20))
-documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                          st.dictionaries(names, inner, max_size=5)), max_leaves=30)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True),
+    st.sampled_from(FIELDS),
+    st.text(max_size=20),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(names, inner, max_size=5)),
+    max_leaves=30,
+)
 # a document that looks like a spec: the top-level keys are right, what is under them is random
-spec_like = st.fixed_dictionaries({"name": scalars, "models": documents, "stages": documents},
-                                  optional={"task": documents, "seed": scalars})
+spec_like = st.fixed_dictionaries(
+    {"name": scalars, "models": documents, "stages": documents}, optional={"task": documents, "seed": scalars}
+)
 
 
-SMALL = {"name": "f", "seed": 0, "task": {"synthetic": {"gold_size": 20, "dev_size": 5, "distill_size": 20,
-                                                        "test_size": 10}},
-         "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 256}}},
-         "stages": {"g": {"kind": "generate", "model": "m", "max_new_tokens": 16},
-                    "v": {"kind": "pseudo_reward", "teacher": "g"},
-                    "s": {"kind": "sft", "model": "m", "data": "v"},
-                    "e": {"kind": "eval", "model": "s", "max_new_tokens": 16}}}
+SMALL = {
+    "name": "f",
+    "seed": 0,
+    "task": {"synthetic": {"gold_size": 20, "dev_size": 5, "distill_size": 20, "test_size": 10}},
+    "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 256}}},
+    "stages": {
+        "g": {"kind": "generate", "model": "m", "max_new_tokens": 16},
+        "v": {"kind": "pseudo_reward", "teacher": "g"},
+        "s": {"kind": "sft", "model": "m", "data": "v"},
+        "e": {"kind": "eval", "model": "s", "max_new_tokens": 16},
+    },
+}
 
 
 def _leaves(doc, path=()):
@@ -112,6 +128,7 @@ def _leaves(doc, path=()):
 
 def _set(doc, path, value):
     import copy
+
     doc = copy.deepcopy(doc)
     if not path:
         return value
@@ -123,8 +140,12 @@ def _set(doc, path, value):
 
 
 # a valid small spec with one value (or whole block) replaced by a random one: often still valid
-perturbed = st.builds(_set, st.just(SMALL), st.sampled_from(sorted(set(_leaves(SMALL)), key=str)),
-                      st.one_of(st.integers(0, 300), st.sampled_from(["m", "s", "g", "v", "gold"]), scalars, documents))
+perturbed = st.builds(
+    _set,
+    st.just(SMALL),
+    st.sampled_from(sorted(set(_leaves(SMALL)), key=str)),
+    st.one_of(st.integers(0, 300), st.sampled_from(["m", "s", "g", "v", "gold"]), scalars, documents),
+)
 
 
 @pytest.mark.slow
@@ -143,8 +164,36 @@ def test_random_yaml_documents(tmp_path, capsys, record_property):
 
 
 # ----------------------------------------------------------------------------- mutations of the shipped specs
-WORDS = ["0", "-1", "1.5", "1e9", "yes", "null", "[]", "{}", "''", "x", "teacher", "student", "gold", "eval",
-         "sft", "rl", "&a", "*a", "!!python/object:os.system", "'", "\"", ":", "- ", "{", "]", "#", "\t", "é"]
+WORDS = [
+    "0",
+    "-1",
+    "1.5",
+    "1e9",
+    "yes",
+    "null",
+    "[]",
+    "{}",
+    "''",
+    "x",
+    "teacher",
+    "student",
+    "gold",
+    "eval",
+    "sft",
+    "rl",
+    "&a",
+    "*a",
+    "!!python/object:os.system",
+    "'",
+    "\"",
+    ":",
+    "- ",
+    "{",
+    "]",
+    "#",
+    "\t",
+    "é",
+]
 
 
 def mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
@@ -152,10 +201,10 @@ def mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
     for kind, pos, word in edits:
         lines = text.split("\n")
         i = pos % max(len(lines), 1)
-        if kind == 0:     # replace one token of a line
+        if kind == 0:  # replace one token of a line
             tokens = re.split(r"(\s+|[:,{}\[\]])", lines[i])
             j = pos % max(len(tokens), 1)
-            tokens[j:j + 1] = [word]
+            tokens[j : j + 1] = [word]
             lines[i] = "".join(tokens)
         elif kind == 1:
             del lines[i]
@@ -166,7 +215,7 @@ def mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
         elif kind == 4:
             return "\n".join(lines)[: pos % (len(text) + 1)]
         else:
-            lines[i] = lines[i][: pos % (len(lines[i]) + 1)] + word + lines[i][pos % (len(lines[i]) + 1):]
+            lines[i] = lines[i][: pos % (len(lines[i]) + 1)] + word + lines[i][pos % (len(lines[i]) + 1) :]
         text = "\n".join(lines)
     return text
 
@@ -201,10 +250,16 @@ stages:
   ev: {kind: eval, model: teacher, max_new_tokens: 8}
 """
 keys = st.sampled_from(["question", "answer", "options", "id", "Question", "target", ""]) | st.text(max_size=5)
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
-                           | st.sampled_from(["#### 4", "x #### 1,234", "#### B", "A", "What is 2+2?", "-0.5"]),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["#### 4", "x #### 1,234", "#### B", "A", "What is 2+2?", "-0.5"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=12,
+)
 rows = st.dictionaries(keys, json_values, max_size=5).map(json.dumps) | json_values.map(json.dumps)
 lines = rows | st.binary(max_size=60).map(lambda b: b.decode("latin-1")) | st.sampled_from(["", " ", "{", "\x00"])
 
@@ -218,9 +273,12 @@ def test_random_bytes_and_rows_in_data_files(tmp_path, monkeypatch, capsys, reco
     text_rows = st.lists(lines, max_size=6).map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass"))
     valid = st.sampled_from(["gold", "dev", "distill", "test"]).map(lambda s: (VALID_DATA / f"{s}.jsonl").read_bytes())
     # a valid file with random lines put in: blank lines, extra keys and a BOM pass, the rest is refused
-    inserted = st.builds(lambda base, at, extra: b"\n".join(base.split(b"\n")[:at] + [extra] +
-                                                            base.split(b"\n")[at:]),
-                         valid, st.integers(0, 6), text_rows | st.just(b"") | st.just(b"\xef\xbb\xbf"))
+    inserted = st.builds(
+        lambda base, at, extra: b"\n".join(base.split(b"\n")[:at] + [extra] + base.split(b"\n")[at:]),
+        valid,
+        st.integers(0, 6),
+        text_rows | st.just(b"") | st.just(b"\xef\xbb\xbf"),
+    )
 
     @settings(max_examples=150 * SCALE)
     @given(st.sampled_from(["gold", "dev", "distill", "test"]), blob | text_rows | inserted)

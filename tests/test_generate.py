@@ -1,4 +1,5 @@
 """runtime.generate: row format and counts, determinism, and resume after a kill."""
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,31 @@ from runtime.lib.common import StageError, load_config, read_jsonl
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
-TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 9, "gold_size": 40, "dev_size": 8,
-                      "distill_size": 32, "test_size": 8}}
+TASK = {
+    "synthetic": {
+        "min_steps": 1,
+        "max_steps": 1,
+        "max_number": 9,
+        "gold_size": 40,
+        "dev_size": 8,
+        "distill_size": 32,
+        "test_size": 8,
+    }
+}
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
 
 
 def spec(seed: int = 0, model: dict = TINY, **params) -> dict:
-    stage = {"kind": "generate", "model": "m", "temperatures": [0.0, 0.7, 1.0], "samples_per_temperature": 3,
-             "max_new_tokens": 12, "batch_size": 8} | params
+    stage = {
+        "kind": "generate",
+        "model": "m",
+        "temperatures": [0.0, 0.7, 1.0],
+        "samples_per_temperature": 3,
+        "max_new_tokens": 12,
+        "batch_size": 8,
+    } | params
     return {"name": "gen", "seed": seed, "task": TASK, "models": {"m": model}, "stages": {"samples": stage}}
 
 
@@ -42,7 +58,7 @@ def test_rows_follow_the_format_and_counts(built):
     rows = run(config)
     cfg = load_config(config, "generate")
     questions = task.questions(cfg.task, "distill", cfg.spec_seed)
-    per_q = 1 + 3 + 3                       # greedy gives one sample, each sampled temperature three
+    per_q = 1 + 3 + 3  # greedy gives one sample, each sampled temperature three
     assert len(rows) == len(questions) * per_q
     assert [r["question_id"] for r in rows] == [q["id"] for q in questions for _ in range(per_q)]
     keys = {"question_id", "sample_id", "temperature", "seed", "text", "answer", "num_tokens", "cut_off"}
@@ -53,14 +69,14 @@ def test_rows_follow_the_format_and_counts(built):
         assert isinstance(r["text"], str) and isinstance(r["seed"], int)
         assert r["answer"] == answers.extract(r["text"], "gsm8k")
         assert 1 <= r["num_tokens"] <= 12
-        assert r["cut_off"] is False or r["num_tokens"] == 12     # cut off: the whole budget, no stop
+        assert r["cut_off"] is False or r["num_tokens"] == 12  # cut off: the whole budget, no stop
     # one seed per (batch of 8 questions, temperature): 4 batches x 3 temperatures
     assert len({r["seed"] for r in rows}) == 12
-    assert len({r["text"] for r in rows}) > len(rows) // 4        # sampling, not one repeated string
+    assert len({r["text"] for r in rows}) > len(rows) // 4  # sampling, not one repeated string
     stats = json.loads((Path(cfg.out_dir) / "generate_stats.json").read_text())
     assert stats["generated_tokens"] == sum(r["num_tokens"] for r in rows) and stats["tokens_per_s"] > 0
     assert stats["responses"] == len(rows)
-    assert stats["cut_off"] == sum(r["cut_off"] for r in rows) > 0    # a random model rarely stops in 12 tokens
+    assert stats["cut_off"] == sum(r["cut_off"] for r in rows) > 0  # a random model rarely stops in 12 tokens
     assert stats["no_answer"] == sum(r["answer"] is None for r in rows)
     assert not (Path(cfg.out_dir) / "partial" / generate.PARTIAL).exists()
 
@@ -85,7 +101,7 @@ def test_crash_then_rerun_gives_the_uninterrupted_rows(built, monkeypatch):
 
     def crash_on_third(path, rows):
         calls.append(len(rows))
-        if len(calls) == 3:     # half a batch, ending in a torn line, then the process dies
+        if len(calls) == 3:  # half a batch, ending in a torn line, then the process dies
             with open(path, "a") as fh:
                 fh.write("".join(json.dumps(r) + "\n" for r in rows[:10]) + json.dumps(rows[10])[:25])
             raise KeyboardInterrupt
@@ -109,7 +125,7 @@ def test_partial_rows_of_another_config_are_discarded(built):
     config = built(spec())["samples"]
     reference = run(config)
     partial = Path("runs/gen/samples/partial") / generate.PARTIAL
-    partial.parent.mkdir()     # a finished run removed it; a killed run of another config left this one
+    partial.parent.mkdir()  # a finished run removed it; a killed run of another config left this one
     partial.write_text("".join(json.dumps(r | {"text": "stale"}) + "\n" for r in reference[:14]))
     (partial.parent / checkpoints.STAMP).write_text("an older config")
     assert run(config) == reference
@@ -118,12 +134,16 @@ def test_partial_rows_of_another_config_are_discarded(built):
 def test_killed_subprocess_resumes_without_loss_or_duplicates(built):
     """A real SIGKILL mid-run (one question per batch, so there are many batches), then a rerun."""
     model = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96}}
-    config = built(spec(model=model, batch_size=1, max_new_tokens=40, temperatures=[1.0],
-                        samples_per_temperature=8))["samples"]
+    config = built(spec(model=model, batch_size=1, max_new_tokens=40, temperatures=[1.0], samples_per_temperature=8))[
+        "samples"
+    ]
     partial = Path("runs/gen/samples/partial") / generate.PARTIAL
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.generate", "--config", str(config), "--threads", "1"],
-                            env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.generate", "--config", str(config), "--threads", "1"],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while not (partial.exists() and len(partial.read_text().splitlines()) >= 16) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

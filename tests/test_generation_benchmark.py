@@ -1,5 +1,6 @@
 """benchmarks/generation.py: the HF half runs end to end on a tiny setting; the vLLM half refuses clearly
 and its vLLM half refused until a GPU run validates it."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,24 @@ import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "generation.py"
-TINY = ["--spec", "specs/tiny.yaml", "--model", "teacher_base", "--questions", "4", "--samples", "2",
-        "--max-new-tokens", "6", "--batch-size", "2", "--threads", "1", "--device", "cpu"]
+TINY = [
+    "--spec",
+    "specs/tiny.yaml",
+    "--model",
+    "teacher_base",
+    "--questions",
+    "4",
+    "--samples",
+    "2",
+    "--max-new-tokens",
+    "6",
+    "--batch-size",
+    "2",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
@@ -27,7 +44,7 @@ def test_hf_dynamic_and_static_cache_side_by_side(tmp_path):
     data = json.loads(out.read_text())
     assert [r["engine"] for r in data["results"]] == ["hf dynamic", "hf static"]
     for r in data["results"]:
-        assert 4 * 2 <= r["tokens"] <= 4 * 2 * 6           # at least EOS per sample, at most max_new_tokens
+        assert 4 * 2 <= r["tokens"] <= 4 * 2 * 6  # at least EOS per sample, at most max_new_tokens
         assert r["tokens_per_s"] > 0 and r["end_to_end_s"] >= r["generate_s"] > 0
     assert data["parameters"] > 0 and data["hardware"].startswith("cpu")
     assert "hf static / hf dynamic: tokens/s x" in run.stdout and "end-to-end time x" in run.stdout

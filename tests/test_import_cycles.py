@@ -1,6 +1,7 @@
 """No import cycles among compiler/ and runtime/ modules, imports inside functions included (an import
 inside a function hides a cycle from Python, not from the reader), and no private name taken from
 another module. Reads the source (ast): nothing is imported."""
+
 from __future__ import annotations
 
 import ast
@@ -93,7 +94,11 @@ def test_the_cycle_check_finds_a_cycle_hidden_in_a_function():
 
 def test_no_private_name_is_taken_from_another_module():
     mods = all_modules()
-    taken = [f"{path.relative_to(REPO)}:{line}: {n} from {target}"
-             for name, path in mods.items() for target, names, line in imports(name, path, set(mods))
-             for n in names if n.startswith("_") and not n.startswith("__") and target != name]
+    taken = [
+        f"{path.relative_to(REPO)}:{line}: {n} from {target}"
+        for name, path in mods.items()
+        for target, names, line in imports(name, path, set(mods))
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and target != name
+    ]
     assert taken == []

@@ -11,6 +11,7 @@ One `expect` line per problem, in any order: a problem must be reported at exact
 value and hint together must hold every FRAGMENT (shell-style quoting). The number of
 problems reported must equal the number of `expect` lines: nothing missing, nothing extra.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,9 @@ def check_report(spec: Path, code: int, out: str, err: str) -> None:
         field = "(spec)" if field == "-" else field
         hits = [p for p in found if p["line"] == line and p["col"] == col and p["field"] == field]
         assert hits, f"nothing reported at {line}:{col} {field}; got:\n{err}"
-        assert any(all(f in p["text"] for f in fragments) for p in hits), \
+        assert any(all(f in p["text"] for f in fragments) for p in hits), (
             f"{fragments} not in the problem at {line}:{col} {field}:\n{err}"
+        )
     assert n == len(expected), f"expected {len(expected)} problems, got {n}:\n{err}"
 
 
@@ -105,8 +107,14 @@ def test_every_problem_of_a_multi_problem_spec_is_reported(capsys):
     code, out, err = validate(spec, capsys)
     fields = [p["field"] for p in problems(err)]
     assert code == 2 and len(fields) >= 10
-    assert {"task.format", "task.distill.path", "models.student.init.hiden_size",
-            "stages.teacher_samples.model", "stages.rl.reward_model", "stages.ev.kind"} <= set(fields)
+    assert {
+        "task.format",
+        "task.distill.path",
+        "models.student.init.hiden_size",
+        "stages.teacher_samples.model",
+        "stages.rl.reward_model",
+        "stages.ev.kind",
+    } <= set(fields)
     assert len(set(fields)) == len(fields)
     check_report(spec, code, out, err)
 
@@ -114,11 +122,13 @@ def test_every_problem_of_a_multi_problem_spec_is_reported(capsys):
 def test_a_broken_stage_is_not_reported_as_unknown_elsewhere(tmp_path, capsys):
     """A stage that fails validation is still a stage: references to it raise no second error."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: t\nmodels: {m: {init: {}}}\nstages:\n"
-                    "  teacher: {kind: sft, model: m, data: gold, epocs: 2}\n"
-                    "  samples: {kind: generate, model: teacher}\n"
-                    "  ev: {kind: evl, model: m}\n"
-                    "  votes: {kind: pseudo_reward, teacher: samples, students: [ev]}\n")
+    spec.write_text(
+        "name: t\nmodels: {m: {init: {}}}\nstages:\n"
+        "  teacher: {kind: sft, model: m, data: gold, epocs: 2}\n"
+        "  samples: {kind: generate, model: teacher}\n"
+        "  ev: {kind: evl, model: m}\n"
+        "  votes: {kind: pseudo_reward, teacher: samples, students: [ev]}\n"
+    )
     code, _, err = validate(spec, capsys)
     assert code == 2
     assert [p["field"] for p in problems(err)] == ["stages.teacher.epocs", "stages.ev.kind"], err
@@ -132,8 +142,11 @@ def test_huge_spec_is_refused(tmp_path, capsys):
 
 
 def test_unreadable_inputs_are_spec_errors(tmp_path, capsys):
-    cases = [(tmp_path / "missing.yaml", "no such file"), (tmp_path, "is a directory"),
-             (Path("/dev/zero"), "larger than 1000000 bytes")]       # endless, and stat() says 0 bytes
+    cases = [
+        (tmp_path / "missing.yaml", "no such file"),
+        (tmp_path, "is a directory"),
+        (Path("/dev/zero"), "larger than 1000000 bytes"),
+    ]  # endless, and stat() says 0 bytes
     for path, words in cases:
         code, _, err = validate(path, capsys)
         assert code == 2 and words in err and "Traceback" not in err
@@ -153,8 +166,14 @@ SAMPLE = ["multi_problem", "binary_garbage", "python_tag", "empty"]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(DISTILLC), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, cwd=HERE.parent)
+    return subprocess.run(
+        [str(DISTILLC), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=HERE.parent,
+    )
 
 
 def test_console_script_matches_in_process_main(capsys):

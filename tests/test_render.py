@@ -5,6 +5,7 @@ temporary workflow root holding a copy of the repository's Snakefile: its `inclu
 against the Snakefile's own folder, so `-s <repo>/Snakefile -d <root>` would read the
 repository's build/ instead of the root's.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 each_spec = pytest.mark.parametrize("spec_file", SPECS, ids=lambda p: p.stem)
-SHELL = re.compile(r"^\S+ -m runtime\.\w+ --config build/\w+/stages/\w+\.yaml --threads \d+ "
-                   r"--progress-fd 3 3>&2 > runs/\w+/logs/\w+\.log 2>&1$")
+SHELL = re.compile(
+    r"^\S+ -m runtime\.\w+ --config build/\w+/stages/\w+\.yaml --threads \d+ "
+    r"--progress-fd 3 3>&2 > runs/\w+/logs/\w+\.log 2>&1$"
+)
 
 
 def snakemake(root: Path, *args: str) -> str:
@@ -49,7 +52,9 @@ def job_counts(dry_run: str) -> dict[str, int]:
 
 def shell_commands(dry_run: str) -> list[str]:
     """What `snakemake -n -p` would run (the `all` rule has none)."""
-    lines = [line.removeprefix("Shell command: ") for line in dry_run.splitlines() if line.startswith("Shell command: ")]
+    lines = [
+        line.removeprefix("Shell command: ") for line in dry_run.splitlines() if line.startswith("Shell command: ")
+    ]
     return [c for c in lines if c != "None"]
 
 
@@ -83,7 +88,7 @@ def fake_outputs(plan, root: Path) -> None:
 
 def downstream(plan, stage: str) -> set[str]:
     found = {stage}
-    for job in plan.jobs:   # run order: a job's deps come before it
+    for job in plan.jobs:  # run order: a job's deps come before it
         if found & set(job.deps) or (job.config.kind == "report" and found):
             found.add(job.id)
     return found
@@ -118,8 +123,10 @@ def test_a_changed_field_reruns_exactly_that_stage_and_downstream(tiny, tmp_path
     tiny.write_text(edited)
     plan, changed = build(tiny, tmp_path)
     after = snapshot(tmp_path, "tiny")
-    assert {f for f in after if after[f] != before.get(f)} == \
-        {"build/tiny/stages/student_sft.yaml", "build/tiny/spec.lock.json"}
+    assert {f for f in after if after[f] != before.get(f)} == {
+        "build/tiny/stages/student_sft.yaml",
+        "build/tiny/spec.lock.json",
+    }
     assert {f for f, c in changed.items() if c} == {"build/tiny/stages/student_sft.yaml", "build/tiny/spec.lock.json"}
 
     rerun = job_counts(snakemake(tmp_path, "-n"))
@@ -150,23 +157,31 @@ MARK = "distillc_pwned"
 
 def payloads(tag: str) -> str:
     """Shell, Python, Jinja and YAML-tag payloads in one string, each aimed at a marker file."""
-    return (f'$(touch {MARK}_{tag}_1) `touch {MARK}_{tag}_2` "; touch {MARK}_{tag}_3; echo " '
-            f"'; touch {MARK}_{tag}_4 #\n__import__('os').system('touch {MARK}_{tag}_5')\n"
-            f'""" {{ }} {{{{ 7*7 }}}} {{% raw %}} !!python/object/apply:os.system ["touch {MARK}_{tag}_6"]')
+    return (
+        f'$(touch {MARK}_{tag}_1) `touch {MARK}_{tag}_2` "; touch {MARK}_{tag}_3; echo " '
+        f"'; touch {MARK}_{tag}_4 #\n__import__('os').system('touch {MARK}_{tag}_5')\n"
+        f'""" {{ }} {{{{ 7*7 }}}} {{% raw %}} !!python/object/apply:os.system ["touch {MARK}_{tag}_6"]'
+    )
 
 
 def injected_spec() -> dict:
     text = yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())
-    text["task"] = {"distill": {"hub": payloads("hub"), "subset": payloads("subset"), "split": payloads("split")},
-                    "test": {"hub": payloads("test")}, "system_prompt": payloads("prompt")}
+    text["task"] = {
+        "distill": {"hub": payloads("hub"), "subset": payloads("subset"), "split": payloads("split")},
+        "test": {"hub": payloads("test")},
+        "system_prompt": payloads("prompt"),
+    }
     text["models"]["teacher_base"] = {"path": "org/model", "revision": payloads("revision")}
-    text["stages"]["teacher"] = {"kind": "generate", "model": "teacher_base"}   # no gold corpus: no bootstrap
+    text["stages"]["teacher"] = {"kind": "generate", "model": "teacher_base"}  # no gold corpus: no bootstrap
     text["stages"]["teacher_samples"]["model"] = "teacher_base"
     text["stages"]["eval_teacher"]["model"] = "teacher_base"
     # a hub teacher cannot teach an `init:` student through its logits (no shared tokenizer: refused)
-    text["stages"] = {sid: st for sid, st in text["stages"].items()
-                      if st.get("kind") != "distill_logits" and st.get("model") not in
-                      [s for s, v in text["stages"].items() if v.get("kind") == "distill_logits"]}
+    text["stages"] = {
+        sid: st
+        for sid, st in text["stages"].items()
+        if st.get("kind") != "distill_logits"
+        and st.get("model") not in [s for s, v in text["stages"].items() if v.get("kind") == "distill_logits"]
+    }
     return text
 
 
@@ -189,7 +204,7 @@ def test_payloads_travel_as_data_and_never_run(tmp_path, capsys, hub_reachable):
     teacher = yaml.safe_load((tmp_path / "build/tiny/stages/teacher_samples.yaml").read_text())
     assert teacher["models"]["model"]["revision"] == payloads("revision")
 
-    dry = snakemake(tmp_path, "-n", "-p")     # parses workflow.smk: a payload there would run now
+    dry = snakemake(tmp_path, "-n", "-p")  # parses workflow.smk: a payload there would run now
     commands = shell_commands(dry)
     assert commands and all(SHELL.match(c) for c in commands), commands
     assert "touch" not in dry
@@ -201,8 +216,8 @@ def test_payloads_travel_as_data_and_never_run(tmp_path, capsys, hub_reachable):
 @each_spec
 def test_build_takes_well_under_a_second(tmp_path, spec_file, hub_reachable):
     shutil.copy(spec_file, tmp_path / spec_file.name)
-    build(tmp_path / spec_file.name, tmp_path)            # imports and first-use caches
-    start = time.process_time()       # CPU time: another job on the machine must not fail this test
+    build(tmp_path / spec_file.name, tmp_path)  # imports and first-use caches
+    start = time.process_time()  # CPU time: another job on the machine must not fail this test
     build(tmp_path / spec_file.name, tmp_path)
     assert time.process_time() - start < 1.0
 

@@ -5,6 +5,7 @@ stage config and lock file), with every other stage's declared outputs replaced
 by small hand-made files that follow the data contract. The expected numbers
 below are worked out by hand from those files, not by the report's code.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ from runtime.lib.task import gold
 BIN = Path(sys.executable).parent
 TSV_HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 # Per-question correctness on 10 test questions: teacher 70%, student 10%, sft 50%, rl 80%.
-CORRECT = {"eval_teacher": [1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "eval_student": [0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-           "eval_sft": [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], "eval_rl": [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]}
+CORRECT = {
+    "eval_teacher": [1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "eval_student": [0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    "eval_sft": [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+    "eval_rl": [1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
+}
 
 
 def wrong(target: str) -> str:
@@ -48,41 +53,97 @@ def write(path, content) -> None:
 
 def fake_eval(inputs: dict, sid: str, targets: list[str]) -> None:
     correct = CORRECT[sid]
-    rows = [{"question_id": f"test-{i:05d}", "target": t, "responses": [f"{t if ok else wrong(t)} = x. #### "
-             f"{t if ok else wrong(t)}"], "answers": [t if ok else wrong(t)], "correct": bool(ok)}
-            for i, (t, ok) in enumerate(zip(targets, correct))]
-    if sid == "eval_student":    # text that must be escaped in both files
+    rows = [
+        {
+            "question_id": f"test-{i:05d}",
+            "target": t,
+            "responses": [f"{t if ok else wrong(t)} = x. #### {t if ok else wrong(t)}"],
+            "answers": [t if ok else wrong(t)],
+            "correct": bool(ok),
+        }
+        for i, (t, ok) in enumerate(zip(targets, correct))
+    ]
+    if sid == "eval_student":  # text that must be escaped in both files
         rows[0]["responses"] = ["<b>12</b> | 1\n#### 12"]
     acc = sum(correct) / len(correct)
     filters = {"greedy": {"accuracy": acc, "stderr": 0.1}}
-    if sid == "eval_teacher":   # a sampled eval: single sample and majority vote
+    if sid == "eval_teacher":  # a sampled eval: single sample and majority vote
         filters = {"single": {"accuracy": acc, "stderr": 0.1}, "majority": {"accuracy": 0.8, "stderr": 0.1}}
-    write(inputs[f"{sid}_metrics"], {"model": sid[5:], "stage": sid, "task": "distillc_tiny", "n": len(rows),
-                                     "accuracy": acc, "stderr": 0.1, "metrics": filters})
+    write(
+        inputs[f"{sid}_metrics"],
+        {
+            "model": sid[5:],
+            "stage": sid,
+            "task": "distillc_tiny",
+            "n": len(rows),
+            "accuracy": acc,
+            "stderr": 0.1,
+            "metrics": filters,
+        },
+    )
     write(inputs[f"{sid}_samples"], rows)
 
 
 def fake_labels(inputs: dict, g: list[str]) -> None:
     """4 kept questions (q3's pseudo-label is wrong), 1 dropped: see test_pseudo_label_quality."""
-    answers = [([g[0], g[0]], [g[0], wrong(g[0])], g[0]), ([g[1], wrong(g[1])], [wrong(g[1])] * 2, g[1]),
-               ([g[2], g[2]], [None, g[2]], g[2]), ([wrong(g[3])] * 2, [g[3], wrong(g[3])], wrong(g[3]))]
+    answers = [
+        ([g[0], g[0]], [g[0], wrong(g[0])], g[0]),
+        ([g[1], wrong(g[1])], [wrong(g[1])] * 2, g[1]),
+        ([g[2], g[2]], [None, g[2]], g[2]),
+        ([wrong(g[3])] * 2, [g[3], wrong(g[3])], wrong(g[3])),
+    ]
     rows = []
     for q, (teacher, student, pl) in enumerate(answers):
         for role, source, ans in (("teacher", "teacher_samples", teacher), ("student", "student_samples", student)):
-            rows += [{"question_id": f"distill-{q:05d}", "source": source, "role": role, "sample_id": i,
-                      "temperature": 1.0, "text": f"#### {a}", "answer": a, "pseudo_label": pl, "agreement": 1.0,
-                      "label": int(a == pl)} for i, a in enumerate(ans)]
+            rows += [
+                {
+                    "question_id": f"distill-{q:05d}",
+                    "source": source,
+                    "role": role,
+                    "sample_id": i,
+                    "temperature": 1.0,
+                    "text": f"#### {a}",
+                    "answer": a,
+                    "pseudo_label": pl,
+                    "agreement": 1.0,
+                    "label": int(a == pl),
+                }
+                for i, a in enumerate(ans)
+            ]
     for p in ("teacher_votes", "rewards"):
         write(inputs[f"{p}_labels"], rows)
-        write(inputs[f"{p}_pairs"], [{"question_id": "distill-00000", "chosen": "#### 4", "rejected": "#### 5",
-                                      "chosen_source": "teacher_samples", "rejected_source": "student_samples"}])
+        write(
+            inputs[f"{p}_pairs"],
+            [
+                {
+                    "question_id": "distill-00000",
+                    "chosen": "#### 4",
+                    "rejected": "#### 5",
+                    "chosen_source": "teacher_samples",
+                    "rejected_source": "student_samples",
+                }
+            ],
+        )
         write(inputs[f"{p}_stats"], {"questions": {"total": 5, "kept": 4, "dropped": 1}, "mean_agreement": 0.9})
 
 
 def fake_responses(path, g: list[str], answers: list[list]) -> None:
-    write(path, [{"question_id": f"distill-{q:05d}", "sample_id": i, "temperature": 1.0, "seed": 0,
-                  "text": f"#### {a}", "answer": a, "num_tokens": 3}
-                 for q, ans in enumerate(answers) for i, a in enumerate(ans)])
+    write(
+        path,
+        [
+            {
+                "question_id": f"distill-{q:05d}",
+                "sample_id": i,
+                "temperature": 1.0,
+                "seed": 0,
+                "text": f"#### {a}",
+                "answer": a,
+                "num_tokens": 3,
+            }
+            for q, ans in enumerate(answers)
+            for i, a in enumerate(ans)
+        ],
+    )
 
 
 def fake_run(configs: dict) -> dict:
@@ -95,20 +156,32 @@ def fake_run(configs: dict) -> dict:
         fake_eval(inputs, sid, targets)
     fake_labels(inputs, g)
     # teacher samples: majority right on q0, q2, q4 (3/5); 8 of 15 samples right; some sample right everywhere.
-    fake_responses(inputs["teacher_samples_responses"], g, [[g[0], g[0], wrong(g[0])], [g[1], wrong(g[1]), wrong(g[1])],
-                   [g[2]] * 3, [wrong(g[3]), wrong(g[3]), g[3]], [g[4], None, None]])
+    fake_responses(
+        inputs["teacher_samples_responses"],
+        g,
+        [
+            [g[0], g[0], wrong(g[0])],
+            [g[1], wrong(g[1]), wrong(g[1])],
+            [g[2]] * 3,
+            [wrong(g[3]), wrong(g[3]), g[3]],
+            [g[4], None, None],
+        ],
+    )
     for sid in ("student_samples", "sft_samples"):
         fake_responses(inputs[f"{sid}_responses"], g, [[wrong(t)] for t in g])
     for sid, losses in (("teacher", [3.0, 2.0, 1.2]), ("student_sft", [2.5, 1.5]), ("rm", [0.69, 0.5, 0.4])):
         write(Path(inputs[f"{sid}_model"]) / "config.json", {})
-        write(Path(inputs[f"{sid}_model"]) / "train_log.jsonl",
-              [{"step": 10 * (i + 1), "loss": v, "learning_rate": 1e-3} for i, v in enumerate(losses)]
-              + [{"step": 10 * len(losses), "train_runtime": 1.0}])
+        write(
+            Path(inputs[f"{sid}_model"]) / "train_log.jsonl",
+            [{"step": 10 * (i + 1), "loss": v, "learning_rate": 1e-3} for i, v in enumerate(losses)]
+            + [{"step": 10 * len(losses), "train_runtime": 1.0}],
+        )
     write(inputs["rm_metrics"], {"eval_accuracy": 0.625, "eval_pairs": 8, "train_pairs": 72})
-    write(inputs["rm_scores"], "")     # this spec's reward model scores no held-out samples
+    write(inputs["rm_scores"], "")  # this spec's reward model scores no held-out samples
     write(Path(inputs["student_rl_model"]) / "config.json", {})
-    write(inputs["student_rl_log"], [{"step": s, "reward": 0.1 * s, "kl": 0.01 * s, "entropy": 2.0}
-                                     for s in range(1, 6)])
+    write(
+        inputs["student_rl_log"], [{"step": s, "reward": 0.1 * s, "kl": 0.01 * s, "entropy": 2.0} for s in range(1, 6)]
+    )
     for i, key in enumerate(k for k in inputs if k.endswith("_benchmark")):
         write(inputs[key], TSV_HEAD + f"{1.5 + i}\t0:00:0{i % 10}\t{100 + i}\t200\t90\t95\t0\t0\t50\t{1.0 + i}\n")
     return inputs
@@ -117,8 +190,11 @@ def fake_run(configs: dict) -> dict:
 def run_report(configs) -> tuple[str, str, dict]:
     report.main(["--config", str(configs["report"]), "--threads", "1"])
     out = Path("runs/tiny/report")
-    return ((out / "report.html").read_text(), (out / "report.md").read_text(),
-            json.loads((out / "summary.json").read_text()))
+    return (
+        (out / "report.html").read_text(),
+        (out / "report.md").read_text(),
+        json.loads((out / "summary.json").read_text()),
+    )
 
 
 @pytest.fixture
@@ -129,15 +205,15 @@ def tiny(built):
 
 # ----------------------------------------------------------------------------- statistics
 def test_statistics_on_hand_worked_cases():
-    lo, hi = report.wilson(7, 10)                       # textbook values for 7/10
+    lo, hi = report.wilson(7, 10)  # textbook values for 7/10
     assert (round(lo, 4), round(hi, 4)) == (0.3968, 0.8922)
     assert report.wilson(0, 0) == (None, None)
-    assert report.mcnemar_exact(3, 0) == pytest.approx(0.25)           # 2 * (1/2)^3
-    assert report.mcnemar_exact(5, 1) == pytest.approx(2 * 7 / 64)     # 2 * (C(6,0)+C(6,1)) / 2^6
+    assert report.mcnemar_exact(3, 0) == pytest.approx(0.25)  # 2 * (1/2)^3
+    assert report.mcnemar_exact(5, 1) == pytest.approx(2 * 7 / 64)  # 2 * (C(6,0)+C(6,1)) / 2^6
     assert report.mcnemar_exact(4, 4) == 1.0 and report.mcnemar_exact(0, 0) == 1.0
     assert report.mcnemar_exact(30, 0) < 1e-8
     lo, hi = report.paired_bootstrap([1] * 8 + [0] * 2, [1] * 5 + [0] * 5, 1000, 0)
-    assert 0 <= lo < 0.3 < hi <= 0.7          # 3 of 10 questions discordant, all in favour of x
+    assert 0 <= lo < 0.3 < hi <= 0.7  # 3 of 10 questions discordant, all in favour of x
     assert report.paired_bootstrap([1, 0] * 5, [1, 0] * 5, 200, 1) == (0.0, 0.0)
 
 
@@ -153,12 +229,20 @@ def test_tables_hold_the_hand_computed_numbers(tiny):
     configs, _ = tiny
     html, md, s = run_report(configs)
     acc = {a["stage"]: a for a in s["accuracy"]}
-    assert {k: a["accuracy"] for k, a in acc.items()} == {"eval_teacher": 0.7, "eval_student": 0.1,
-                                                          "eval_sft": 0.5, "eval_rl": 0.8}
+    assert {k: a["accuracy"] for k, a in acc.items()} == {
+        "eval_teacher": 0.7,
+        "eval_student": 0.1,
+        "eval_sft": 0.5,
+        "eval_rl": 0.8,
+    }
     assert acc["eval_teacher"]["majority"] == 0.8 and acc["eval_sft"]["majority"] is None
     assert [round(x, 4) for x in acc["eval_teacher"]["ci95"]] == [0.3968, 0.8922]
-    assert {a["stage"]: a["role"] for a in s["accuracy"]} == {"eval_teacher": "teacher", "eval_student": "student",
-                                                              "eval_sft": "sft", "eval_rl": "rl"}
+    assert {a["stage"]: a["role"] for a in s["accuracy"]} == {
+        "eval_teacher": "teacher",
+        "eval_student": "student",
+        "eval_sft": "sft",
+        "eval_rl": "rl",
+    }
     cmp = {(c["a"], c["b"]): c for c in s["comparisons"]}
     assert len(cmp) == 6
     rl_sft, sft_base = cmp[("eval_rl", "eval_sft")], cmp[("eval_sft", "eval_student")]
@@ -167,22 +251,31 @@ def test_tables_hold_the_hand_computed_numbers(tiny):
     assert sft_base["diff"] == pytest.approx(0.4) and sft_base["p_mcnemar"] == pytest.approx(7 / 32)
     assert rl_sft["ci95"][0] <= 0.3 <= rl_sft["ci95"][1]
     highlighted = [(c["a"], c["b"]) for c in s["comparisons"] if c["highlight"]]
-    assert highlighted == [("eval_rl", "eval_sft"), ("eval_rl", "eval_teacher"), ("eval_sft", "eval_teacher"),
-                           ("eval_sft", "eval_student")]
+    assert highlighted == [
+        ("eval_rl", "eval_sft"),
+        ("eval_rl", "eval_teacher"),
+        ("eval_sft", "eval_teacher"),
+        ("eval_sft", "eval_student"),
+    ]
     assert not cmp[("eval_student", "eval_teacher")]["highlight"]
     # the same numbers, formatted, in both files
     assert "| teacher | eval_teacher | teacher | distillc_tiny | 10 | 70.0 | [39.7, 89.2] | 80.0 |" in md
-    assert re.search(r"\| \*\*RL student \(learned RM\) vs SFT student\*\* \| eval_rl vs eval_sft \| 10 \| 80\.0 \| 50\.0 "
-                     r"\| \+30\.0 \|.*\| 3 \| 0 \| 0\.2500 \|", md)
+    assert re.search(
+        r"\| \*\*RL student \(learned RM\) vs SFT student\*\* \| eval_rl vs eval_sft \| 10 \| 80\.0 \| 50\.0 "
+        r"\| \+30\.0 \|.*\| 3 \| 0 \| 0\.2500 \|",
+        md,
+    )
     assert "0.2188" in md and "0.2500" in html and "+30.0" in html
     assert "&lt;b&gt;12&lt;/b&gt;" in html and "<b>12" not in html
-    for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):        # every Markdown table keeps its columns
+    for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):  # every Markdown table keeps its columns
         assert len({len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}) == 1, block
     assert "\\<b>12\\</b> \\| 1 #### 12" in md
     # ... and in words: one sentence per highlighted comparison, the ladder's single rung
     lo, hi = (100 * x for x in rl_sft["ci95"])
-    assert s["sentences"][0] == (f"RL student (learned RM) vs SFT student: +30.0 points, 95% CI [{lo:.1f}, {hi:.1f}], "
-                                 "McNemar p = 0.25, n = 10: no detectable difference (the CI includes 0 or p >= 0.05).")
+    assert s["sentences"][0] == (
+        f"RL student (learned RM) vs SFT student: +30.0 points, 95% CI [{lo:.1f}, {hi:.1f}], "
+        "McNemar p = 0.25, n = 10: no detectable difference (the CI includes 0 or p >= 0.05)."
+    )
     assert len(s["sentences"]) == 4 and s["sentences"][0] in md
     assert s["ladder"]["rungs"]["model"]["verdict"] == "no detectable difference"
     assert "no gold or majority rung ran" in s["ladder"]["finding"] and s["ladder"]["finding"] in md
@@ -194,14 +287,15 @@ def test_pseudo_labels_voting_rm_and_curves(tiny):
     _, md, s = run_report(configs)
     q = s["pseudo_labels"]["rewards"]
     assert (q["kept"], q["total"], q["coverage"], q["precision"]) == (4, 5, 0.8, 0.75)
-    assert q["by_role"]["all"]["positive_recall"] == pytest.approx(7 / 8)      # q3's right student answer got 0
+    assert q["by_role"]["all"]["positive_recall"] == pytest.approx(7 / 8)  # q3's right student answer got 0
     assert q["by_role"]["all"]["positive_precision"] == pytest.approx(7 / 10)
     assert q["by_role"]["teacher"]["positive_recall"] == 1.0
     assert q["by_role"]["teacher"]["positive_precision"] == pytest.approx(5 / 7)
     d = s["voting"]["distill"]["teacher_samples"]
     assert d == {"questions": 5, "samples": 15, "single": pytest.approx(8 / 15), "majority": 0.6, "pass_at_k": 1.0}
-    assert s["voting"]["evals"] == [{"stage": "eval_teacher", "model": "teacher", "n": 10, "single": 0.7,
-                                     "majority": 0.8}]
+    assert s["voting"]["evals"] == [
+        {"stage": "eval_teacher", "model": "teacher", "n": 10, "single": 0.7, "majority": 0.8}
+    ]
     assert s["reward_models"]["rm"]["eval_accuracy"] == 0.625 and "| rm | 62.5 | 8 | 72 |" in md
     assert [r["loss"] for r in s["curves"]["teacher"]["rows"]] == [3.0, 2.0, 1.2]
     assert len(s["curves"]["student_rl"]["rows"]) == 5
@@ -218,6 +312,7 @@ def test_html_is_self_contained_with_inline_plots(tiny):
     images = re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert {name for name, _ in images} == {"accuracy", "sft_curve", "reward_model_curve", "rl_curve"}
     import base64
+
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
 
 
@@ -227,12 +322,12 @@ def test_same_inputs_same_report_and_times_stay_apart(tiny):
     html1, md1, s1 = run_report(configs)
     html2, md2, s2 = run_report(configs)
     assert md1 == md2 and html1 == html2 and s1 == s2
-    for key in (k for k in inputs if k.endswith("_benchmark")):          # another run's times
+    for key in (k for k in inputs if k.endswith("_benchmark")):  # another run's times
         write(inputs[key], TSV_HEAD + "99.5\t0:01:39\t777\t1\t1\t1\t0\t0\t1\t42\n")
     _, md3, _ = run_report(configs)
     assert md3 != md1 and ENV_MARKER in md1
     assert md3.split(ENV_MARKER)[0] == md1.split(ENV_MARKER)[0]
-    assert md3.split("## Time")[0] == md1.split("## Time")[0]          # the cut tests/test_pipeline.py makes
+    assert md3.split("## Time")[0] == md1.split("## Time")[0]  # the cut tests/test_pipeline.py makes
     assert md1.index("## Time") > md1.index(ENV_MARKER) > md1.index("## Provenance")
     assert "99.5" not in md1.split(ENV_MARKER)[0] and "99.5" in md3.split(ENV_MARKER)[1]
 
@@ -240,14 +335,24 @@ def test_same_inputs_same_report_and_times_stay_apart(tiny):
 @pytest.mark.slow
 def test_missing_outputs_say_not_run(tiny):
     configs, inputs = tiny
-    for key in ("eval_rl_metrics", "eval_rl_samples", "student_rl_log", "rm_metrics", "rewards_labels",
-                "eval_sft_samples", "teacher_samples_responses", "teacher_benchmark"):
+    for key in (
+        "eval_rl_metrics",
+        "eval_rl_samples",
+        "student_rl_log",
+        "rm_metrics",
+        "rewards_labels",
+        "eval_sft_samples",
+        "teacher_samples_responses",
+        "teacher_benchmark",
+    ):
         Path(inputs[key]).unlink()
     shutil.rmtree(inputs["student_sft_model"])
     html, md, s = run_report(configs)
     acc = {a["stage"]: a for a in s["accuracy"]}
     assert acc["eval_rl"]["status"] == "not run" and acc["eval_sft"]["accuracy"] == 0.5
-    assert "| eval_rl | rl | not run |" not in md and re.search(r"\| eval_rl \| RL student \(learned RM\) \| not run \|", md)
+    assert "| eval_rl | rl | not run |" not in md and re.search(
+        r"\| eval_rl \| RL student \(learned RM\) \| not run \|", md
+    )
     assert {(c["a"], c["b"]) for c in s["comparisons"]} == {("eval_student", "eval_teacher")}
     assert s["pseudo_labels"]["rewards"] == {"status": "not run"} and s["reward_models"]["rm"] is None
     assert s["curves"]["student_rl"] is None and s["curves"]["student_sft"] is None
@@ -259,14 +364,24 @@ def test_missing_outputs_say_not_run(tiny):
 @pytest.mark.slow
 def test_spec_without_distillation_stages(built):
     """A spec that only evaluates a model: every other section says not run."""
-    configs = built({"name": "bare", "task": {"synthetic": {"distill_size": 4, "test_size": 4, "gold_size": 0,
-                                                            "dev_size": 0}},
-                     "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}}},
-                     "stages": {"ev": {"kind": "eval", "model": "m"}}})
+    configs = built(
+        {
+            "name": "bare",
+            "task": {"synthetic": {"distill_size": 4, "test_size": 4, "gold_size": 0, "dev_size": 0}},
+            "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}}},
+            "stages": {"ev": {"kind": "eval", "model": "m"}},
+        }
+    )
     report.main(["--config", str(configs["report"]), "--threads", "1"])
     md = Path("runs/bare/report/report.md").read_text()
-    for title in ("Accuracy", "Paired comparisons", "Pseudo-label quality", "Reward model",
-                  "Training curves", "Sample responses"):
+    for title in (
+        "Accuracy",
+        "Paired comparisons",
+        "Pseudo-label quality",
+        "Reward model",
+        "Training curves",
+        "Sample responses",
+    ):
         section = md.split(f"## {title}")[1].split("\n## ")[0]
         assert "not run" in section, title
 
@@ -275,9 +390,12 @@ def test_spec_without_distillation_stages(built):
 def snakemake_report_rule(workflow: Path) -> None:
     """What the lead's rule.smk.j2 change should produce: the report rule's outputs wrapped in report()."""
     text = workflow.read_text()
-    rule = text[text.index("rule report:"):]
-    wrapped = re.sub(r'(\w+)=("runs/[^"]+/report/report\.(html|md)"),',
-                     r'\1=report(\2, category="distillc", labels={"file": "\1"}),', rule)
+    rule = text[text.index("rule report:") :]
+    wrapped = re.sub(
+        r'(\w+)=("runs/[^"]+/report/report\.(html|md)"),',
+        r'\1=report(\2, category="distillc", labels={"file": "\1"}),',
+        rule,
+    )
     workflow.write_text(text.replace(rule, wrapped))
 
 
@@ -285,19 +403,34 @@ def snakemake_report_rule(workflow: Path) -> None:
 def test_snakemake_report_embeds_the_page(tiny, tmp_path):
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     snakemake_report_rule(tmp_path / "build/tiny/workflow.smk")
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}     # a worktree's checkout, not the installed one
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }  # a worktree's checkout, not the installed one
     # --allowed-rules: the fake upstream outputs count as given; only the report rule runs.
-    run = subprocess.run([str(BIN / "snakemake"), "runs/tiny/report/report.html", "--cores", "1",
-                          "--allowed-rules", "report"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [str(BIN / "snakemake"), "runs/tiny/report/report.html", "--cores", "1", "--allowed-rules", "report"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    rep = subprocess.run([str(BIN / "snakemake"), "--report", "snake.zip"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    rep = subprocess.run(
+        [str(BIN / "snakemake"), "--report", "snake.zip"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rep.returncode == 0, rep.stderr[-3000:]
     archive = zipfile.ZipFile(tmp_path / "snake.zip")
     embedded = {Path(n).name: archive.read(n) for n in archive.namelist() if "/data/raw/" in n}
-    for name in ("report.html", "report.md"):      # the files themselves, byte for byte
+    for name in ("report.html", "report.md"):  # the files themselves, byte for byte
         assert embedded.get(name) == (tmp_path / "runs/tiny/report" / name).read_bytes(), sorted(embedded)
 
 
@@ -313,9 +446,21 @@ def chromium(*args, cwd) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium): browser check skipped")
-    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--user-data-dir=" + str(cwd / "profile"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--user-data-dir=" + str(cwd / "profile"),
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -323,7 +468,7 @@ def test_page_renders_in_a_headless_browser(tiny, tmp_path):
     configs, _ = tiny
     html, _, _ = run_report(configs)
     page = Path("runs/tiny/report/report.html").resolve()
-    probe = tmp_path / "probe.html"             # a test-only copy with a script that reports on the images
+    probe = tmp_path / "probe.html"  # a test-only copy with a script that reports on the images
     probe.write_text(html.replace("</body>", CHECK + "\n</body>"))
     dom = chromium("--dump-dom", probe.as_uri(), cwd=tmp_path)
     found = re.search(r"images (\d+) loaded (\d+)", dom.stdout)
@@ -333,6 +478,7 @@ def test_page_renders_in_a_headless_browser(tiny, tmp_path):
     chromium(f"--screenshot={shot}", "--window-size=1200,3000", "--hide-scrollbars", page.as_uri(), cwd=tmp_path)
     assert shot.is_file(), "chromium wrote no screenshot"
     from matplotlib.image import imread
+
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05 and (pixels[..., :3] < 0.5).mean() > 0.005, "blank screenshot"
@@ -346,10 +492,17 @@ def test_every_kind_with_a_curve_is_plotted():
 
     with_curve = {k for k, c in STAGE_CLASSES.items() if c.curve is not None}
     assert {"sft", "reward_model", "rl", "distill_logits"} <= with_curve
-    summary = {"accuracy": [], "sweep": None,
-               "curves": {f"{k}_stage": {"kind": k, "rows": [{"step": i} | {key: 1.0 / (i + 1) for key in
-                                                                               STAGE_CLASSES[k].curve.keys}
-                                                              for i in range(3)]} for k in with_curve}}
+    summary = {
+        "accuracy": [],
+        "sweep": None,
+        "curves": {
+            f"{k}_stage": {
+                "kind": k,
+                "rows": [{"step": i} | {key: 1.0 / (i + 1) for key in STAGE_CLASSES[k].curve.keys} for i in range(3)],
+            }
+            for k in with_curve
+        },
+    }
     plots = report_page.plots(summary)
     assert set(plots) == {report_page.curve_plot(k) for k in with_curve}
     training = report_page.training(summary)
@@ -361,27 +514,33 @@ def test_cut_off_and_no_answer_per_stage_and_strict_beside_flexible(tiny):
     """Stages that counted cut-off and unanswered responses show them; stages from older runs (no
     counts) show nothing, not zero. Strict-match appears beside accuracy where the two differ."""
     configs, inputs = tiny
-    write(Path(inputs["teacher_samples_responses"]).parent / "generate_stats.json",
-          {"questions": 5, "responses": 15, "cut_off": 6, "no_answer": 3})       # 40% cut off, 20% no answer
+    write(
+        Path(inputs["teacher_samples_responses"]).parent / "generate_stats.json",
+        {"questions": 5, "responses": 15, "cut_off": 6, "no_answer": 3},
+    )  # 40% cut off, 20% no answer
     metrics = json.loads(Path(inputs["eval_sft_metrics"]).read_text())
     metrics |= {"responses": 10, "cut_off_share": 0.7, "no_answer_share": 0.1}
-    metrics["metrics"]["greedy_strict"] = {"accuracy": 0.2, "stderr": 0.1}   # flexible 50%, strict-match 20%
+    metrics["metrics"]["greedy_strict"] = {"accuracy": 0.2, "stderr": 0.1}  # flexible 50%, strict-match 20%
     write(inputs["eval_sft_metrics"], metrics | {"filter": "greedy"})
     stats = json.loads(Path(inputs["rewards_stats"]).read_text())
     write(inputs["rewards_stats"], stats | {"cut_off": {"dropped": 4, "keep_cut_off": False}})
-    write(Path(inputs["student_sft_model"]).parent / "training_data.json",
-          {"rows": 9, "cut_off_dropped": 2, "keep_cut_off": False})
+    write(
+        Path(inputs["student_sft_model"]).parent / "training_data.json",
+        {"rows": 9, "cut_off_dropped": 2, "keep_cut_off": False},
+    )
     _, md, s = run_report(configs)
     assert s["cut_off"]["responses"] == [
         {"stage": "teacher_samples", "kind": "generate", "responses": 15, "cut_off": 0.4, "no_answer": 0.2},
-        {"stage": "eval_sft", "kind": "eval", "responses": 10, "cut_off": 0.7, "no_answer": 0.1}]
+        {"stage": "eval_sft", "kind": "eval", "responses": 10, "cut_off": 0.7, "no_answer": 0.1},
+    ]
     assert s["cut_off"]["left_out"] == [
         {"stage": "rewards", "kind": "pseudo_reward", "dropped": 4, "keep_cut_off": False},
-        {"stage": "student_sft", "kind": "sft", "dropped": 2, "rows": 9, "keep_cut_off": False}]
+        {"stage": "student_sft", "kind": "sft", "dropped": 2, "rows": 9, "keep_cut_off": False},
+    ]
     section = md.split("## Cut-off and unanswered responses")[1].split("\n## ")[0]
     assert "| teacher_samples | generate | 15 | 40.0 | 20.0 |" in section
     assert "| eval_sft | eval | 10 | 70.0 | 10.0 |" in section
-    assert "student_samples" not in section and "eval_teacher" not in section   # not counted: no row, no zero
+    assert "student_samples" not in section and "eval_teacher" not in section  # not counted: no row, no zero
     assert "| rewards | pseudo_reward | 4 | no |" in section and "| student_sft | sft | 2 | no |" in section
     acc = {a["stage"]: a for a in s["accuracy"]}
     assert acc["eval_sft"]["strict"] == 0.2 and acc["eval_teacher"]["strict"] is None

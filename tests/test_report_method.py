@@ -1,4 +1,5 @@
 """The report's reading of the method, on hand-worked numbers: RM vs gold, the ladder, the sentences."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,10 +15,12 @@ def scored(q: str, answers_scores: list[tuple[str, float]]) -> list[dict]:
 
 def test_rm_vs_gold_on_hand_worked_scores():
     gold = {"q1": "5", "q2": "7", "q3": "1"}
-    rows = (scored("q1", [("5", 0.9), ("4", 0.1), ("6", 0.5)])      # right one on top: 2 of 2 pairs won
-            + scored("q2", [("7", 0.2), ("8", 0.6), ("7", 0.6)])    # pairs (7@.2 vs 8@.6) lost, (7@.6 vs 8@.6) tie
-            + scored("q3", [("2", 0.3), ("3", 0.1), ("2", 0.2)])    # no right answer: no pair, best-of-k wrong
-            + scored("q9", [("1", 5.0)]))                           # not in gold: ignored
+    rows = (
+        scored("q1", [("5", 0.9), ("4", 0.1), ("6", 0.5)])  # right one on top: 2 of 2 pairs won
+        + scored("q2", [("7", 0.2), ("8", 0.6), ("7", 0.6)])  # pairs (7@.2 vs 8@.6) lost, (7@.6 vs 8@.6) tie
+        + scored("q3", [("2", 0.3), ("3", 0.1), ("2", 0.2)])  # no right answer: no pair, best-of-k wrong
+        + scored("q9", [("1", 5.0)])
+    )  # not in gold: ignored
     g = method.rm_vs_gold(rows, gold, same_answer)
     assert g["questions"] == 3 and g["mixed_questions"] == 2 and g["auc_pairs"] == 4
     assert g["within_question_auc"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
@@ -29,23 +32,43 @@ def test_rm_vs_gold_on_hand_worked_scores():
 
 
 def comparison(a_role, reward, diff, ci, p, n=500) -> dict:
-    return {"a": f"eval_{reward}", "b": "eval_sft", "a_model": f"rl_{reward}", "b_model": "sft", "a_role": a_role,
-            "b_role": "sft", "highlight": True, "diff": diff, "ci95": ci, "p_mcnemar": p, "n": n,
-            "label": f"RL student ({REWARD_SOURCES[reward].short}) vs SFT student"}
+    return {
+        "a": f"eval_{reward}",
+        "b": "eval_sft",
+        "a_model": f"rl_{reward}",
+        "b_model": "sft",
+        "a_role": a_role,
+        "b_role": "sft",
+        "highlight": True,
+        "diff": diff,
+        "ci95": ci,
+        "p_mcnemar": p,
+        "n": n,
+        "label": f"RL student ({REWARD_SOURCES[reward].short}) vs SFT student",
+    }
 
 
-SPEC = {"stages": {"rl_gold": {"kind": "rl", "reward": "gold"}, "rl_majority": {"kind": "rl", "reward": "majority"},
-                   "rl_model": {"kind": "rl"}, "sft": {"kind": "sft"}}}
+SPEC = {
+    "stages": {
+        "rl_gold": {"kind": "rl", "reward": "gold"},
+        "rl_majority": {"kind": "rl", "reward": "majority"},
+        "rl_model": {"kind": "rl"},
+        "sft": {"kind": "sft"},
+    }
+}
 
 
-@pytest.mark.parametrize("verdicts, words", [
-    ({"gold": 0, "majority": 0, "model": 0}, "limit is RL itself"),
-    ({"gold": 1, "majority": 0, "model": 0}, "lost in the labels"),
-    ({"gold": 1, "majority": 1, "model": 0}, "lost in reward-model training"),
-    ({"gold": 1, "majority": 1, "model": 1}, "distilled rewards help"),
-    ({"model": 0}, "no gold or majority rung ran"),
-    ({"majority": 0, "model": 1}, "no gold rung ran"),
-])
+@pytest.mark.parametrize(
+    "verdicts, words",
+    [
+        ({"gold": 0, "majority": 0, "model": 0}, "limit is RL itself"),
+        ({"gold": 1, "majority": 0, "model": 0}, "lost in the labels"),
+        ({"gold": 1, "majority": 1, "model": 0}, "lost in reward-model training"),
+        ({"gold": 1, "majority": 1, "model": 1}, "distilled rewards help"),
+        ({"model": 0}, "no gold or majority rung ran"),
+        ({"majority": 0, "model": 1}, "no gold rung ran"),
+    ],
+)
 def test_ladder_locates_the_first_rung_that_fails(verdicts, words):
     better, none = (0.04, [0.01, 0.07], 0.01), (0.004, [-0.02, 0.03], 0.7)
     cs = [comparison("rl", k, *(better if v else none)) for k, v in verdicts.items()]
@@ -56,8 +79,10 @@ def test_ladder_locates_the_first_rung_that_fails(verdicts, words):
 
 def test_sentences_say_better_worse_or_no_difference():
     up = comparison("rl", "majority", 0.021, [0.004, 0.038], 0.02)
-    assert method.sentence(up) == ("RL student (majority-vote reward) vs SFT student: +2.1 points, 95% CI [0.4, 3.8], "
-                                   "McNemar p = 0.02, n = 500: the RL student (majority-vote reward) is better.")
+    assert method.sentence(up) == (
+        "RL student (majority-vote reward) vs SFT student: +2.1 points, 95% CI [0.4, 3.8], "
+        "McNemar p = 0.02, n = 500: the RL student (majority-vote reward) is better."
+    )
     down = comparison("rl", "model", -0.04, [-0.07, -0.01], 0.02)
     assert method.sentence(down).endswith("is worse.")
     flat = comparison("rl", "gold", 0.02, [-0.01, 0.05], 0.2)
@@ -73,23 +98,41 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
     from compiler.spec.schema import Spec
     from compiler.spec.stages import lineage, report_roles
 
-    spec = {"name": "ablation", "models": {"base": {"init": {}}, "student": {"init": {}}},
-            "stages": {"teacher": {"kind": "sft", "model": "base", "data": "gold"},
-                       "samples": {"kind": "generate", "model": "teacher"},
-                       "votes": {"kind": "pseudo_reward", "teacher": "samples"},
-                       "sft": {"kind": "sft", "model": "student", "data": "votes"},
-                       "sft_all": {"kind": "sft", "model": "student", "data": "samples"},
-                       "rl": {"kind": "rl", "policy": "sft", "reward": "majority", "votes": "votes",
-                              "algorithm": "rloo"}}}
+    spec = {
+        "name": "ablation",
+        "models": {"base": {"init": {}}, "student": {"init": {}}},
+        "stages": {
+            "teacher": {"kind": "sft", "model": "base", "data": "gold"},
+            "samples": {"kind": "generate", "model": "teacher"},
+            "votes": {"kind": "pseudo_reward", "teacher": "samples"},
+            "sft": {"kind": "sft", "model": "student", "data": "votes"},
+            "sft_all": {"kind": "sft", "model": "student", "data": "samples"},
+            "rl": {"kind": "rl", "policy": "sft", "reward": "majority", "votes": "votes", "algorithm": "rloo"},
+        },
+    }
     stages = Spec.model_validate(spec).stages
-    roles = report_roles(stages)     # what the planner writes into the report's config
-    assert (roles["sft"], roles["sft_all"], roles["teacher"], roles["rl"], roles["student"]) == \
-        ("sft", "sft_all", "teacher", "rl", "student")
+    roles = report_roles(stages)  # what the planner writes into the report's config
+    assert (roles["sft"], roles["sft_all"], roles["teacher"], roles["rl"], roles["student"]) == (
+        "sft",
+        "sft_all",
+        "teacher",
+        "rl",
+        "student",
+    )
     right = {"sft": [1, 1, 1, 0], "sft_all": [1, 0, 0, 0], "rl": [1, 1, 1, 1]}
-    evals = sorted(({"stage": f"eval_{m}", "model": m, "role": roles[m],
-                     "label": method.model_label(spec, m, roles[m], report.NAMES),
-                     "samples": [{"question_id": str(i), "correct": c} for i, c in enumerate(right[m])]}
-                    for m in right), key=lambda e: report.RANK[e["role"]])
+    evals = sorted(
+        (
+            {
+                "stage": f"eval_{m}",
+                "model": m,
+                "role": roles[m],
+                "label": method.model_label(spec, m, roles[m], report.NAMES),
+                "samples": [{"question_id": str(i), "correct": c} for i, c in enumerate(right[m])],
+            }
+            for m in right
+        ),
+        key=lambda e: report.RANK[e["role"]],
+    )
     chains = {name: lineage(stages, name) for name in right}
     cs = {(c["a"], c["b"]): c for c in report.comparisons(evals, chains, 200, 0)}
     ablation = cs[("eval_sft", "eval_sft_all")]
@@ -101,9 +144,10 @@ def test_the_data_ablation_is_its_own_role_and_a_key_comparison():
 
 def test_the_report_warns_in_words_when_a_reward_model_has_not_learned():
     from runtime.reporting import page as report_page
-    demo = {"loss_type": "pairwise", "loss": 0.659, "eval_accuracy": 0.537, "eval_pairs": 400}   # the demo's
+
+    demo = {"loss_type": "pairwise", "loss": 0.659, "eval_accuracy": 0.537, "eval_pairs": 400}  # the demo's
     learned = {"loss_type": "both", "loss": 0.35, "eval_accuracy": 0.80, "eval_pairs": 400}
-    flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}   # fits, no generalising
+    flat = {"loss_type": "both", "loss": 0.30, "eval_accuracy": 0.53, "eval_pairs": 400}  # fits, no generalising
     stuck = {"loss_type": "pairwise", "loss": 0.68, "eval_accuracy": 0.75, "eval_pairs": 400}
     said = method.rm_not_learned("rm", demo)
     assert "0.659" in said and "ln 2" in said and "53.7%" in said and "within noise" in said

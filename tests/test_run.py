@@ -3,6 +3,7 @@
 Real CLI, real Snakemake, specs/tiny.yaml; the stage commands are stand-ins (tests/fake_stages.py)
 that write their outputs in a blink, since what is tested here is the workflow around them.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,25 @@ import yaml
 from conftest import REPO
 from fake_stages import fake_stages
 
-pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
 BIN = Path(sys.executable).parent
 # at least these follow student_sft in specs/tiny.yaml (after() reads the whole set from the build)
-SFT_AND_AFTER = {"student_sft", "sft_samples", "eval_sft", "rewards", "rm", "student_rl", "eval_rl", "report",
-                 "sft_test_samples", "student_rl_majority", "student_rl_gold", "eval_rl_majority", "eval_rl_gold"}
+SFT_AND_AFTER = {
+    "student_sft",
+    "sft_samples",
+    "eval_sft",
+    "rewards",
+    "rm",
+    "student_rl",
+    "eval_rl",
+    "report",
+    "sft_test_samples",
+    "student_rl_majority",
+    "student_rl_gold",
+    "eval_rl_majority",
+    "eval_rl_gold",
+}
 
 
 def after(root: Path, *ids: str) -> set[str]:
@@ -87,16 +101,17 @@ def test_plan_lists_what_snakemake_runs_after_each_kind_of_change(workflow):
     root, env = workflow
     spec, everything = root / "tiny.yaml", set(plan(root, env))
     stages = {p.stem for p in (root / "build" / "tiny" / "stages").glob("*.yaml")}
-    declared = yaml.safe_load(spec.read_text())["stages"]   # every stage the spec declares (its report included)
+    declared = yaml.safe_load(spec.read_text())["stages"]  # every stage the spec declares (its report included)
     assert everything == stages == set(declared) and dry_run(root, env) == everything
     assert run(root, env).returncode == 0
 
     sft_and_after = after(root, "student_sft")
     assert SFT_AND_AFTER <= sft_and_after
     cases = []
+
     def check(change: str, rebuild: bool, expected: set[str]) -> dict[str, str]:
         if rebuild:
-            before = set(plan(root, env))          # before the build: what build + run would do
+            before = set(plan(root, env))  # before the build: what build + run would do
             build(root, env)
         planned = plan(root, env)
         assert set(planned) == dry_run(root, env) == expected, change
@@ -105,7 +120,11 @@ def test_plan_lists_what_snakemake_runs_after_each_kind_of_change(workflow):
         return planned
 
     check("nothing", False, set())
-    edit(spec, "teacher_votes, epochs: 25", "teacher_votes, resources: {mem_mb: 999, runtime_min: 7, cpus: 2}, epochs: 25")
+    edit(
+        spec,
+        "teacher_votes, epochs: 25",
+        "teacher_votes, resources: {mem_mb: 999, runtime_min: 7, cpus: 2}, epochs: 25",
+    )
     check("resources only", True, set())
     edit(spec, "epochs: 25", "epochs: 26")
     check("a parameter of student_sft", True, sft_and_after)
@@ -121,7 +140,7 @@ def test_plan_lists_what_snakemake_runs_after_each_kind_of_change(workflow):
     # A corrupted intermediate file: its producer is not rerun (its output exists); Snakemake
     # reruns every stage that reads it, and plan says the same.
     (root / "runs/tiny/teacher_samples/responses.jsonl").write_text("{not json\n")
-    readers = after(root, "teacher_samples") - {"teacher_samples"}   # its producer is not rerun
+    readers = after(root, "teacher_samples") - {"teacher_samples"}  # its producer is not rerun
     assert {"teacher_votes"} | SFT_AND_AFTER <= readers
     planned = check("a corrupted responses.jsonl", False, readers)
     assert planned["teacher_votes"] == "Updated input files: teacher_samples/responses.jsonl"
@@ -130,25 +149,31 @@ def test_plan_lists_what_snakemake_runs_after_each_kind_of_change(workflow):
 
 def test_a_killed_run_finishes_with_the_same_command_and_runs_never_overlap(workflow):
     root, env = workflow
-    (root / "hold").write_text("student_sft\n")       # the stand-in sft stage waits while this exists
-    first = subprocess.Popen([str(BIN / "distillc"), "run", "--cores", "2"], cwd=root, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    (root / "hold").write_text("student_sft\n")  # the stand-in sft stage waits while this exists
+    first = subprocess.Popen(
+        [str(BIN / "distillc"), "run", "--cores", "2"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not (root / "held").exists():
             assert first.poll() is None and time.monotonic() < deadline, "the run never reached student_sft"
             time.sleep(0.2)
-        second = run(root, env)                         # a second run while the first is alive
+        second = run(root, env)  # a second run while the first is alive
         assert second.returncode == 2 and "another run is in progress" in second.stderr, second.stderr
         assert f"(pid {first.pid})" in second.stderr
     finally:
-        os.killpg(first.pid, signal.SIGKILL)            # kill -9 the whole run, mid-stage
+        os.killpg(first.pid, signal.SIGKILL)  # kill -9 the whole run, mid-stage
         first.wait()
     assert list((root / ".snakemake/locks").iterdir()), "Snakemake's lock should outlive the kill"
-    assert "student_sft" in plan(root, env)             # left incomplete: plan says it reruns
+    assert "student_sft" in plan(root, env)  # left incomplete: plan says it reruns
     (root / "hold").unlink()
 
-    again = run(root, env)                              # the same command, no --unlock, no --rerun-incomplete
+    again = run(root, env)  # the same command, no --unlock, no --rerun-incomplete
     assert again.returncode == 0, again.stderr[-3000:]
     assert (root / "runs/tiny/report/report.md").exists()
     assert dry_run(root, env) == set() and plan(root, env) == {}
@@ -163,7 +188,7 @@ def test_the_longest_chain_starts_first(workflow):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     started = re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M)
     built = {p.stem for p in (root / "build" / "tiny" / "stages").glob("*.yaml")}
-    assert set(started) - {"all"} == built, started    # every stage ran, once
+    assert set(started) - {"all"} == built, started  # every stage ran, once
     assert len(started) == len(set(started)), started
     for later in ("student_rl_gold", "student_rl_majority", "eval_sft", "eval_teacher", "eval_student"):
         assert started.index("rm") < started.index(later), started

@@ -1,4 +1,5 @@
 """runtime.sft: it learns, stops on its rules, picks the right rows, resumes, and merges LoRA."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,20 @@ from runtime.lib.common import StageError, load_config, read_jsonl, write_jsonl
 
 from conftest import build_spec, kill_at_first_checkpoint
 
-pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
 # max_number 5 keeps the arithmetic table small: a 64-wide model learns it in ~150 steps on one thread
-TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 300, "dev_size": 40,
-                      "distill_size": 32, "test_size": 64}}
+TASK = {
+    "synthetic": {
+        "min_steps": 1,
+        "max_steps": 1,
+        "max_number": 5,
+        "gold_size": 300,
+        "dev_size": 40,
+        "distill_size": 32,
+        "test_size": 64,
+    }
+}
 SMALL = {"init": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "max_length": 64}}
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
 
@@ -32,15 +42,19 @@ def held_out_accuracy(model, tok, cfg) -> float:
     return sft.dev_accuracy(model, tok, cfg.task, rows, sft.max_new_tokens(tok, rows))
 
 
-
-
 # ----------------------------------------------------------------------------- one real training run
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Bootstrap from gold until dev accuracy reaches 0.4 (or 400 steps); shared by the tests below."""
     root = tmp_path_factory.mktemp("sft_gold")
-    stage = {"max_steps": 400, "learning_rate": 5e-3, "batch_size": 16, "stop_at_dev_accuracy": 0.4,
-             "eval_every_steps": 25, "save_every_steps": 1000}
+    stage = {
+        "max_steps": 400,
+        "learning_rate": 5e-3,
+        "batch_size": 16,
+        "stop_at_dev_accuracy": 0.4,
+        "eval_every_steps": 25,
+        "save_every_steps": 1000,
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         config = build_spec(spec(stage, SMALL), root)["s"]
@@ -61,8 +75,9 @@ def test_sft_model_beats_the_untrained_one_on_held_out_questions(trained):
     cfg, out, _ = trained
     ref = cfg.models["model"]
     base, tok = models.load_causal_lm(ref, cfg.task, cfg.spec_seed, padding_side="left")
-    tuned, tuned_tok = models.load_causal_lm(ref.model_copy(update={"source": "path", "path": str(out)}),
-                                             cfg.task, cfg.spec_seed, padding_side="left")
+    tuned, tuned_tok = models.load_causal_lm(
+        ref.model_copy(update={"source": "path", "path": str(out)}), cfg.task, cfg.spec_seed, padding_side="left"
+    )
     before, after = held_out_accuracy(base, tok, cfg), held_out_accuracy(tuned, tuned_tok, cfg)
     assert after >= before + 0.2, (before, after)
 
@@ -78,7 +93,10 @@ def test_stop_at_dev_accuracy_stops_early(trained):
 
 # ----------------------------------------------------------------------------- data selection
 def test_labels_select_only_agreeing_teacher_rows(built):
-    extra = {"samples": {"kind": "generate", "model": "m", "max_new_tokens": 16}, "votes": {"kind": "pseudo_reward", "teacher": "samples"}}
+    extra = {
+        "samples": {"kind": "generate", "model": "m", "max_new_tokens": 16},
+        "votes": {"kind": "pseudo_reward", "teacher": "samples"},
+    }
     config = built(spec({"data": "votes"}, extra=extra))["s"]
     cfg = load_config(config, "sft")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
@@ -92,8 +110,9 @@ def test_labels_select_only_agreeing_teacher_rows(built):
     ]
     write_jsonl(cfg.inputs["data_labels"], labels)
     rows = sft.training_rows(cfg, cfg.stage())
-    assert [r["completion"] for r in rows] == [[{"role": "assistant", "content": t}]
-                                               for t in ("keep one #### 3", "keep two #### 3", "keep three #### 3")]
+    assert [r["completion"] for r in rows] == [
+        [{"role": "assistant", "content": t}] for t in ("keep one #### 3", "keep two #### 3", "keep three #### 3")
+    ]
     assert [r["prompt"] for r in rows] == [task.messages(q, cfg.task) for q in (qs[0], qs[1], qs[1])]
     assert all("answer" not in str(r["prompt"]) for r in rows)
 
@@ -103,8 +122,13 @@ def test_responses_keep_non_empty_rows_and_no_rows_is_a_clear_error(built):
     cfg = load_config(built(spec({"data": "samples"}, extra=extra))["s"], "sft")
     qs = task.questions(cfg.task, "distill", cfg.spec_seed)
     row = {"sample_id": 0, "temperature": 1.0, "seed": 1, "answer": None, "num_tokens": 3}
-    write_jsonl(cfg.inputs["data_responses"], [row | {"question_id": qs[0]["id"], "text": "2 + 1 = 3. #### 3"},
-                                               row | {"question_id": qs[1]["id"], "text": "  "}])
+    write_jsonl(
+        cfg.inputs["data_responses"],
+        [
+            row | {"question_id": qs[0]["id"], "text": "2 + 1 = 3. #### 3"},
+            row | {"question_id": qs[1]["id"], "text": "  "},
+        ],
+    )
     rows = sft.training_rows(cfg, cfg.stage())
     assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "2 + 1 = 3. #### 3"
     write_jsonl(cfg.inputs["data_responses"], [row | {"question_id": qs[1]["id"], "text": ""}])
@@ -120,10 +144,14 @@ def test_cut_off_responses_are_left_out_unless_kept_and_the_count_is_recorded(bu
         cfg = load_config(built(spec({"data": "samples", "keep_cut_off": keep}, extra=extra))["s"], "sft")
         qs = task.questions(cfg.task, "distill", cfg.spec_seed)
         row = {"sample_id": 0, "temperature": 1.0, "seed": 1, "answer": None, "num_tokens": 3}
-        write_jsonl(cfg.inputs["data_responses"], [
-            row | {"question_id": qs[0]["id"], "text": "2 + 1 = 3. #### 3", "cut_off": False},
-            row | {"question_id": qs[1]["id"], "text": "#### 4\n#### 4\n#### 4\n####", "cut_off": True},
-            row | {"question_id": qs[2]["id"], "text": "an older run's row #### 5"}])
+        write_jsonl(
+            cfg.inputs["data_responses"],
+            [
+                row | {"question_id": qs[0]["id"], "text": "2 + 1 = 3. #### 3", "cut_off": False},
+                row | {"question_id": qs[1]["id"], "text": "#### 4\n#### 4\n#### 4\n####", "cut_off": True},
+                row | {"question_id": qs[2]["id"], "text": "an older run's row #### 5"},
+            ],
+        )
         rows = sft.training_rows(cfg, cfg.stage())
         texts = [r["completion"][0]["content"] for r in rows]
         record = json.loads((Path(cfg.out_dir) / task.TRAINING_DATA).read_text())

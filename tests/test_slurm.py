@@ -6,6 +6,7 @@ apt-get, or SLURM already installed; otherwise they skip) and run Snakemake thro
 profile as shipped, with only the status polling made faster. Every Snakemake run has a
 timeout and is killed with SIGKILL on expiry: a confused slurm executor ignores SIGTERM.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ FAST_POLL = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-betwee
 # ------------------------------------------------------------------ resources -> sbatch (no cluster)
 class _Resources(dict):
     """What the plugin reads from job.resources: .get() and attribute access."""
+
     __getattr__ = dict.__getitem__
 
 
@@ -48,8 +50,14 @@ def sbatch_line(entry: dict) -> str:
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     job = SimpleNamespace(resources=_Resources(entry["resources"]), threads=entry["threads"])
-    params = {"run_uuid": "uuid", "slurm_logfile": "x.log", "comment_str": "rule_x",
-              "account": "", "partition": "", "workdir": "/w"}
+    params = {
+        "run_uuid": "uuid",
+        "slurm_logfile": "x.log",
+        "comment_str": "rule_x",
+        "account": "",
+        "partition": "",
+        "workdir": "/w",
+    }
     return get_submit_command(job, params) + set_gres_string(job)
 
 
@@ -57,8 +65,14 @@ def sbatch_line(entry: dict) -> str:
 def test_rendered_resources_become_the_right_sbatch_flags(tmp_path):
     spec = yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())
     spec["stages"]["student_sft"]["resources"] = {
-        "gpus": 2, "cpus": 8, "mem_mb": 16000, "runtime_min": 90,
-        "partition": "gpu-a100", "account": "proj1", "constraint": "a100"}
+        "gpus": 2,
+        "cpus": 8,
+        "mem_mb": 16000,
+        "runtime_min": 90,
+        "partition": "gpu-a100",
+        "account": "proj1",
+        "constraint": "a100",
+    }
     spec["stages"]["rm"]["resources"] = {"gpus": 1, "cpus": 2}
     build_spec(spec, tmp_path)
     jobs = json.loads((tmp_path / "build/tiny/resources.json").read_text())
@@ -114,8 +128,9 @@ def snakemake(workdir: Path, *args: str, timeout: float) -> tuple[int, str, floa
     """Run snakemake with the slurm profile; (exit code, output, seconds). Never hangs."""
     cmd = [str(BIN / "snakemake"), "--profile", str(PROFILE), *FAST_POLL, *args]
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -136,8 +151,12 @@ def slurm_jobs(output: str) -> list[dict]:
     """The SLURM jobs of one snakemake run, from squeue (it keeps finished jobs for MinJobAge)."""
     (run_id,) = run_ids(output)
     fields = ("id", "comment", "state", "mem", "cpus", "limit")
-    text = subprocess.run(["squeue", "--states=all", "--noheader", "--name", run_id,
-                           "--format=%i|%k|%T|%m|%C|%l"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--name", run_id, "--format=%i|%k|%T|%m|%C|%l"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [dict(zip(fields, line.split("|"))) for line in text.splitlines() if line.strip()]
 
 
@@ -168,13 +187,13 @@ def test_each_rule_runs_as_its_own_slurm_job(cluster, tmp_path):
     assert code == 0, out[-4000:]
 
     listed = slurm_jobs(out)
-    assert sorted(j["comment"] for j in listed) == ["rule_a", "rule_b"], listed   # one job per rule
+    assert sorted(j["comment"] for j in listed) == ["rule_a", "rule_b"], listed  # one job per rule
     assert {j["state"] for j in listed} == {"COMPLETED"}, listed
     jobs = {j["comment"]: j for j in listed}
     a, b = jobs["rule_a"], jobs["rule_b"]
-    assert (b["mem"], b["cpus"], b["limit"]) == ("700M", "1", "7:00")        # the rule's resources
-    assert (a["mem"], a["limit"]) == ("2000M", "30:00")                       # the profile's defaults
-    assert (root / "b.txt").read_text().split() == ["b", b["id"]]            # it ran inside job b
+    assert (b["mem"], b["cpus"], b["limit"]) == ("700M", "1", "7:00")  # the rule's resources
+    assert (a["mem"], a["limit"]) == ("2000M", "30:00")  # the profile's defaults
+    assert (root / "b.txt").read_text().split() == ["b", b["id"]]  # it ran inside job b
     for job in jobs.values():
         assert (root / f".snakemake/slurm_logs/{job['comment']}/{job['id']}.log").exists()
 
@@ -196,9 +215,9 @@ def test_a_failing_job_fails_the_workflow_with_its_rule_and_log(cluster, tmp_pat
     print(f"failing job (with the profile's one retry) reported in {seconds:.1f}s")
     assert code != 0
     assert "Error in rule broken_stage" in out and "SLURM status is: 'FAILED'" in out, out[-4000:]
-    assert "stage says: boom" in out            # show-failed-logs prints the stage's own log
+    assert "stage says: boom" in out  # show-failed-logs prints the stage's own log
     assert not (root / "never.txt").exists()
-    jobs = slurm_jobs(out)                      # restart-times: 1 -> a second, separate attempt
+    jobs = slurm_jobs(out)  # restart-times: 1 -> a second, separate attempt
     assert [j["comment"] for j in jobs] == ["rule_broken_stage"] * 2 and {j["state"] for j in jobs} == {"FAILED"}
 
 
@@ -227,8 +246,13 @@ def test_tiny_pipeline_runs_to_the_report_one_slurm_job_per_stage(cluster, tmp_p
     root = tmp_path / "tiny"
     root.mkdir()
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    subprocess.run([str(BIN / "distillc"), "build", str(REPO / "specs" / "tiny.yaml"), "--root", str(root)],
-                   check=True, cwd=root, capture_output=True, text=True)
+    subprocess.run(
+        [str(BIN / "distillc"), "build", str(REPO / "specs" / "tiny.yaml"), "--root", str(root)],
+        check=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     stages = set(json.loads((root / "build/tiny/resources.json").read_text()))
     code, out, seconds = snakemake(root, timeout=1800)
     print(f"specs/tiny.yaml through SLURM: {seconds:.1f}s")
@@ -240,6 +264,6 @@ def test_tiny_pipeline_runs_to_the_report_one_slurm_job_per_stage(cluster, tmp_p
     assert sorted(j["comment"] for j in jobs) == sorted(f"rule_{s}" for s in stages), jobs
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     assert (root / "runs/tiny/report/report.html").stat().st_size > 0
-    for stage in stages:   # each job wrote its Snakemake benchmark and its stage log
+    for stage in stages:  # each job wrote its Snakemake benchmark and its stage log
         assert (root / f"runs/tiny/benchmarks/{stage}.tsv").exists(), stage
         assert (root / f"runs/tiny/logs/{stage}.log").exists(), stage

@@ -7,6 +7,7 @@ bookkeeping, not learning outcomes): the run finishes, eval's answers are the re
 no-answer counts agree with the responses, the LoRA-merged student loads, the reward model tells
 different responses apart.
 """
+
 from __future__ import annotations
 
 import json

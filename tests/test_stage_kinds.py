@@ -4,6 +4,7 @@ A kind defined here, in the test, and known to no compiler module gets its rule,
 (from its refs and the upstream kinds' passed-on outputs), its outputs, its resources and,
 as a model-producing kind, a place in the report's lineage, without any other list to edit.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ SPEC = {
     "stages": {
         "samples": {"kind": "generate", "model": "teacher", "samples_per_temperature": 1},
         "wb": {"kind": "white_box", "model": "student", "teacher": "samples", "beta": 0.25},
-        "wb_samples": {"kind": "generate", "model": "wb"},     # its model is usable like an sft/rl one
+        "wb_samples": {"kind": "generate", "model": "wb"},  # its model is usable like an sft/rl one
         "eval_wb": {"kind": "eval", "model": "wb"},
     },
 }
@@ -77,11 +78,14 @@ def test_a_kind_defined_outside_the_compiler_gets_its_rule(tmp_path):
 
     report = plan.job("report").config
     assert report.roles["wb"] == "white_box" and report.lineage["wb"] == ["wb", "student"]
-    assert report.inputs["wb_log"] == "runs/kinds/wb/wb_log.jsonl" and report.inputs["lock"] == "build/kinds/spec.lock.json"
+    assert (
+        report.inputs["wb_log"] == "runs/kinds/wb/wb_log.jsonl"
+        and report.inputs["lock"] == "build/kinds/spec.lock.json"
+    )
 
     render(plan, tmp_path)
     workflow = (tmp_path / "build/kinds/workflow.smk").read_text()
-    rule = workflow[workflow.index("rule wb:"):workflow.index("rule", workflow.index("rule wb:") + 5)]
+    rule = workflow[workflow.index("rule wb:") : workflow.index("rule", workflow.index("rule wb:") + 5)]
     assert 'teacher_responses="runs/kinds/samples/responses.jsonl"' in rule
     assert 'model=directory("runs/kinds/wb/model")' in rule and 'log="runs/kinds/wb/wb_log.jsonl"' in rule
     assert "runtime.white_box --config {input.config}" in rule
@@ -123,6 +127,9 @@ def test_one_list_of_kinds_and_no_kind_names_elsewhere_in_the_compiler():
         if hits:
             found[path.name] = hits
     assert found == {}, f"kind names outside compiler/spec/stages.py: {found}"
-    registries = [p.name for p in COMPILER.rglob("*.py") if "STAGE_CLASSES: " in p.read_text()
-                  or "STAGE_CLASSES = " in p.read_text()]
+    registries = [
+        p.name
+        for p in COMPILER.rglob("*.py")
+        if "STAGE_CLASSES: " in p.read_text() or "STAGE_CLASSES = " in p.read_text()
+    ]
     assert registries == ["stages.py"]

@@ -1,6 +1,7 @@
 """Stage start-up stays cheap: the checks are on what gets imported and set up, never on seconds
 (a loaded machine must not fail them; the seconds are measured in the issue's note).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,23 @@ from importlib.util import find_spec
 import pytest
 
 from compiler import cli
-from compiler.spec.stages import KINDS   # every stage kind's module
+from compiler.spec.stages import KINDS  # every stage kind's module
 from conftest import REPO
 
 # Seconds of import each: a stage imports them inside main(), when and where it uses them.
-HEAVY = ("torch", "transformers", "trl", "lm_eval", "datasets", "matplotlib", "peft", "accelerate", "mlflow",
-         "scipy", "pandas")
+HEAVY = (
+    "torch",
+    "transformers",
+    "trl",
+    "lm_eval",
+    "datasets",
+    "matplotlib",
+    "peft",
+    "accelerate",
+    "mlflow",
+    "scipy",
+    "pandas",
+)
 
 
 def python(code: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -28,8 +40,10 @@ def python(code: str, cwd=REPO) -> subprocess.CompletedProcess:
 
 def test_stage_modules_import_no_heavy_library():
     """`python -m runtime.<kind>` reaches argument parsing and config loading before any ML library."""
-    proc = python(f"import sys\nfor k in {KINDS!r}: __import__('runtime.' + k)\n"
-                  f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
+    proc = python(
+        f"import sys\nfor k in {KINDS!r}: __import__('runtime.' + k)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"imported at module level: {proc.stdout}"
 

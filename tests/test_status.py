@@ -2,6 +2,7 @@
 
 The finished run is checked in test_pipeline.py, on the tiny run it already makes.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ import yaml
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
 BIN = Path(sys.executable).parent
 
@@ -37,7 +38,7 @@ def test_status_of_a_fresh_build_and_of_nothing(tmp_path):
     proc = distillc("status", cwd=tmp_path)
     assert proc.returncode == 2 and "nothing built here" in proc.stderr and "hint:" in proc.stderr
     assert distillc("build", str(REPO / "specs" / "tiny.yaml"), cwd=tmp_path).returncode == 0
-    n = len(yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())["stages"])   # its report included
+    n = len(yaml.safe_load((REPO / "specs" / "tiny.yaml").read_text())["stages"])  # its report included
     for args in (("status",), ("status", str(REPO / "specs" / "tiny.yaml"))):
         proc = distillc(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
@@ -50,8 +51,13 @@ def test_status_of_a_running_then_killed_stage(tmp_path):
     """A real sft stage under Snakemake shows running with a step count; killed, it shows failed and its log."""
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     assert distillc("build", str(REPO / "specs" / "tiny.yaml"), cwd=tmp_path).returncode == 0
-    run = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--quiet", "rules", "--until", "teacher"],
-                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        [str(BIN / "snakemake"), "--cores", "1", "--quiet", "rules", "--until", "teacher"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline, table = time.monotonic() + 180, ""
         while time.monotonic() < deadline:
@@ -64,9 +70,9 @@ def test_status_of_a_running_then_killed_stage(tmp_path):
             raise AssertionError(f"no running stage with a step count:\n{table}")
         assert states(table)["eval_teacher"] == "pending"
     finally:
-        os.killpg(run.pid, signal.SIGKILL)   # snakemake and its job: the stage dies without its outputs
+        os.killpg(run.pid, signal.SIGKILL)  # snakemake and its job: the stage dies without its outputs
         run.wait()
-    for _ in range(20):   # the killed stage is gone within moments
+    for _ in range(20):  # the killed stage is gone within moments
         table = distillc("status", cwd=tmp_path).stdout
         if states(table)["teacher"] == "failed":
             break

@@ -1,5 +1,6 @@
 """Tracking and model cards on one real (short) sft stage run as its CLI: TensorBoard event
 files beside the model, an MLflow run in a local file store, a hub model card that parses."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,10 +10,19 @@ import pytest
 
 from conftest import build_spec
 
-pytestmark = pytest.mark.slow   # every test here trains a model, runs lm-eval or Snakemake
+pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
-TASK = {"synthetic": {"min_steps": 1, "max_steps": 1, "max_number": 5, "gold_size": 64, "dev_size": 8,
-                      "distill_size": 8, "test_size": 8}}
+TASK = {
+    "synthetic": {
+        "min_steps": 1,
+        "max_steps": 1,
+        "max_number": 5,
+        "gold_size": 64,
+        "dev_size": 8,
+        "distill_size": 8,
+        "test_size": 8,
+    }
+}
 MODEL = {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}}
 
 
@@ -21,13 +31,24 @@ def test_sft_writes_tensorboard_mlflow_and_a_model_card(tmp_path, monkeypatch):
     from huggingface_hub import ModelCard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    spec = {"name": "tracked", "seed": 0, "task": TASK, "models": {"m": MODEL},
-            "stages": {"s": {"kind": "sft", "model": "m", "data": "gold", "max_steps": 6, "batch_size": 8,
-                             "eval_every_steps": 3}},
-            "tracking": {"backend": "mlflow"}}
+    spec = {
+        "name": "tracked",
+        "seed": 0,
+        "task": TASK,
+        "models": {"m": MODEL},
+        "stages": {
+            "s": {"kind": "sft", "model": "m", "data": "gold", "max_steps": 6, "batch_size": 8, "eval_every_steps": 3}
+        },
+        "tracking": {"backend": "mlflow"},
+    }
     config = build_spec(spec, tmp_path)["s"]
-    proc = subprocess.run([sys.executable, "-m", "runtime.sft", "--config", str(config), "--threads", "1"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.sft", "--config", str(config), "--threads", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stage = tmp_path / "runs" / "tracked" / "s"
 

@@ -1,4 +1,5 @@
 """`python -m compiler.cli`: the distillc command."""
+
 from . import main
 
 raise SystemExit(main())

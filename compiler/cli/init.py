@@ -4,6 +4,7 @@ demo and paper are the shipped specs; gsm8k and multiple_choice start from the u
 two jsonl files, and get small example files (made here, deterministically) when those do
 not exist yet, so that the new spec validates, builds and runs at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,18 @@ from ..spec.files import atomic_write_text
 PROJECT = Path(__file__).resolve().parents[2]
 STARTERS = {
     "demo": ("the whole method on the built-in synthetic task, no download", PROJECT / "specs" / "demo.yaml"),
-    "gsm8k": ("your own GSM8K-style jsonl files (answers end with '#### <number>')",
-              Path(__file__).parent.parent / "templates" / "init" / "gsm8k.yaml"),
-    "multiple_choice": ("your own multiple-choice jsonl files (options + answer letter)",
-                        Path(__file__).parent.parent / "templates" / "init" / "multiple_choice.yaml"),
-    "paper": ("the paper's setting: 8B teacher, 1B student, GSM8K from the hub, GPUs",
-              PROJECT / "specs" / "paper_gsm8k.yaml"),
+    "gsm8k": (
+        "your own GSM8K-style jsonl files (answers end with '#### <number>')",
+        Path(__file__).parent.parent / "templates" / "init" / "gsm8k.yaml",
+    ),
+    "multiple_choice": (
+        "your own multiple-choice jsonl files (options + answer letter)",
+        Path(__file__).parent.parent / "templates" / "init" / "multiple_choice.yaml",
+    ),
+    "paper": (
+        "the paper's setting: 8B teacher, 1B student, GSM8K from the hub, GPUs",
+        PROJECT / "specs" / "paper_gsm8k.yaml",
+    ),
 }
 NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana"]
 THINGS = ["apples", "books", "coins", "pens", "shells", "stamps"]
@@ -32,18 +39,25 @@ def _word_problem(rng: random.Random) -> dict:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     if rng.random() < 0.5:
-        return {"question": f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
-                "answer": f"{a} + {b} = {a + b}. #### {a + b}"}
+        return {
+            "question": f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+            "answer": f"{a} + {b} = {a + b}. #### {a + b}",
+        }
     a, b = max(a, b), min(a, b)
-    return {"question": f"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have now?",
-            "answer": f"{a} - {b} = {a - b}. #### {a - b}"}
+    return {
+        "question": f"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have now?",
+        "answer": f"{a} - {b} = {a - b}. #### {a - b}",
+    }
 
 
 def _choice_question(rng: random.Random) -> dict:
-    a, b = rng.randint(2, 99), rng.randint(2, 99)   # ~9.6k distinct questions: room for disjoint train and test
+    a, b = rng.randint(2, 99), rng.randint(2, 99)  # ~9.6k distinct questions: room for disjoint train and test
     options = sorted({a + b} | {a + b + d for d in rng.sample([-3, -2, -1, 1, 2, 3], 3)})
-    return {"question": f"What is {a} plus {b}?", "options": [str(o) for o in options],
-            "answer": "ABCD"[options.index(a + b)]}
+    return {
+        "question": f"What is {a} plus {b}?",
+        "options": [str(o) for o in options],
+        "answer": "ABCD"[options.index(a + b)],
+    }
 
 
 def example_rows(starter: str, n: int, seed: int, exclude: frozenset = frozenset()) -> list[dict]:
@@ -68,7 +82,7 @@ def init(starter: str, out: Path, force: bool = False) -> list[str]:
     if starter in ("gsm8k", "multiple_choice"):
         data, taken = out.parent / "data", frozenset[str]()
         for name, n, seed in (("train.jsonl", 1500, 0), ("test.jsonl", 200, 1)):
-            rows = example_rows(starter, n, seed, taken)   # test questions never repeat a training question
+            rows = example_rows(starter, n, seed, taken)  # test questions never repeat a training question
             taken |= {r["question"] for r in rows}
             if not (data / name).exists():
                 atomic_write_text(data / name, "".join(json.dumps(r) + "\n" for r in rows))

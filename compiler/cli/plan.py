@@ -6,6 +6,7 @@ the workflow root, exactly as `distillc build` would leave it (unchanged files k
 mtimes), with the real runs/ linked and Snakemake's records copied, and reads a dry run of the
 same command `distillc run` executes. Nothing in the real root is written.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ from ..spec.stages import REPORT
 from .run import RUN_FLAGS, snakemake_command
 
 PROJECT = Path(__file__).resolve().parents[2]
-RECORDS = ("metadata", "incomplete")   # what Snakemake keeps in .snakemake/ to decide reruns
+RECORDS = ("metadata", "incomplete")  # what Snakemake keeps in .snakemake/ to decide reruns
 JOB = re.compile(r"^(?:local)?rule (\w+):$")
 
 
@@ -31,8 +32,13 @@ def reasons(plan: Plan, root: Path) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="distillc-plan-") as tmp:
         scratch = Path(tmp)
         _scratch_root(plan, root, scratch)
-        proc = subprocess.run(snakemake_command("--dry-run", *RUN_FLAGS, "--nolock"), cwd=scratch,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            snakemake_command("--dry-run", *RUN_FLAGS, "--nolock"),
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     out = proc.stdout + proc.stderr
     if proc.returncode:
         tail = "\n    ".join(out.strip().splitlines()[-12:])
@@ -43,7 +49,7 @@ def reasons(plan: Plan, root: Path) -> dict[str, str]:
         if m := JOB.match(line.strip()):
             rule = m.group(1)
         elif rule in why and line.strip().startswith("reason:"):
-            why[rule] = line.strip()[len("reason:"):].strip()
+            why[rule] = line.strip()[len("reason:") :].strip()
     return why
 
 
@@ -53,7 +59,7 @@ def _scratch_root(plan: Plan, root: Path, scratch: Path) -> None:
         dst, real = scratch / plan.build_dir / rel, root / plan.build_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(text)
-        if _same_text(real, text):   # build keeps an unchanged file as it is, mtime included
+        if _same_text(real, text):  # build keeps an unchanged file as it is, mtime included
             st = real.stat()
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     (scratch / "build" / "LATEST").write_text(plan.spec.name + "\n")
@@ -88,6 +94,7 @@ def describe(plan: Plan, root: Path) -> str:
     lines += [f"note: {j.id} {note}" for j in plan.jobs if (note := j.config.params.plan_note())]
     if plan.sweep:
         from ..plan.expand import describe as describe_sweep
+
         lines += describe_sweep(plan)
     return "\n".join(lines)
 

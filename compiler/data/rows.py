@@ -5,6 +5,7 @@ them with `read_rows`, through the same code, so a file that validates is a file
 stages can read, and a row refused at run time is refused with the same words.
 Pure Python: the runtime imports this module, never the other way round.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -130,8 +131,9 @@ def in_fraction(raw, fraction) -> bool:
     return fraction[0] <= int.from_bytes(digest[:8], "big") / 2**64 < fraction[1]
 
 
-def scan(path: str | Path, fmt: str, split: str, limit: int | None = None,
-         fraction=None) -> Iterator[tuple[int, dict | None, str]]:
+def scan(
+    path: str | Path, fmt: str, split: str, limit: int | None = None, fraction=None
+) -> Iterator[tuple[int, dict | None, str]]:
     """(line number, row or None, problem) for every non-blank line in `fraction` of the file, streaming.
 
     Bytes are decoded line by line, so a bad byte is named by its line; a UTF-8
@@ -142,7 +144,7 @@ def scan(path: str | Path, fmt: str, split: str, limit: int | None = None,
         for lineno, raw_line in enumerate(fh, 1):
             if lineno == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
                 raw_line = raw_line[3:]
-            elif lineno == 1 and raw_line[:2] in (b"\xff\xfe", b"\xfe\xff"):   # the rest would be noise
+            elif lineno == 1 and raw_line[:2] in (b"\xff\xfe", b"\xfe\xff"):  # the rest would be noise
                 yield lineno, None, "the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"
                 return
             try:
@@ -173,7 +175,7 @@ def read_rows(path: str | Path, fmt: str, split: str, limit: int | None = None, 
     for lineno, row, why in scan(path, fmt, split, limit, fraction):
         if row is None:
             raise DataError(f"{path}:{lineno}: {why}")
-        rows.append(row | {"where": f"{path}:{lineno}"})   # run-time checks name the row's place
+        rows.append(row | {"where": f"{path}:{lineno}"})  # run-time checks name the row's place
     return tuple(rows)
 
 
@@ -189,8 +191,10 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
             except UnicodeDecodeError:
                 raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
             except (json.JSONDecodeError, RecursionError):
-                raise DataError(f"{path}:{lineno}: not valid JSON (a truncated or corrupted file? "
-                                "delete it and run again to rebuild it)") from None
+                raise DataError(
+                    f"{path}:{lineno}: not valid JSON (a truncated or corrupted file? "
+                    "delete it and run again to rebuild it)"
+                ) from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: not a JSON object")
             yield row

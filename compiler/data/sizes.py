@@ -6,6 +6,7 @@ piece of the task corpus, so a prompt's length is its number of pre-tokenizer pi
 counted here in pure Python with the same rules (tests hold the count equal to the
 real tokenizer's). Hub and local models keep their own tokenizers: not judged here.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from ..spec.chat import SPECIAL, prompt_text
 from .rows import user_text
 
-_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL.values()))   # matched before pre-tokenizing
+_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL.values()))  # matched before pre-tokenizing
 _ASCII_PUNCT = frozenset(string.punctuation)
 
 
@@ -24,8 +25,8 @@ _ASCII_PUNCT = frozenset(string.punctuation)
 class SplitSizes:
     """A split's questions as the stages will see them: how many, and each prompt's length."""
 
-    lengths: list[int] = field(default_factory=list)   # init-tokenizer prompt tokens, in row order
-    places: list[str] = field(default_factory=list)    # file:line (or synthetic split/index) of each row
+    lengths: list[int] = field(default_factory=list)  # init-tokenizer prompt tokens, in row order
+    places: list[str] = field(default_factory=list)  # file:line (or synthetic split/index) of each row
 
     def longest(self, first: int | None = None) -> tuple[int, str]:
         """(tokens, place) of the longest of the first `first` prompts."""
@@ -93,6 +94,11 @@ def check_context(pl, wired: dict, sizes: dict[str, SplitSizes]) -> None:
         limit, wanted = base.init.max_length, getattr(st, new)
         if longest + wanted > limit:
             room = f"lower {new} to {limit - longest}" if longest < limit else "shorten that question"
-            pl.problem(("stages", sid, new), f"the longest prompt ({place}) has {longest} tokens; with {new} "
-                       f"{wanted} that is {longest + wanted}, more than the context of model "
-                       f"\"{ref.base}\" (max_length {limit})", wanted, f"{room}, or raise models.{ref.base}.init.max_length")
+            pl.problem(
+                ("stages", sid, new),
+                f"the longest prompt ({place}) has {longest} tokens; with {new} "
+                f"{wanted} that is {longest + wanted}, more than the context of model "
+                f"\"{ref.base}\" (max_length {limit})",
+                wanted,
+                f"{room}, or raise models.{ref.base}.init.max_length",
+            )

@@ -3,6 +3,7 @@
 It lives in the compiler so that `distillc validate` can count and measure its
 questions (sizes checked before compute); the runtime reads it through runtime.lib.task.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,7 +26,7 @@ def _problem(rng: random.Random, cfg: SyntheticTask) -> tuple[str, str, int]:
     sentences, steps = [f"{name} has {value} {obj}."], []
     for i in range(rng.randint(cfg.min_steps, cfg.max_steps)):
         n = rng.randint(1, cfg.max_number)
-        gain = value - n < 0 or rng.random() < 0.5      # never below zero
+        gain = value - n < 0 or rng.random() < 0.5  # never below zero
         verb = rng.choice(GAIN if gain else LOSS).format(n=n)
         sentences.append(f"{'Then ' if i else ''}{name} {verb}.")
         new = value + n if gain else value - n
@@ -53,12 +54,14 @@ def synthetic(cfg_json: str, fmt: str, seed: int) -> dict[str, tuple]:
     seen: set[str] = set()
     out: dict[str, list] = {s: [] for s in SPLITS}
     attempts = 0
-    for split in ("test", "dev", "distill", "gold"):   # scarce questions go to eval first
+    for split in ("test", "dev", "distill", "gold"):  # scarce questions go to eval first
         while len(out[split]) < sizes[split]:
             attempts += 1
             if attempts > 50 * sum(sizes.values()) + 1000:
-                raise DataError(f"the synthetic task has too few distinct questions for {sizes}: "
-                                "raise max_number or max_steps, or ask for fewer questions")
+                raise DataError(
+                    f"the synthetic task has too few distinct questions for {sizes}: "
+                    "raise max_number or max_steps, or ask for fewer questions"
+                )
             question, solution, answer = _problem(rng, cfg)
             if question in seen:
                 continue
@@ -66,8 +69,11 @@ def synthetic(cfg_json: str, fmt: str, seed: int) -> dict[str, tuple]:
             row: dict[str, object] = {"id": f"{split}-{len(out[split]):05d}", "question": question}
             if fmt == "multiple_choice":
                 options, letter = _options(rng, answer, cfg.num_options)
-                row |= {"options": options, "answer": solution.rsplit("####", 1)[0] + f"#### {letter}",
-                        "target": letter}
+                row |= {
+                    "options": options,
+                    "answer": solution.rsplit("####", 1)[0] + f"#### {letter}",
+                    "target": letter,
+                }
             else:
                 row |= {"answer": solution, "target": str(answer)}
             out[split].append(row)

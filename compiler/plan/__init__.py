@@ -1,6 +1,7 @@
 """Spec -> Plan, the compiler's one entry point: a spec with a sweep expands into its variants
 (compiler/plan/expand.py), each planned by the planner core (compiler/plan/planner.py); any other spec goes
 to the planner directly. Sitting above both keeps them free of each other."""
+
 from __future__ import annotations
 
 from pathlib import Path

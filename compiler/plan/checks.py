@@ -3,6 +3,7 @@ wiring, engines, data and sizes, and the run order. Problems collect on the plan
 (compiler/plan.py), so that one pass reports all of them; each kind's own rules are its class's
 `check` and `check_data`.
 """
+
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
@@ -23,11 +24,14 @@ def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
     if len(reports) > 1:
         pl.problem(("stages", reports[1]), "only one report stage is allowed", reports[1], f'keep "{reports[0]}"')
     if not reports and (REPORT in stages or REPORT in spec.models):
-        pl.problem(("stages" if REPORT in stages else "models", REPORT),
-                   f'there is no report stage, and the id "{REPORT}" is taken, so none can be added',
-                   REPORT, f"add a stage with `kind: {REPORT}` under another id")
+        pl.problem(
+            ("stages" if REPORT in stages else "models", REPORT),
+            f'there is no report stage, and the id "{REPORT}" is taken, so none can be added',
+            REPORT,
+            f"add a stage with `kind: {REPORT}` under another id",
+        )
     elif not reports:
-        stages[REPORT] = ReportStage(kind=REPORT)   # every workflow ends in a report
+        stages[REPORT] = ReportStage(kind=REPORT)  # every workflow ends in a report
         pl.spec = spec.model_copy(update={"stages": stages})
     for name in sorted(set(spec.models) & set(spec.stages)):
         pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
@@ -46,7 +50,7 @@ def _check_data(pl, task: TaskSpec, wired: dict) -> None:
     for p in problems:
         if p.file:
             pl.problems.append(p)
-        else:    # the synthetic task: a problem of the spec itself
+        else:  # the synthetic task: a problem of the spec itself
             pl.problem(tuple(p.field.split(".")), p.message, hint=p.hint)
     for sid in wired:
         pl.spec.stages[sid].check_data(pl, sid, sizes)
@@ -59,6 +63,10 @@ def _order(pl, wired: dict) -> list[str]:
         return list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         cycle = exc.args[1]
-        pl.problem(("stages", cycle[0]), "stages form a cycle: " + " -> ".join(reversed(cycle)), cycle[0],
-                   "a stage cannot read (directly or indirectly) its own output")
+        pl.problem(
+            ("stages", cycle[0]),
+            "stages form a cycle: " + " -> ".join(reversed(cycle)),
+            cycle[0],
+            "a stage cannot read (directly or indirectly) its own output",
+        )
         return []

@@ -9,6 +9,7 @@ the same stage, with the same resolved config and the same upstream: one job, sh
 Names depend only on the values, never on the list's length or order, so adding a value
 to a list adds stages and leaves the existing ones (and their outputs) as they are.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,39 +41,51 @@ def expand(spec: Spec, positions: Positions, file: str, root: Path) -> Plan:
             problems += [dataclasses.replace(p, message=p.message + tag) for p in exc.problems]
         except ValidationError as exc:
             line, col = positions.find(("sweep",))
-            problems += [Problem(e["msg"].removeprefix("Value error, ") + tag, "sweep", file, line, col)
-                         for e in exc.errors()]
+            problems += [
+                Problem(e["msg"].removeprefix("Value error, ") + tag, "sweep", file, line, col) for e in exc.errors()
+            ]
     if problems:
         raise SpecError(_dedupe(problems))
     keys = [k for k in spec.sweep if k != "zip"]
     reach = _reach(keys, plans)
     merged, table, seeds = _merge(spec, keys, reach, points, specs)
     plan = plan_spec(merged, Positions(), file, root)
-    for job in plan.jobs:               # seed is a spec-level value: each variant's stages carry their own
+    for job in plan.jobs:  # seed is a spec-level value: each variant's stages carry their own
         if job.id in seeds:
             own = merged.stages[job.id].seed
             job.config.seed, job.config.spec_seed = (own if own is not None else seeds[job.id]), seeds[job.id]
     pl = Planner(spec, positions, file, root)
-    plan.resolved = resolved_spec(pl, pl.task())    # the lock keeps the sweep block: it rebuilds the same plan
+    plan.resolved = resolved_spec(pl, pl.task())  # the lock keeps the sweep block: it rebuilds the same plan
     uses: dict[str, int] = {}
     for row in table:
         for sid in row["stages"].values():
             uses[sid] = uses.get(sid, 0) + 1
-    plan.sweep = {"keys": keys, "lists": {k: spec.sweep[k] for k in keys}, "zip": spec.sweep.get("zip", []), "variants": table, "seeds": seeds,
-                  "reach": {k: sorted(v) for k, v in reach.items()}, "uses": uses}
+    plan.sweep = {
+        "keys": keys,
+        "lists": {k: spec.sweep[k] for k in keys},
+        "zip": spec.sweep.get("zip", []),
+        "variants": table,
+        "seeds": seeds,
+        "reach": {k: sorted(v) for k, v in reach.items()},
+        "uses": uses,
+    }
     return plan
 
 
 def _reach(keys: list[str], plans: list) -> dict[str, set[str]]:
     """Swept key -> the (base) stage ids whose config it can change, directly or through upstream."""
     parents: dict[str, set] = {}
-    loads: dict[str, set] = {}      # stage -> model ids it loads directly
+    loads: dict[str, set] = {}  # stage -> model ids it loads directly
     for plan in plans:
         for job in plan.jobs:
             if job.config.kind != REPORT:
                 parents.setdefault(job.id, set()).update(job.deps)
-                loads.setdefault(job.id, set()).update(n for r in job.config.models.values() if r.source != "stage"
-                                                       for n in (r.name, r.parent.name if r.parent else r.name))
+                loads.setdefault(job.id, set()).update(
+                    n
+                    for r in job.config.models.values()
+                    if r.source != "stage"
+                    for n in (r.name, r.parent.name if r.parent else r.name)
+                )
     out = {}
     for key in keys:
         path = key_path(key)
@@ -99,15 +112,23 @@ def _merge(spec: Spec, keys: list[str], reach: dict, points: list[dict], specs: 
     seeds: dict[str, int] = {}
     table: list[dict] = []
     for values, sv in zip(points, specs):
-        mids = {m: m + _suffix(values, [k for k in keys if key_path(k)[:2] in _model_keys(sv, m)], names, texts)
-                for m in sv.models}
-        sids = {s: s + _suffix(values, [k for k in keys if s in reach[k]], names, texts)
-                for s, st in sv.stages.items() if st.kind != REPORT}
+        mids = {
+            m: m + _suffix(values, [k for k in keys if key_path(k)[:2] in _model_keys(sv, m)], names, texts)
+            for m in sv.models
+        }
+        sids = {
+            s: s + _suffix(values, [k for k in keys if s in reach[k]], names, texts)
+            for s, st in sv.stages.items()
+            if st.kind != REPORT
+        }
         rename = {**mids, **sids}
         for m, new in mids.items():
-            model = sv.models[m]       # a pruned model keeps layers of this variant's parent
-            _put(models, new, model.model_copy(update={"parent": mids.get(model.parent, model.parent)})
-                 if model.parent else model)
+            model = sv.models[m]  # a pruned model keeps layers of this variant's parent
+            _put(
+                models,
+                new,
+                model.model_copy(update={"parent": mids.get(model.parent, model.parent)}) if model.parent else model,
+            )
         for s, new in sids.items():
             _put(stages, new, _rewire(sv.stages[s], rename))
             seeds[new] = values.get("seed", spec.seed)
@@ -213,6 +234,8 @@ def describe(plan) -> list[str]:
         varies = [k for k in sw["keys"] if base in sw["reach"][k]]
         share = "shared by all variants" if len(jobs) == 1 else f"one per {' x '.join(varies)}"
         used = sorted({sw["uses"][j] for j in jobs})
-        lines.append(f"  {base:<{width}}  {len(jobs)} job{'s' if len(jobs) != 1 else ''}  {share}"
-                     + (f", each used by {'/'.join(map(str, used))} variants" if 1 < len(jobs) < n else ""))
+        lines.append(
+            f"  {base:<{width}}  {len(jobs)} job{'s' if len(jobs) != 1 else ''}  {share}"
+            + (f", each used by {'/'.join(map(str, used))} variants" if 1 < len(jobs) < n else "")
+        )
     return lines

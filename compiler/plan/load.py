@@ -1,4 +1,5 @@
 """Load a spec file: YAML -> validated `Spec`, or one SpecError listing every problem."""
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,7 @@ def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        said = {p.field for p in booleans}     # pydantic's "greater than 0" for `no` would only confuse
+        said = {p.field for p in booleans}  # pydantic's "greater than 0" for `no` would only confuse
         problems += [p for p in explain(errors, data, positions, file) if p.field not in said]
     if problems:
         raise SpecError(problems + _reference_problems(data, errors, positions, file))
@@ -38,6 +39,7 @@ def load_spec_with_positions(path: str | Path) -> tuple[Spec, Positions]:
 
 def _sweep_problems(data, positions: Positions, file: str) -> list[Problem]:
     from ..spec.sweep import sweep_problems
+
     return sweep_problems(data, positions, file) if isinstance(data, dict) else []
 
 
@@ -69,8 +71,9 @@ def _bad_ids(data: dict, positions: Positions, file: str) -> list[Problem]:
                     why, hint = "is a reserved word", "pick another id: Python keywords and Snakemake's names are taken"
                 else:
                     why, hint = "is not a valid id", "use lowercase letters, digits and _, starting with a letter"
-                problems.append(Problem(f"{section[:-1]} id {key!r} {why}", f"{section}.{key}", file, line, col,
-                                        short(key), hint))
+                problems.append(
+                    Problem(f"{section[:-1]} id {key!r} {why}", f"{section}.{key}", file, line, col, short(key), hint)
+                )
     return problems
 
 
@@ -83,8 +86,8 @@ def _reference_problems(data: dict, errors: list, positions: Positions, file: st
     partial = copy.deepcopy(data)
     for err in errors:
         _drop(partial, strip_tags(tuple(err["loc"]), data))
-    partial["name"] = "spec"   # only ids and references matter here
-    broken = set()     # bad ids, entries dropped whole (e.g. an unknown kind), entries that still fail
+    partial["name"] = "spec"  # only ids and references matter here
+    broken = set()  # bad ids, entries dropped whole (e.g. an unknown kind), entries that still fail
     for section in ("models", "stages"):
         if isinstance(data.get(section), dict) and isinstance(partial.get(section), dict):
             broken |= {k for k in data[section] if not _valid_id(k) or k not in partial[section]}
@@ -94,7 +97,7 @@ def _reference_problems(data: dict, errors: list, positions: Positions, file: st
                 partial[section] = {k: v for k, v in partial[section].items() if k not in broken}
         try:
             spec = Spec.model_validate(partial)
-        except ValidationError as exc:                 # e.g. a required field was the bad one
+        except ValidationError as exc:  # e.g. a required field was the bad one
             broken |= {e["loc"][1] for e in exc.errors() if e["loc"][0] in ("models", "stages") and len(e["loc"]) > 1}
             continue
         return check_references(spec, positions, file, frozenset(broken))

@@ -6,6 +6,7 @@ before a job is made, and all problems are reported together. What a stage reads
 writes comes from its class's facts (compiler/spec/stages.py). compiler/plan.py chooses between
 this and a sweep's expansion (compiler/plan/expand.py), which plans each variant here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .checks import check_all
 class Job:
     config: StageConfig
     inputs: dict[str, str]
-    outputs: dict[str, str]          # directories end with "/"
+    outputs: dict[str, str]  # directories end with "/"
     resources: Resources
     log: str
     benchmark: str
@@ -43,11 +44,11 @@ class Job:
 @dataclass
 class Plan:
     spec: Spec
-    jobs: list[Job]                  # in topological order, report last
+    jobs: list[Job]  # in topological order, report last
     run_dir: str
     build_dir: str
-    resolved: Spec                   # paths made absolute: what the lock file records
-    sweep: dict | None = None        # the variants and their stages, when the spec sweeps (compiler/plan/expand.py)
+    resolved: Spec  # paths made absolute: what the lock file records
+    sweep: dict | None = None  # the variants and their stages, when the spec sweeps (compiler/plan/expand.py)
 
     def job(self, stage_id: str) -> Job:
         return next(j for j in self.jobs if j.id == stage_id)
@@ -56,7 +57,7 @@ class Plan:
 class Planner:
     def __init__(self, spec: Spec, positions: Positions, file: str, root: Path, unchecked: frozenset = frozenset()):
         self.spec, self.positions, self.file, self.root = spec, positions, file, root
-        self.unchecked = unchecked   # ids of entries that failed validation: references to them are not judged
+        self.unchecked = unchecked  # ids of entries that failed validation: references to them are not judged
         self.spec_dir = Path(file).resolve().parent if file else root
         self.problems: list[Problem] = []
         self.run_dir = run_dir(spec.name)
@@ -64,10 +65,11 @@ class Planner:
 
     # ------------------------------------------------------------------ problems
     def problem(self, path: tuple, message: str, value=None, hint: str = "") -> None:
-        whole_entry = len(path) == 2 and path[0] in ("models", "stages")   # point at its id
+        whole_entry = len(path) == 2 and path[0] in ("models", "stages")  # point at its id
         line, col = self.positions.key_position(path) if whole_entry else self.positions.find(path)
-        self.problems.append(Problem(message, dotted(path), self.file, line, col,
-                                     None if value is None else short(value), hint))
+        self.problems.append(
+            Problem(message, dotted(path), self.file, line, col, None if value is None else short(value), hint)
+        )
 
     def unknown(self, path: tuple, name: str, choices: list[str], what: str) -> None:
         suggestion = did_you_mean(name, choices)
@@ -85,8 +87,12 @@ class Planner:
             self.unknown(path, name, fitting, "/".join(kinds) + " stage")
             return None
         if stage.kind not in kinds:
-            self.problem(path, f'"{name}" is {article(stage.kind)} stage; this needs {article(" or ".join(kinds))} stage', name,
-                         available(fitting) if fitting else f"add {article(kinds[0])} stage and name it here")
+            self.problem(
+                path,
+                f'"{name}" is {article(stage.kind)} stage; this needs {article(" or ".join(kinds))} stage',
+                name,
+                available(fitting) if fitting else f"add {article(kinds[0])} stage and name it here",
+            )
             return None
         return name
 
@@ -99,12 +105,17 @@ class Planner:
         stage = self.spec.stages.get(name)
         if stage is not None and stage.produces_model:
             base = lineage(self.spec.stages, name)[-1]
-            return ModelRef(name=name, source="stage", path=self.out(name, "model"),
-                            base=base if base in self.spec.models else name)
+            return ModelRef(
+                name=name, source="stage", path=self.out(name, "model"), base=base if base in self.spec.models else name
+            )
         if stage is not None:
             kinds = "/".join(k for k, c in STAGE_CLASSES.items() if c.produces_model)
-            self.problem(path, f'"{name}" is {article(stage.kind)} stage, which produces no model', name,
-                         f"use a model id or {article(kinds)} stage")
+            self.problem(
+                path,
+                f'"{name}" is {article(stage.kind)} stage, which produces no model',
+                name,
+                f"use a model id or {article(kinds)} stage",
+            )
             return None
         choices = list(self.spec.models) + [s for s, v in self.spec.stages.items() if v.produces_model]
         self.unknown(path, name, choices, "model or model-producing stage")
@@ -120,13 +131,32 @@ class Planner:
             parent = self.spec.models.get(m.parent)
             if parent is None or m.parent in self.unchecked or parent.parent is not None or parent.init is not None:
                 return None
-            return ModelRef(name=name, source="pruned", parent=self.declared_ref(m.parent), layers=m.layers,
-                            trust_remote_code=parent.trust_remote_code, base=name)
+            return ModelRef(
+                name=name,
+                source="pruned",
+                parent=self.declared_ref(m.parent),
+                layers=m.layers,
+                trust_remote_code=parent.trust_remote_code,
+                base=name,
+            )
         if m.package is not None:
-            return ModelRef(name=name, source="package", package=m.package, gguf_file=m.gguf_file,
-                            trust_remote_code=m.trust_remote_code, base=name)
-        return ModelRef(name=name, source="path", path=self._model_path(m.path or ""), gguf_file=m.gguf_file,
-                        revision=m.revision, trust_remote_code=m.trust_remote_code, base=name)
+            return ModelRef(
+                name=name,
+                source="package",
+                package=m.package,
+                gguf_file=m.gguf_file,
+                trust_remote_code=m.trust_remote_code,
+                base=name,
+            )
+        return ModelRef(
+            name=name,
+            source="path",
+            path=self._model_path(m.path or ""),
+            gguf_file=m.gguf_file,
+            revision=m.revision,
+            trust_remote_code=m.trust_remote_code,
+            base=name,
+        )
 
     def _model_path(self, value: str) -> str:
         local = self.local_path(value)
@@ -152,8 +182,12 @@ class Planner:
             if src is not None and src.path is not None:
                 local = self.local_path(src.path).resolve()
                 if not local.is_file():
-                    self.problem(("task", split, "path"), f"no such data file: {local}", src.path,
-                                 "paths are relative to the spec's folder")
+                    self.problem(
+                        ("task", split, "path"),
+                        f"no such data file: {local}",
+                        src.path,
+                        "paths are relative to the spec's folder",
+                    )
                 src.path = str(local)
         return task
 
@@ -201,8 +235,10 @@ def plan_spec(spec: Spec, positions: Positions, file: str, root: Path) -> Plan:
 def resolved_spec(pl: Planner, task: TaskSpec) -> Spec:
     """The spec with data and model paths made absolute: the lock holds it, and it rebuilds
     the same workflow from anywhere (`distillc build build/<name>/spec.lock.json`)."""
-    models = {name: m.model_copy(update={"path": pl._model_path(m.path)}) if m.path else m
-              for name, m in pl.spec.models.items()}
+    models = {
+        name: m.model_copy(update={"path": pl._model_path(m.path)}) if m.path else m
+        for name, m in pl.spec.models.items()
+    }
     return pl.spec.model_copy(update={"task": task, "models": models})
 
 
@@ -237,9 +273,19 @@ def _report_job(pl: Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:
     for j in jobs:
         up.setdefault(j.config.kind, []).append(j.id)
     stages = pl.spec.stages
-    job = _make_job(pl, sid, task, {}, inputs, up, stages[sid], roles=report_roles(stages),
-                    lineage={n: lineage(stages, n) for n in [*pl.spec.models, *stages]
-                             if n in pl.spec.models or stages[n].produces_model})
+    job = _make_job(
+        pl,
+        sid,
+        task,
+        {},
+        inputs,
+        up,
+        stages[sid],
+        roles=report_roles(stages),
+        lineage={
+            n: lineage(stages, n) for n in [*pl.spec.models, *stages] if n in pl.spec.models or stages[n].produces_model
+        },
+    )
     job.ancient = (LOCK,)
     return job
 
@@ -247,21 +293,35 @@ def _report_job(pl: Planner, sid: str, task: TaskSpec, jobs: list[Job]) -> Job:
 def _make_job(pl: Planner, sid, task, models, inputs, up, st, **facts) -> Job:
     out_dir = f"{pl.run_dir}/{sid}"
     outputs = {n: f"{out_dir}/{o.file}" for n, o in st.outputs.items()}
-    for path in outputs.values():   # defence in depth: ids are validated, but never trust a path
+    for path in outputs.values():  # defence in depth: ids are validated, but never trust a path
         if ".." in PurePosixPath(path).parts or not path.startswith(pl.run_dir + "/"):
             raise SpecError([Problem("output path escapes the run folder", f"stages.{sid}", pl.file, value=path)])
     config = config_class(st.kind)(
-        spec_name=pl.spec.name, id=sid, kind=st.kind,
-        seed=st.seed if st.seed is not None else pl.spec.seed, spec_seed=pl.spec.seed,
-        run_dir=pl.run_dir, out_dir=out_dir, task=task, models=models,
+        spec_name=pl.spec.name,
+        id=sid,
+        kind=st.kind,
+        seed=st.seed if st.seed is not None else pl.spec.seed,
+        spec_seed=pl.spec.seed,
+        run_dir=pl.run_dir,
+        out_dir=out_dir,
+        task=task,
+        models=models,
         inputs={k: v.rstrip("/") for k, v in inputs.items()},
         outputs={k: v.rstrip("/") for k, v in outputs.items()},
         # Resources stay out of the stage config (a Snakemake input): they reach the rule through
         # resources.json, so changing mem_mb or runtime_min reruns nothing.
-        upstream=up, params=st.model_copy(update={"resources": Resources()}), **facts,
+        upstream=up,
+        params=st.model_copy(update={"resources": Resources()}),
+        **facts,
     )
     defaults = st.default_resources.model_dump()
     given = {k: v for k, v in st.resources.model_dump().items() if v is not None}
-    return Job(config=config, inputs=config.inputs, outputs=outputs, resources=Resources(**{**defaults, **given}),
-               log=f"{pl.run_dir}/logs/{sid}.log", benchmark=f"{pl.run_dir}/benchmarks/{sid}.tsv",
-               deps=sorted({u for ids in up.values() for u in ids}))
+    return Job(
+        config=config,
+        inputs=config.inputs,
+        outputs=outputs,
+        resources=Resources(**{**defaults, **given}),
+        log=f"{pl.run_dir}/logs/{sid}.log",
+        benchmark=f"{pl.run_dir}/benchmarks/{sid}.tsv",
+        deps=sorted({u for ids in up.values() for u in ids}),
+    )

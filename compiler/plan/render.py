@@ -4,6 +4,7 @@ Files are written only when their content changes, so rebuilding an unchanged
 spec touches nothing and Snakemake reruns nothing; a changed field changes one
 stage config, and Snakemake reruns that stage and what depends on it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,11 +24,27 @@ from .planner import Job, Plan
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
 )
-LM_EVAL_ANSWERS = "distillc_answers.py"   # beside each local lm-eval task; its YAML loads it by this name
-LOCKED_PACKAGES = ("distillc", "pydantic", "pyyaml", "jinja2", "snakemake", "snakemake-executor-plugin-slurm",
-                   "torch", "transformers", "trl", "lm-eval", "datasets", "accelerate", "peft", "tokenizers")
+LM_EVAL_ANSWERS = "distillc_answers.py"  # beside each local lm-eval task; its YAML loads it by this name
+LOCKED_PACKAGES = (
+    "distillc",
+    "pydantic",
+    "pyyaml",
+    "jinja2",
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+    "torch",
+    "transformers",
+    "trl",
+    "lm-eval",
+    "datasets",
+    "accelerate",
+    "peft",
+    "tokenizers",
+)
 
 
 def render(plan: Plan, root: Path) -> dict[str, bool]:
@@ -45,21 +62,29 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for job in plan.jobs:
         files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
-        if "lm_eval_task" in job.inputs:     # a stage that declares it reads a local lm-eval task
+        if "lm_eval_task" in job.inputs:  # a stage that declares it reads a local lm-eval task
             task_file = job.inputs["lm_eval_task"].removeprefix(plan.build_dir + "/")
             files[task_file] = _lm_eval_task(plan, job, root)
             # the task's `!function` scoring: imports runtime.lib.answers, the pipeline's own answer code
-            files[str(PurePosixPath(task_file).parent / LM_EVAL_ANSWERS)] = \
-                TEMPLATES.get_template(f"{LM_EVAL_ANSWERS}.j2").render()
+            files[str(PurePosixPath(task_file).parent / LM_EVAL_ANSWERS)] = TEMPLATES.get_template(
+                f"{LM_EVAL_ANSWERS}.j2"
+            ).render()
     files["env.yaml"] = _conda_env()
     priority = _priorities(plan)
-    files[RESOURCES_FILE] = json.dumps({j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs},
-                                         indent=2, sort_keys=True) + "\n"
+    files[RESOURCES_FILE] = (
+        json.dumps(
+            {j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs}, indent=2, sort_keys=True
+        )
+        + "\n"
+    )
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
     # where Snakemake would otherwise skip a missing intermediate file whose consumers are up to date.
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
-        jobs=plan.jobs, build_dir=plan.build_dir, spec_name=plan.spec.name,
-        targets=[p.rstrip("/") for j in plan.jobs for p in j.outputs.values()])
+        jobs=plan.jobs,
+        build_dir=plan.build_dir,
+        spec_name=plan.spec.name,
+        targets=[p.rstrip("/") for j in plan.jobs for p in j.outputs.values()],
+    )
     files[LOCK_FILE] = lock_text(plan)
     # read by the training stages (runtime/lib/tracking.py), but no rule's input: changing it reruns nothing
     files[TRACKING_FILE] = json.dumps(plan.spec.tracking.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
@@ -68,8 +93,9 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
 
 def _stage_yaml(job: Job) -> str:
     data = job.config.model_dump(mode="json", exclude_none=False, exclude={"params": {"resources"}})
-    return "# Resolved stage config, written by distillc. Read with compiler.contract.StageConfig.\n" + \
-        yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
+    return "# Resolved stage config, written by distillc. Read with compiler.contract.StageConfig.\n" + yaml.safe_dump(
+        data, sort_keys=True, allow_unicode=True, width=100
+    )
 
 
 def _conda_env() -> str:
@@ -93,7 +119,11 @@ def _job_resources(job: Job) -> dict:
         if getattr(r, key):
             res[name] = getattr(r, key)
     trains = job.config.params.trains
-    launch = f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m" if trains and (r.gpus or 0) > 1 else "-m"
+    launch = (
+        f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m"
+        if trains and (r.gpus or 0) > 1
+        else "-m"
+    )
     return {"threads": r.cpus, "resources": res, "launch": launch}
 
 
@@ -111,7 +141,7 @@ def _priorities(plan: Plan) -> dict[str, int]:
         for up in job.deps:
             below[up].append(job.id)
     depth: dict[str, int] = {}
-    for job in reversed(plan.jobs):   # topological order: every job after the jobs it reads
+    for job in reversed(plan.jobs):  # topological order: every job after the jobs it reads
         depth[job.id] = 1 + max((depth[d] for d in below[job.id]), default=0)
     return depth
 
@@ -122,10 +152,16 @@ def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:
     assert isinstance(p, EvalStage), "lm-eval tasks are rendered for eval stages"
     data = (root / job.config.out_dir / "questions.jsonl").resolve()
     return TEMPLATES.get_template("lm_eval_task.yaml.j2").render(
-        task=lm_eval_task_name(plan.spec.name, job.id), data_file=str(data), repeats=p.samples,
-        sampled=p.samples > 1 or p.temperature > 0, temperature=p.temperature or 1.0,
-        max_new_tokens=p.max_new_tokens, format=plan.spec.task.format, until=stop_strings(plan.spec.task.format),
-        filters=lm_eval_filters.NAMES)
+        task=lm_eval_task_name(plan.spec.name, job.id),
+        data_file=str(data),
+        repeats=p.samples,
+        sampled=p.samples > 1 or p.temperature > 0,
+        temperature=p.temperature or 1.0,
+        max_new_tokens=p.max_new_tokens,
+        format=plan.spec.task.format,
+        until=stop_strings(plan.spec.task.format),
+        filters=lm_eval_filters.NAMES,
+    )
 
 
 def lock_text(plan: Plan) -> str:
@@ -137,10 +173,10 @@ def lock_text(plan: Plan) -> str:
         "packages": {name: _version(name) for name in LOCKED_PACKAGES},
         "stages": {j.id: j.config.kind for j in plan.jobs},
     }
-    if plan.sweep:    # the report reads the variants, and the expanded stages' wiring, from here
+    if plan.sweep:  # the report reads the variants, and the expanded stages' wiring, from here
         lock["sweep"] = plan.sweep
         lock["expanded"] = plan.spec.model_dump(mode="json")
-    return json.dumps(lock, indent=2) + "\n"   # spec order kept: it fixes the run order
+    return json.dumps(lock, indent=2) + "\n"  # spec order kept: it fixes the run order
 
 
 def _version(name: str) -> str | None:

@@ -4,6 +4,7 @@
 Pure Python (no tokenizers, no torch): the compiler imports it. `prompt_text` writes, for one
 question, what CHAT_TEMPLATE renders with add_generation_prompt; a test holds the two equal.
 """
+
 from __future__ import annotations
 
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
@@ -16,7 +17,7 @@ CHAT_TEMPLATE = (
     "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}"
     "{% endfor %}"
 )
-TEMPLATE_WORDS = f"{QUESTION} {ANSWER} Options: (A) #### "   # words the chat template (and the task) add
+TEMPLATE_WORDS = f"{QUESTION} {ANSWER} Options: (A) #### "  # words the chat template (and the task) add
 
 
 def prompt_text(user: str, system_prompt: str = "") -> str:

@@ -3,6 +3,7 @@
 Not written by users: the planner fills it in (compiler/plan.py) and `python -m runtime.<kind>`
 reads it back through the same classes, so both sides agree on every field.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,11 +27,11 @@ class ModelRef(Strict):
 
     name: str = Field(..., description="The model id or stage id it came from.")
     source: Literal["path", "package", "pruned", "init", "stage"]
-    path: str | None = None        # hub id, local dir, or a stage's output dir
-    package: str | None = None     # an installed package whose folder holds the model (source: package)
-    gguf_file: str | None = None   # a GGUF file inside the folder or hub repo (source: path or package)
+    path: str | None = None  # hub id, local dir, or a stage's output dir
+    package: str | None = None  # an installed package whose folder holds the model (source: package)
+    gguf_file: str | None = None  # a GGUF file inside the folder or hub repo (source: path or package)
     parent: ModelRef | None = None  # the model a pruned one keeps layers of (source: pruned)
-    layers: int | None = None      # how many (source: pruned)
+    layers: int | None = None  # how many (source: pruned)
     init: InitModel | None = None
     revision: str | None = None
     trust_remote_code: bool = False
@@ -44,8 +45,11 @@ class StageConfig(Strict):
     id: str
     kind: str
     seed: int = Field(..., description="This stage's seed (its own `seed`, else the spec's).")
-    spec_seed: int = Field(..., description="The spec's seed: task data and init models derive from it, "
-                                            "so every stage sees the same questions and the same base weights.")
+    spec_seed: int = Field(
+        ...,
+        description="The spec's seed: task data and init models derive from it, "
+        "so every stage sees the same questions and the same base weights.",
+    )
     run_dir: str = Field(..., description="runs/<spec>/ (relative to the workflow root).")
     out_dir: str = Field(..., description="This stage's output folder.")
     task: TaskSpec
@@ -101,8 +105,11 @@ class StageConfig(Strict):
         ref = next((r for r in self.params.refs if r.field == field), None)
         if ref is None:
             raise UndeclaredInput(f"a {self.kind} stage has no reference field {field!r}")
-        passed = {"model"} if ref.to_model else {n for k in ref.kinds for n, o in STAGE_CLASSES[k].outputs.items()
-                                                  if o.passed_on}
+        passed = (
+            {"model"}
+            if ref.to_model
+            else {n for k in ref.kinds for n, o in STAGE_CLASSES[k].outputs.items() if o.passed_on}
+        )
         if output not in passed:
             raise UndeclaredInput(f"a {self.kind} stage's {field!r} passes on no {output!r} (only {sorted(passed)})")
         return input_key(field, output, index)
@@ -111,9 +118,12 @@ class StageConfig(Strict):
 class ReportConfig(StageConfig):
     """The report's config: what the planner knows of the pipeline, so the report never re-derives it."""
 
-    roles: dict[str, str] = Field({}, description="Model or stage name -> report role (compiler.spec.stages.report_roles).")
-    lineage: dict[str, list[str]] = Field({}, description="Model name -> [it, the weights it started from, ..., "
-                                                          "a model id].")
+    roles: dict[str, str] = Field(
+        {}, description="Model or stage name -> report role (compiler.spec.stages.report_roles)."
+    )
+    lineage: dict[str, list[str]] = Field(
+        {}, description="Model name -> [it, the weights it started from, ..., a model id]."
+    )
 
     def stage_file(self, sid: str, output: str) -> str | None:
         """An upstream stage's output (or its BENCHMARK file) as the report reads it; None when absent."""
@@ -126,8 +136,13 @@ class ReportConfig(StageConfig):
 
     def stage_files(self, output: str) -> dict[str, str]:
         """Upstream stage id -> its `output`, for every upstream stage whose kind writes one."""
-        return {sid: self.inputs[key] for kind, ids in self.upstream.items() if output in STAGE_CLASSES[kind].outputs
-                for sid in ids if (key := input_key(sid, output, bare_model=False)) in self.inputs}
+        return {
+            sid: self.inputs[key]
+            for kind, ids in self.upstream.items()
+            if output in STAGE_CLASSES[kind].outputs
+            for sid in ids
+            if (key := input_key(sid, output, bare_model=False)) in self.inputs
+        }
 
     def lock_file(self) -> str | None:
         return self.inputs.get(LOCK)

@@ -9,6 +9,7 @@ kept only the first one.
 The other half needs a tokenizer and a model (the stop token ids) and lives in runtime/lib/decoding.py.
 Pure: no torch, no transformers.
 """
+
 from __future__ import annotations
 
 # Formats whose final answer has a safe end: a gsm8k answer is complete at the end of the line that

@@ -3,6 +3,7 @@
 A spec can hold many mistakes; users should fix them in one pass, so every
 stage of the compiler collects `Problem`s and raises one `SpecError` at the end.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,19 +19,19 @@ class Problem:
     """One thing wrong with a spec, located as precisely as we can."""
 
     message: str
-    field: str = ""          # dotted path, e.g. stages.teacher.temperatures[1]
+    field: str = ""  # dotted path, e.g. stages.teacher.temperatures[1]
     file: str = ""
-    line: int = 0             # 1-based; 0 = unknown
+    line: int = 0  # 1-based; 0 = unknown
     col: int = 0
     value: str | None = None  # the offending value, already shortened
     hint: str = ""
-    data: bool = False        # found in a data file (file:line), not in the spec
+    data: bool = False  # found in a data file (file:line), not in the spec
 
     def format(self) -> str:
         loc = self.file or "<spec>"
         if self.line:
             loc += f":{self.line}" + (f":{self.col}" if self.col else "")
-        message = " ".join(self.message.splitlines())    # one line per problem, whatever a library said
+        message = " ".join(self.message.splitlines())  # one line per problem, whatever a library said
         parts = [f"{loc}: {self.field or '(spec)'}: {message}"]
         if self.value is not None:
             parts.append(f"    got: {self.value}")

@@ -1,5 +1,6 @@
 """pydantic's validation errors -> Problems a user can act on: file:line:col, the field, the bad
 value, a did-you-mean and a hint (the field's own description when nothing better is known)."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,17 @@ def booleans_as_numbers(data: dict, positions: Positions, file: str) -> list[Pro
                 walk(item, path + (key,))
         elif isinstance(value, bool) and wants_number(path, data):
             line, col = positions.find(path)
-            problems.append(Problem("expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
-                                    dotted(path), file, line, col, short(value), _help(path, data)))
+            problems.append(
+                Problem(
+                    "expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
+                    dotted(path),
+                    file,
+                    line,
+                    col,
+                    short(value),
+                    _help(path, data),
+                )
+            )
 
     walk(data, ())
     return problems
@@ -72,8 +82,15 @@ def _problem(err: dict, path: tuple, data: dict, positions: Positions, file: str
         return _bad_kind(path, value, positions, file)
     if err["type"] == "missing":
         line, col = positions.find(path[:-1])
-        return Problem(f"required key is missing: {path[-1]}", dotted(path), file, line, col, None,
-                       _help(path, data) or GENERIC_HINT)
+        return Problem(
+            f"required key is missing: {path[-1]}",
+            dotted(path),
+            file,
+            line,
+            col,
+            None,
+            _help(path, data) or GENERIC_HINT,
+        )
     msg, hint = message(err, path, value, data)
     line, col = positions.find(path)
     return Problem(msg, dotted(path), file, line, col, short(value), hint or GENERIC_HINT)
@@ -102,15 +119,18 @@ def message(err: dict, path: tuple, value, data: dict) -> tuple[str, str]:
     kind, msg, ctx = err["type"], err["msg"].removeprefix("Value error, "), err.get("ctx") or {}
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         if len(path) == 2 and path[0] == "stages":
-            return (f"a stage must be a mapping of keys, not {_what(value)}",
-                    "write it as {kind: ..., <its fields>}, e.g. {kind: eval, model: student}; kinds: "
-                    + ", ".join(sorted(KINDS)))
+            return (
+                f"a stage must be a mapping of keys, not {_what(value)}",
+                "write it as {kind: ..., <its fields>}, e.g. {kind: eval, model: student}; kinds: "
+                + ", ".join(sorted(KINDS)),
+            )
         fields = _fields_at(path, data)
         return f"should be a mapping of keys, not {_what(value)}", available(fields) if fields else _help(path, data)
     if value is None and kind.endswith(("_type", "_parsing")):
         default = _default(path, data)
         return "is empty (null) but needs a value", "give a value" + (
-            f", or delete the line to use the default ({default})" if default is not None else "")
+            f", or delete the line to use the default ({default})" if default is not None else ""
+        )
     if kind == "literal_error":
         allowed = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         suggestion = did_you_mean(str(value), allowed) if allowed else ""
@@ -123,7 +143,7 @@ def message(err: dict, path: tuple, value, data: dict) -> tuple[str, str]:
         return msg, "write the number out: YAML reads 1e9 as text"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return "must not be empty", _help(path, data)
-    if kind == "value_error":      # a model validator: its own hint ("...; hint: ..."), else its class's purpose
+    if kind == "value_error":  # a model validator: its own hint ("...; hint: ..."), else its class's purpose
         msg, _, hint = msg.partition("; hint: ")
         return msg, hint or _doc(_model_at(path, data)) or _help(path, data)
     return msg, _help(path, data)
@@ -185,9 +205,9 @@ def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
 def _as_model(annotation, value) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):   # the stage union
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # the stage union
         kind = value.get("kind") if isinstance(value, dict) else None
-        return STAGE_CLASSES.get(kind) if isinstance(kind, str) else None   # a list is no kind (nor hashable)
+        return STAGE_CLASSES.get(kind) if isinstance(kind, str) else None  # a list is no kind (nor hashable)
     return None
 
 
@@ -224,7 +244,7 @@ def _doc(model: type[BaseModel] | None) -> str:
 
 def _help(path: tuple, data: dict) -> str:
     """The field's own description (help text lives on the schema), else its class's."""
-    while path and isinstance(path[-1], int):    # a list item: the list's field says it
+    while path and isinstance(path[-1], int):  # a list item: the list's field says it
         path = path[:-1]
     field = _field(path, data)
     if field is not None and field.description:

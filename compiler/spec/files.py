@@ -1,4 +1,5 @@
 """Atomic file writes, shared by the compiler's renderer and every runtime stage."""
+
 from __future__ import annotations
 
 import os

@@ -1,12 +1,13 @@
 """The names of the lm-eval filters an eval stage's task defines: one home for the template that
 writes them (compiler/templates/lm_eval_task.yaml.j2), the eval stage that reads its metrics by
 them and the report that shows them. A filter names one way of turning responses into an answer."""
+
 from __future__ import annotations
 
-GREEDY = "greedy"       # one greedy response per question
-SINGLE = "single"       # the first of several sampled responses
-MAJORITY = "majority"   # the vote over all sampled responses (runtime.lib.answers.vote)
-PRIMARY = (GREEDY, SINGLE)   # the filter behind an eval's "accuracy", in order of preference
+GREEDY = "greedy"  # one greedy response per question
+SINGLE = "single"  # the first of several sampled responses
+MAJORITY = "majority"  # the vote over all sampled responses (runtime.lib.answers.vote)
+PRIMARY = (GREEDY, SINGLE)  # the filter behind an eval's "accuracy", in order of preference
 # Each filter has a strict twin, "<filter>_strict" ("greedy_strict"): the same responses read by the strict
 # reading alone (runtime.lib.answers.extract_strict, the first complete "#### N"), as lm-eval's gsm8k scores
 # strict-match beside flexible-extract.

@@ -6,6 +6,7 @@ other stages or models, what it writes, what it asks the scheduler for, whether 
 model, and how the report names its model. The planner, the renderer and the report read these
 facts from the class, so adding a kind is adding a class: no list elsewhere to keep in step.
 """
+
 from __future__ import annotations
 
 import typing
@@ -55,8 +56,8 @@ class Ref:
         return not self.kinds
 
 
-BENCHMARK = "benchmark"   # the report's input of each stage's Snakemake benchmark file: `<stage id>_benchmark`
-LOCK = "lock"             # the report's input of the spec's lock file
+BENCHMARK = "benchmark"  # the report's input of each stage's Snakemake benchmark file: `<stage id>_benchmark`
+LOCK = "lock"  # the report's input of the spec's lock file
 
 
 def input_key(field: str, output: str = "model", index: int | None = None, *, bare_model: bool = True) -> str:
@@ -72,7 +73,7 @@ class Output:
     """A file (trailing "/": a folder) relative to the stage's folder."""
 
     file: str
-    passed_on: bool = False   # an input of every stage that references this one
+    passed_on: bool = False  # an input of every stage that references this one
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ class Role:
 
     name: str
     label: str
-    rank: float                       # later in the pipeline = higher = compared first
-    compared_with: tuple[str, ...] = ()   # roles its highlighted comparisons are against, in order
+    rank: float  # later in the pipeline = higher = compared first
+    compared_with: tuple[str, ...] = ()  # roles its highlighted comparisons are against, in order
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ class Context:
     """What a stage asks of its model's context. The one check "the prompt plus the new tokens fit the
     context" is `check_context`: compiler.data.sizes at validate (init models), runtime.lib.context at start (others)."""
 
-    model_field: str                  # the field (and model role) naming the model
-    split: str | None                 # the split it reads; None: the stage's own `split` field
-    first: str | None                 # the field limiting it to the first N questions
-    new_tokens: str                   # the field giving the longest response
+    model_field: str  # the field (and model role) naming the model
+    split: str | None  # the split it reads; None: the stage's own `split` field
+    first: str | None  # the field limiting it to the first N questions
+    new_tokens: str  # the field giving the longest response
 
 
 @dataclass(frozen=True)
@@ -114,18 +115,18 @@ class StageBase(Strict):
     seed: int | None = Field(None, ge=0, description="Overrides the spec's seed for this stage.")
 
     if typing.TYPE_CHECKING:
-        kind: str                     # each kind's class declares it as a Literal field
+        kind: str  # each kind's class declares it as a Literal field
 
     outputs: ClassVar[dict[str, Output]] = {}
     refs: ClassVar[tuple[Ref, ...]] = ()
     default_resources: ClassVar[Resources] = Resources(gpus=0, cpus=1, mem_mb=4000, runtime_min=60)
-    produces_model: ClassVar[bool] = False     # its `model` output is a causal LM usable as model:/policy:
-    starts_from: ClassVar[str | None] = None   # the field naming the weights it starts from (lineage)
-    trains: ClassVar[bool] = False             # several GPUs: launched with accelerate
+    produces_model: ClassVar[bool] = False  # its `model` output is a causal LM usable as model:/policy:
+    starts_from: ClassVar[str | None] = None  # the field naming the weights it starts from (lineage)
+    trains: ClassVar[bool] = False  # several GPUs: launched with accelerate
     context: ClassVar[Context | None] = None
     curve: ClassVar[Curve | None] = None
-    roles: ClassVar[tuple[Role, ...]] = ()     # the report roles this kind defines
-    made_by: ClassVar[str] = ""                # the model card's "how it was made"
+    roles: ClassVar[tuple[Role, ...]] = ()  # the report roles this kind defines
+    made_by: ClassVar[str] = ""  # the model card's "how it was made"
 
     @classmethod
     def kind_name(cls) -> str:

@@ -4,6 +4,7 @@ Defaults follow the paper (Zhang et al. 2025, arXiv 2502.19557), so a short spec
 paper's pipeline. Each default's description says what it trades. STAGE_CLASSES at the end is
 the one list of kinds: the spec's stage union, the planner, the renderer and the report read it.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
@@ -13,10 +14,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from .rewards import RewardValue
 from .stagekind import ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict
 
-TEACHER, STUDENT = "teacher", "student"   # the roles a pseudo_reward stage gives the models it samples
-STOP_AT_ANSWER_HELP = ("Stop a response at the end of its first complete final answer (gsm8k format: the line of "
-                       "the first '#### N'); what a model writes after it is never read. false: decode to the "
-                       "model's end of turn or the length limit. No effect on multiple_choice tasks.")
+TEACHER, STUDENT = "teacher", "student"  # the roles a pseudo_reward stage gives the models it samples
+STOP_AT_ANSWER_HELP = (
+    "Stop a response at the end of its first complete final answer (gsm8k format: the line of "
+    "the first '#### N'); what a model writes after it is never read. false: decode to the "
+    "model's end of turn or the length limit. No effect on multiple_choice tasks."
+)
 
 
 def _no_test(pl) -> bool:
@@ -30,7 +33,8 @@ class GenerateStage(StageBase):
     model: str = Field(..., description="A model id or an sft/rl stage id.")
     split: Literal["distill", "test"] = Field("distill", description="Which questions to answer.")
     temperatures: list[Annotated[float, Field(ge=0.0, le=5.0)]] = Field(
-        [0.7, 1.0], min_length=1, description="The paper samples at several temperatures for diverse responses.")
+        [0.7, 1.0], min_length=1, description="The paper samples at several temperatures for diverse responses."
+    )
     samples_per_temperature: int = Field(4, ge=1, le=256, description="More samples: surer majority vote, slower.")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest response.")
     stop_at_answer: bool = Field(True, description=STOP_AT_ANSWER_HELP)
@@ -47,14 +51,20 @@ class GenerateStage(StageBase):
     @model_validator(mode="after")
     def _distinct_temperatures(self):
         if len(set(self.temperatures)) != len(self.temperatures):
-            raise ValueError(f"temperatures repeat ({self.temperatures}): a temperature's samples share one seed; "
-                             "raise samples_per_temperature instead")
+            raise ValueError(
+                f"temperatures repeat ({self.temperatures}): a temperature's samples share one seed; "
+                "raise samples_per_temperature instead"
+            )
         return self
 
     def check(self, pl, sid: str) -> None:
-        if self.split == "test" and _no_test(pl):   # test samples: majority-vote accuracy
-            pl.problem(("stages", sid, "split"), "split: test, but the task has no test questions", self.split,
-                       "add task.test, or sample split: distill")
+        if self.split == "test" and _no_test(pl):  # test samples: majority-vote accuracy
+            pl.problem(
+                ("stages", sid, "split"),
+                "split: test, but the task has no test questions",
+                self.split,
+                "add task.test, or sample split: distill",
+            )
 
 
 class LoraConfig(Strict):
@@ -67,8 +77,11 @@ def keep_cut_off_field(what: str):
     """The one `keep_cut_off` option (sft, distill_logits, pseudo_reward): a response that ran to
     max_new_tokens without stopping is a ramble, often with no answer or a repeated one; by default
     the stage leaves such responses out of `what` and records how many it dropped."""
-    return Field(False, description=f"Keep responses cut off at max_new_tokens (generate's `cut_off`) in {what}; "
-                                    "by default they are left out and the number dropped is recorded.")
+    return Field(
+        False,
+        description=f"Keep responses cut off at max_new_tokens (generate's `cut_off`) in {what}; "
+        "by default they are left out and the number dropped is recorded.",
+    )
 
 
 class SftStage(StageBase):
@@ -76,20 +89,27 @@ class SftStage(StageBase):
 
     kind: Literal["sft"]
     model: str = Field(..., description="A model id or a stage id producing a model.")
-    data: str = Field(..., description="'gold' (bootstrap a demo teacher), a pseudo_reward stage "
-                                       "(its majority-agreeing teacher responses) or a generate stage (all responses).")
+    data: str = Field(
+        ...,
+        description="'gold' (bootstrap a demo teacher), a pseudo_reward stage "
+        "(its majority-agreeing teacher responses) or a generate stage (all responses).",
+    )
     epochs: float = Field(3.0, gt=0, description="Passes over the data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     max_time_s: float | None = Field(
-        None, gt=0, description="A guard, not a stop rule: the job FAILS if training runs longer (checkpoints kept "
-                                "for a resume). Training stops only on steps, epochs or dev accuracy, so results "
-                                "never depend on machine load.")
+        None,
+        gt=0,
+        description="A guard, not a stop rule: the job FAILS if training runs longer (checkpoints kept "
+        "for a resume). Training stops only on steps, epochs or dev accuracy, so results "
+        "never depend on machine load.",
+    )
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Tiny models like 1e-3; 7B models 1e-5.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(256, ge=16, description="Truncate examples to this many tokens.")
     stop_at_dev_accuracy: float | None = Field(
-        None, gt=0, le=1, description="Stop when greedy dev accuracy reaches this (bootstrap only: reads gold dev).")
+        None, gt=0, le=1, description="Stop when greedy dev accuracy reaches this (bootstrap only: reads gold dev)."
+    )
     eval_every_steps: int = Field(50, ge=1, description="How often to check dev accuracy.")
     save_every_steps: int = Field(100, ge=1, description="Checkpoint interval (beside the output) for resume.")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
@@ -103,16 +123,20 @@ class SftStage(StageBase):
     trains: ClassVar = True
     curve: ClassVar = Curve("model", "train_log.jsonl")
     # SFT on all samples (the data ablation) sits before majority-filtered SFT
-    roles: ClassVar = (Role("sft", "SFT student", 2, ("teacher", "sft_all", "student")),
-                       Role("sft_all", "SFT student (all teacher samples)", 1.5))
+    roles: ClassVar = (
+        Role("sft", "SFT student", 2, ("teacher", "sft_all", "student")),
+        Role("sft_all", "SFT student (all teacher samples)", 1.5),
+    )
     made_by: ClassVar = "supervised fine-tuning (TRL SFTTrainer, loss on the completion only)"
 
     @field_validator("stop_at_dev_accuracy")
     @classmethod
     def _bootstrap_only(cls, value, info: ValidationInfo):
         if value is not None and info.data.get("data", "gold") != "gold":
-            raise ValueError("stop_at_dev_accuracy reads gold dev answers, so it is only allowed when bootstrapping "
-                             "a teacher (data: gold); hint: remove it: distillation stages never see gold answers")
+            raise ValueError(
+                "stop_at_dev_accuracy reads gold dev answers, so it is only allowed when bootstrapping "
+                "a teacher (data: gold); hint: remove it: distillation stages never see gold answers"
+            )
         return value
 
     def ref_value(self, pl, sid: str, field: str):
@@ -120,8 +144,12 @@ class SftStage(StageBase):
 
     def check(self, pl, sid: str) -> None:
         if self.data == "gold" and not pl.has_gold():
-            pl.problem(("stages", sid, "data"), "data: gold needs a gold corpus in the task", self.data,
-                       "set task.gold, or task.synthetic.gold_size > 0")
+            pl.problem(
+                ("stages", sid, "data"),
+                "data: gold needs a gold corpus in the task",
+                self.data,
+                "set task.gold, or task.synthetic.gold_size > 0",
+            )
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         if self.data == "gold":
@@ -137,17 +165,28 @@ class PseudoRewardStage(StageBase):
     teacher: str = Field(..., description="A generate stage sampling the teacher.")
     students: list[str] = Field([], description="Generate stages sampling the student(s).")
     min_agreement: float = Field(0.5, ge=0, le=1, description="Drop questions whose majority share is below this.")
-    pairs_per_question: int = Field(8, ge=0, description="Cap on preference pairs per question (raise it with "
-                                                         "many student samples: the paper samples 30 a question).")
+    pairs_per_question: int = Field(
+        8,
+        ge=0,
+        description="Cap on preference pairs per question (raise it with "
+        "many student samples: the paper samples 30 a question).",
+    )
     student_pair_share: float = Field(
-        0.5, ge=0, le=1, description="Share of each question's pairs whose chosen response is a student's own "
-                                     "(student+ vs student-: only the answer tells them apart); the rest put a "
-                                     "teacher positive above a student negative. A kind that runs short is filled "
-                                     "by the other.")
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of each question's pairs whose chosen response is a student's own "
+        "(student+ vs student-: only the answer tells them apart); the rest put a "
+        "teacher positive above a student negative. A kind that runs short is filled "
+        "by the other.",
+    )
     keep_cut_off: bool = keep_cut_off_field("the labels and pairs (the vote always counts every teacher answer)")
 
-    outputs: ClassVar = {"labels": Output("labels.jsonl", passed_on=True), "pairs": Output("pairs.jsonl", passed_on=True),
-                         "stats": Output("stats.json")}
+    outputs: ClassVar = {
+        "labels": Output("labels.jsonl", passed_on=True),
+        "pairs": Output("pairs.jsonl", passed_on=True),
+        "stats": Output("stats.json"),
+    }
     refs: ClassVar = (Ref("teacher", ("generate",)), Ref("students", ("generate",)))
     default_resources: ClassVar = Resources(gpus=0, cpus=1, mem_mb=2000, runtime_min=30)
     roles: ClassVar = (Role(STUDENT, "base student", 1), Role(TEACHER, "teacher", 0))
@@ -156,8 +195,12 @@ class PseudoRewardStage(StageBase):
         for name in [self.teacher] + self.students:
             g = pl.spec.stages.get(name)
             if g is not None and g.kind == "generate" and g.split != "distill":
-                pl.problem(("stages", sid), f'"{name}" samples the {g.split} split; pseudo-labels use distill questions',
-                           name, f"set stages.{name}.split: distill")
+                pl.problem(
+                    ("stages", sid),
+                    f'"{name}" samples the {g.split} split; pseudo-labels use distill questions',
+                    name,
+                    f"set stages.{name}.split: distill",
+                )
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         out: dict = {getattr(stages.get(s), "model", None): STUDENT for s in self.students}
@@ -169,19 +212,26 @@ class RewardModelStage(StageBase):
 
     kind: Literal["reward_model"]
     data: str = Field(..., description="A pseudo_reward stage.")
-    model: str | None = Field(None, description="Initial weights: a model id (the base student, the teacher) or a "
-                                                "stage (the SFT student); default: the student the labels were "
-                                                "sampled from.")
+    model: str | None = Field(
+        None,
+        description="Initial weights: a model id (the base student, the teacher) or a "
+        "stage (the SFT student); default: the student the labels were "
+        "sampled from.",
+    )
     loss: Literal["pairwise", "pointwise", "both"] = Field(
-        "both", description="pairwise: Bradley-Terry on pairs; pointwise: binary cross-entropy of the score on "
-                            "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
-                            "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.")
+        "both",
+        description="pairwise: Bradley-Terry on pairs; pointwise: binary cross-entropy of the score on "
+        "every labelled response; both (the paper's): on the pairs, (1 - pointwise_weight) * "
+        "Bradley-Terry + pointwise_weight * cross-entropy of each side on its label.",
+    )
     pointwise_weight: float = Field(0.5, ge=0, le=1, description="loss: both: the cross-entropy term's weight.")
     head: Literal["scalar", "verifier"] = Field(
-        "scalar", description="scalar: a score head on the last hidden state, trained by `loss`; verifier: the LM "
-                              "itself, trained by next-token prediction to answer 'Is the answer correct? Yes or "
-                              "No.' after a response (Yes when it agrees with the pseudo-label), its reward p(Yes) "
-                              "(arXiv 2408.15240; `loss` is not read). RL uses it with algorithm grpo or rloo.")
+        "scalar",
+        description="scalar: a score head on the last hidden state, trained by `loss`; verifier: the LM "
+        "itself, trained by next-token prediction to answer 'Is the answer correct? Yes or "
+        "No.' after a response (Yes when it agrees with the pseudo-label), its reward p(Yes) "
+        "(arXiv 2408.15240; `loss` is not read). RL uses it with algorithm grpo or rloo.",
+    )
     epochs: float = Field(2.0, gt=0, description="Passes over the pairs.")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Per-device batch size.")
@@ -189,44 +239,63 @@ class RewardModelStage(StageBase):
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out slice of pairs for accuracy.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     score: str | None = Field(
-        None, description="A generate stage whose responses this model scores after training (scores.jsonl). "
-                          "Label-free here; sample the student on split: test and the report judges the scores "
-                          "against gold after the fact (within-question AUC, best-of-k).")
+        None,
+        description="A generate stage whose responses this model scores after training (scores.jsonl). "
+        "Label-free here; sample the student on split: test and the report judges the scores "
+        "against gold after the fact (within-question AUC, best-of-k).",
+    )
 
-    outputs: ClassVar = {"model": Output("model/", passed_on=True), "metrics": Output("metrics.json"),
-                         "scores": Output("scores.jsonl")}
+    outputs: ClassVar = {
+        "model": Output("model/", passed_on=True),
+        "metrics": Output("metrics.json"),
+        "scores": Output("scores.jsonl"),
+    }
     refs: ClassVar = (Ref("data", ("pseudo_reward",)), Ref("score", ("generate",)), Ref("model"))
     default_resources: ClassVar = Resources(gpus=0, cpus=1, mem_mb=8000, runtime_min=120)
     starts_from: ClassVar = "model"
     trains: ClassVar = True
     curve: ClassVar = Curve("model", "train_log.jsonl")
-    made_by: ClassVar = ("a reward model (a scalar head, TRL RewardTrainer, or a generative verifier) trained on "
-                         "majority-vote pseudo-labels")
+    made_by: ClassVar = (
+        "a reward model (a scalar head, TRL RewardTrainer, or a generative verifier) trained on "
+        "majority-vote pseudo-labels"
+    )
 
     def check(self, pl, sid: str) -> None:
         """Fields this setting does not read, when the spec sets them (at plan time: a rendered stage
         config writes every field)."""
         if self.head == "verifier" and "loss" in self.model_fields_set:
-            pl.problem(("stages", sid, "loss"), "`loss` is not read with head: verifier (it trains by next-token "
-                       "prediction)", self.loss, "remove `loss`, or set head: scalar")
+            pl.problem(
+                ("stages", sid, "loss"),
+                "`loss` is not read with head: verifier (it trains by next-token prediction)",
+                self.loss,
+                "remove `loss`, or set head: scalar",
+            )
         if "pointwise_weight" in self.model_fields_set and (self.head == "verifier" or self.loss != "both"):
-            pl.problem(("stages", sid, "pointwise_weight"), "`pointwise_weight` is only read with loss: both and "
-                       "head: scalar", self.pointwise_weight, "remove it, or set loss: both")
+            pl.problem(
+                ("stages", sid, "pointwise_weight"),
+                "`pointwise_weight` is only read with loss: both and head: scalar",
+                self.pointwise_weight,
+                "remove it, or set loss: both",
+            )
 
     def ref_value(self, pl, sid: str, field: str):
         if field != "model" or self.model is not None:
             return super().ref_value(pl, sid, field)
-        pr = pl.spec.stages.get(self.data)      # default: the student its labels were sampled from
+        pr = pl.spec.stages.get(self.data)  # default: the student its labels were sampled from
         if pr is None or pr.kind != "pseudo_reward":
             return None
         if not pr.students:
-            pl.problem(("stages", sid), "reward_model needs `model` when its pseudo_reward stage has no students",
-                       None, "set model: to the student's model id")
+            pl.problem(
+                ("stages", sid),
+                "reward_model needs `model` when its pseudo_reward stage has no students",
+                None,
+                "set model: to the student's model id",
+            )
             return None
         return getattr(pl.spec.stages.get(pr.students[0]), "model", None)
 
 
-RewardSource = RewardValue   # compiler/spec/rewards.py: the reward sources' one home
+RewardSource = RewardValue  # compiler/spec/rewards.py: the reward sources' one home
 
 
 class RlStage(StageBase):
@@ -241,16 +310,21 @@ class RlStage(StageBase):
     kind: Literal["rl"]
     policy: str = Field(..., description="The SFT student (a model or sft stage id); also the KL reference.")
     reward: RewardSource = Field(
-        "model", description="model: the learned reward model (the paper's method). majority: 1 if the answer equals "
+        "model",
+        description="model: the learned reward model (the paper's method). majority: 1 if the answer equals "
         "the teacher's majority-vote pseudo-label of the question, else 0 (label-free; needs `votes`; unlabelled "
         "questions are left out). gold: 1 if it equals the GOLD answer: an oracle that reads gold distill answers, "
-        "an upper bound for the ladder, never the method.")
+        "an upper bound for the ladder, never the method.",
+    )
     reward_model: str | None = Field(None, description="A reward_model stage (reward: model).")
-    votes: str | None = Field(None, description="A pseudo_reward stage whose pseudo-labels score answers "
-                                                "(reward: majority).")
+    votes: str | None = Field(
+        None, description="A pseudo_reward stage whose pseudo-labels score answers (reward: majority)."
+    )
     algorithm: Literal["ppo", "grpo", "rloo"] = Field(
-        "ppo", description="ppo as in the paper (needs reward: model: its value model starts from the reward "
-                           "model); grpo/rloo need no value model and take any reward.")
+        "ppo",
+        description="ppo as in the paper (needs reward: model: its value model starts from the reward "
+        "model); grpo/rloo need no value model and take any reward.",
+    )
     kl_coef: float = Field(0.05, ge=0, description="KL penalty to the reference policy: higher stays closer.")
     episodes: int = Field(1024, ge=1, description="Total sampled responses.")
     response_length: int = Field(64, ge=1, description="Longest sampled response.")
@@ -276,45 +350,67 @@ class RlStage(StageBase):
 
     @model_validator(mode="after")
     def _reward_source(self):
-        needs = {"model": "reward_model", "majority": "votes"}.get(self.reward)   # the field each reward reads
+        needs = {"model": "reward_model", "majority": "votes"}.get(self.reward)  # the field each reward reads
         for name in ("reward_model", "votes"):
             what = "a reward_model stage" if name == "reward_model" else "a pseudo_reward stage"
             if name == needs and getattr(self, name) is None:
-                raise ValueError(f"reward: {self.reward} needs `{name}`; hint: set {name}: <{what}>, or choose "
-                                 "another reward (model: a reward_model stage; majority: votes; gold: the oracle)")
+                raise ValueError(
+                    f"reward: {self.reward} needs `{name}`; hint: set {name}: <{what}>, or choose "
+                    "another reward (model: a reward_model stage; majority: votes; gold: the oracle)"
+                )
             if name != needs and getattr(self, name) is not None:
-                raise ValueError(f"`{name}` is only read with reward: {'model' if name == 'reward_model' else 'majority'}"
-                                 f" (this stage has reward: {self.reward}); hint: remove `{name}`, or change reward")
+                raise ValueError(
+                    f"`{name}` is only read with reward: {'model' if name == 'reward_model' else 'majority'}"
+                    f" (this stage has reward: {self.reward}); hint: remove `{name}`, or change reward"
+                )
         if self.algorithm == "ppo" and self.reward != "model":
-            raise ValueError(f"algorithm: ppo needs a reward model (its value model starts from it), not reward: "
-                             f"{self.reward}; hint: set algorithm: rloo or grpo")
+            raise ValueError(
+                f"algorithm: ppo needs a reward model (its value model starts from it), not reward: "
+                f"{self.reward}; hint: set algorithm: rloo or grpo"
+            )
         if self.batch_size % self.mini_batches:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of mini_batches ({self.mini_batches}); "
-                             "hint: change one of them")
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of mini_batches ({self.mini_batches}); "
+                "hint: change one of them"
+            )
         if self.algorithm != "ppo" and self.batch_size % self.num_generations:
-            raise ValueError(f"grpo/rloo sample num_generations ({self.num_generations}) responses per prompt, so "
-                             f"batch_size ({self.batch_size}) must be a multiple of it; hint: change one of them")
+            raise ValueError(
+                f"grpo/rloo sample num_generations ({self.num_generations}) responses per prompt, so "
+                f"batch_size ({self.batch_size}) must be a multiple of it; hint: change one of them"
+            )
         return self
 
     def check(self, pl, sid: str) -> None:
         rm = pl.spec.stages.get(self.reward_model) if self.reward_model else None
         if self.algorithm == "ppo" and getattr(rm, "head", None) == "verifier":
-            pl.problem(("stages", sid, "algorithm"), f'PPO needs a scalar reward model; "{self.reward_model}" has '
-                       "head: verifier", self.algorithm, "set algorithm: grpo or rloo")
+            pl.problem(
+                ("stages", sid, "algorithm"),
+                f'PPO needs a scalar reward model; "{self.reward_model}" has head: verifier',
+                self.algorithm,
+                "set algorithm: grpo or rloo",
+            )
         if self.engine == "vllm" and self.algorithm == "ppo":
-            pl.problem(("stages", sid, "engine"), "engine: vllm needs algorithm grpo or rloo: PPO's rollouts "
-                       "(TRL's PPOTrainer) cannot use vLLM", self.engine, "set algorithm: grpo (or rloo), or engine: hf")
+            pl.problem(
+                ("stages", sid, "engine"),
+                "engine: vllm needs algorithm grpo or rloo: PPO's rollouts (TRL's PPOTrainer) cannot use vLLM",
+                self.engine,
+                "set algorithm: grpo (or rloo), or engine: hf",
+            )
 
     def check_data(self, pl, sid: str, sizes: dict) -> None:
         if "distill" not in sizes:
             return
         n = len(sizes["distill"].lengths)
-        per_q = 1 if self.algorithm == "ppo" else self.num_generations   # grpo/rloo: num_generations per question
+        per_q = 1 if self.algorithm == "ppo" else self.num_generations  # grpo/rloo: num_generations per question
         if self.batch_size > n * per_q:
-            pl.problem(("stages", sid, "batch_size"), f"batch_size {self.batch_size} needs "
-                       f"{-(-self.batch_size // per_q)} questions per rollout, more than the {n} distill "
-                       "questions: a rollout batch cannot be filled", self.batch_size,
-                       f"lower batch_size to {n * per_q} or less, or add distill questions")
+            pl.problem(
+                ("stages", sid, "batch_size"),
+                f"batch_size {self.batch_size} needs "
+                f"{-(-self.batch_size // per_q)} questions per rollout, more than the {n} distill "
+                "questions: a rollout batch cannot be filled",
+                self.batch_size,
+                f"lower batch_size to {n * per_q} or less, or add distill questions",
+            )
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         return {sid: "rl"}
@@ -337,26 +433,54 @@ class DistillLogitsStage(StageBase):
     """
 
     kind: Literal["distill_logits"]
-    teacher: str = Field(..., description="The teacher: a model id or a model-producing stage (e.g. the bootstrapped "
-                                          "teacher). Only its logits are read; it is never trained.")
-    model: str = Field(..., description="The student's starting weights: a model id (from scratch) or an sft stage "
-                                        "(a warm start, as RL starts from SFT).")
-    data: str = Field(..., description="Whose responses to train on: a generate stage (all non-empty responses) or a "
-                                       "pseudo_reward stage (its majority-agreeing teacher responses, as sft). Its "
-                                       "questions are also the prompts the student samples on-policy.")
-    lmbda: float = Field(0.5, ge=0, le=1, description="Share of steps on the student's own samples (on-policy): "
-                                                      "0 trains on teacher responses only (fastest: no sampling); 1 "
-                                                      "only on the student's (it learns from its own mistakes, but "
-                                                      "each such step first generates max_new_tokens tokens).")
-    beta: float = Field(0.0, ge=0, le=1, description="Generalized JSD interpolation: 0 = forward KL(teacher||student) "
-                                                     "(covers all the teacher's mass; learns fastest from scratch), 1 = "
-                                                     "reverse KL (mode-seeking), 0.5 = symmetric JSD (TRL's default; "
-                                                     "with lmbda 0.5 a random-init tiny student learned little).")
-    temperature: float = Field(0.9, gt=0, le=5, description="Sampling temperature of the on-policy responses (the "
-                                                            "loss compares distributions at temperature 1). Lower: "
-                                                            "samples nearer greedy, less exploration.")
-    max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest on-policy response; keep it near the "
-                                                               "teacher's answer length (a longer one costs time).")
+    teacher: str = Field(
+        ...,
+        description="The teacher: a model id or a model-producing stage (e.g. the bootstrapped "
+        "teacher). Only its logits are read; it is never trained.",
+    )
+    model: str = Field(
+        ...,
+        description="The student's starting weights: a model id (from scratch) or an sft stage "
+        "(a warm start, as RL starts from SFT).",
+    )
+    data: str = Field(
+        ...,
+        description="Whose responses to train on: a generate stage (all non-empty responses) or a "
+        "pseudo_reward stage (its majority-agreeing teacher responses, as sft). Its "
+        "questions are also the prompts the student samples on-policy.",
+    )
+    lmbda: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of steps on the student's own samples (on-policy): "
+        "0 trains on teacher responses only (fastest: no sampling); 1 "
+        "only on the student's (it learns from its own mistakes, but "
+        "each such step first generates max_new_tokens tokens).",
+    )
+    beta: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Generalized JSD interpolation: 0 = forward KL(teacher||student) "
+        "(covers all the teacher's mass; learns fastest from scratch), 1 = "
+        "reverse KL (mode-seeking), 0.5 = symmetric JSD (TRL's default; "
+        "with lmbda 0.5 a random-init tiny student learned little).",
+    )
+    temperature: float = Field(
+        0.9,
+        gt=0,
+        le=5,
+        description="Sampling temperature of the on-policy responses (the "
+        "loss compares distributions at temperature 1). Lower: "
+        "samples nearer greedy, less exploration.",
+    )
+    max_new_tokens: int = Field(
+        96,
+        ge=1,
+        le=8192,
+        description="Longest on-policy response; keep it near the teacher's answer length (a longer one costs time).",
+    )
     epochs: float = Field(3.0, gt=0, description="Passes over the data rows.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Tiny models like 1e-3; 7B models 1e-5.")
@@ -375,16 +499,22 @@ class DistillLogitsStage(StageBase):
     context: ClassVar = Context("model", "distill", None, "max_new_tokens")
     curve: ClassVar = Curve("model", "train_log.jsonl")
     roles: ClassVar = (Role("logits", "logit-distilled student (GKD)", 2.5, ("sft", "teacher", "student")),)
-    made_by: ClassVar = ("logit distillation (TRL GKDTrainer): the teacher's next-token distributions on its "
-                         "responses and, with probability lmbda per step, on the student's own samples")
+    made_by: ClassVar = (
+        "logit distillation (TRL GKDTrainer): the teacher's next-token distributions on its "
+        "responses and, with probability lmbda per step, on the student's own samples"
+    )
 
     def check(self, pl, sid: str) -> None:
         names = [lineage(pl.spec.stages, name)[-1] for name in (self.teacher, self.model)]
         why = pl.tokenizer_mismatch(*names) if all(n in pl.spec.models for n in names) else None
         if why:
-            pl.problem(("stages", sid, "teacher"), why, self.teacher,
-                       "pick a student of the teacher's family (or `from:` the teacher), or distil through text "
-                       "(an sft stage)")
+            pl.problem(
+                ("stages", sid, "teacher"),
+                why,
+                self.teacher,
+                "pick a student of the teacher's family (or `from:` the teacher), or distil through text "
+                "(an sft stage)",
+            )
 
     def report_roles(self, sid: str, stages: dict) -> dict[str, str]:
         return {sid: "logits", lineage(stages, sid)[-1]: STUDENT}
@@ -395,8 +525,11 @@ class EvalStage(StageBase):
 
     kind: Literal["eval"]
     model: str = Field(..., description="A model id or a stage id producing a model.")
-    hub_task: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
-                                 description="An lm-eval task by name (e.g. gsm8k) instead of the spec's test split.")
+    hub_task: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+        description="An lm-eval task by name (e.g. gsm8k) instead of the spec's test split.",
+    )
     samples: int = Field(1, ge=1, le=64, description=">1: sample this many per question; reports single and majority.")
     temperature: float = Field(0.0, ge=0, le=5, description="0 = greedy (with samples=1).")
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Longest answer.")
@@ -414,17 +547,22 @@ class EvalStage(StageBase):
     @model_validator(mode="after")
     def _vote_needs_local_task(self):
         if self.hub_task is not None and self.samples > 1:
-            raise ValueError("samples > 1 (majority vote) needs the spec's own test split; "
-                             "remove hub_task or set samples: 1")
+            raise ValueError(
+                "samples > 1 (majority vote) needs the spec's own test split; remove hub_task or set samples: 1"
+            )
         return self
 
     def check(self, pl, sid: str) -> None:
         if self.hub_task is None and _no_test(pl):
-            pl.problem(("stages", sid), "eval scores the task's test questions, but the task has none", None,
-                       "add task.test (questions with answers), or set hub_task")
+            pl.problem(
+                ("stages", sid),
+                "eval scores the task's test questions, but the task has none",
+                None,
+                "add task.test (questions with answers), or set hub_task",
+            )
 
     def sizes_context(self) -> Context | None:
-        return None if self.hub_task else self.context    # a hub task's prompts are not read here
+        return None if self.hub_task else self.context  # a hub task's prompts are not read here
 
     def build_inputs(self, sid: str, spec_name: str, build_dir: str) -> dict[str, str]:
         if self.hub_task is not None:
@@ -448,11 +586,21 @@ class ReportStage(StageBase):
 
 
 # The one list of stage kinds.
-STAGE_CLASSES: dict[str, type[StageBase]] = {c.kind_name(): c for c in (
-    GenerateStage, SftStage, PseudoRewardStage, RewardModelStage, RlStage, DistillLogitsStage, EvalStage,
-    ReportStage)}
+STAGE_CLASSES: dict[str, type[StageBase]] = {
+    c.kind_name(): c
+    for c in (
+        GenerateStage,
+        SftStage,
+        PseudoRewardStage,
+        RewardModelStage,
+        RlStage,
+        DistillLogitsStage,
+        EvalStage,
+        ReportStage,
+    )
+}
 KINDS = tuple(STAGE_CLASSES)
-if TYPE_CHECKING:   # a type checker sees what every stage class has in common
+if TYPE_CHECKING:  # a type checker sees what every stage class has in common
     Stage = StageBase
 else:
     Stage = Annotated[Union[tuple(STAGE_CLASSES.values())], Field(discriminator="kind")]  # noqa: UP007 (from the registry)

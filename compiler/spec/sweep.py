@@ -6,6 +6,7 @@ grid of the lists; `zip: [[key, key], ...]` walks lists of equal length together
 Every value is checked against the field it replaces, on the raw YAML data, so that sweep
 problems are reported with file:line:col together with the rest of the spec's problems.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,7 @@ from .schema import ModelSpec
 from .stages import STAGE_CLASSES
 from .yamlload import Positions, dotted
 
-MAX_VARIANTS = 1000     # a grid this big is a typo (a list pasted twice), not a plan for one machine
+MAX_VARIANTS = 1000  # a grid this big is a typo (a list pasted twice), not a plan for one machine
 KEY_HINT = "a sweep key is `seed`, `<stage id>.<field>` or `models.<model id>.<field>`"
 
 
@@ -42,7 +43,7 @@ def variants(sweep: dict) -> list[dict]:
     groups = [list(g) for g in sweep.get("zip", [])]
     zipped = {k for g in groups for k in g}
     axes = []
-    for k in keys:                    # sweep order: a zip group sits where its first key is
+    for k in keys:  # sweep order: a zip group sits where its first key is
         group = next((g for g in groups if g[0] == k), None)
         if group is not None:
             axes.append([dict(zip(group, vals)) for vals in zip(*(sweep[g] for g in group))])
@@ -67,7 +68,7 @@ def sweep_problems(data: dict, positions: Positions, file: str) -> list[Problem]
     """Every problem of the sweep block, located at its key or list item."""
     sweep = data.get("sweep")
     if not isinstance(sweep, dict) or not sweep:
-        return []        # absent, or not a mapping: the schema says so
+        return []  # absent, or not a mapping: the schema says so
     problems: list[Problem] = []
 
     def problem(path: tuple, message: str, value=None, hint: str = "", key: bool = False) -> None:
@@ -81,7 +82,7 @@ def sweep_problems(data: dict, positions: Positions, file: str) -> list[Problem]
         if not _key_ok(key, data, lambda msg, hint, where=where, name=key: problem(where, msg, name, hint, key=True)):
             continue
         if not isinstance(values, list):
-            continue     # the schema says it should be a list
+            continue  # the schema says it should be a list
         if not values:
             problem(where, "must not be empty", values, "give at least one value, or delete the key")
         else:
@@ -90,8 +91,12 @@ def sweep_problems(data: dict, positions: Positions, file: str) -> list[Problem]
     _zip_problems(sweep, lengths, problem)
     count = _count(sweep)
     if not problems and count > MAX_VARIANTS:
-        problem(("sweep",), f"the sweep makes {count} variants (at most {MAX_VARIANTS})", None,
-                "split it into several specs, or zip lists that belong together")
+        problem(
+            ("sweep",),
+            f"the sweep makes {count} variants (at most {MAX_VARIANTS})",
+            None,
+            "split it into several specs, or zip lists that belong together",
+        )
     return problems
 
 
@@ -116,7 +121,7 @@ def _key_ok(key: str, data: dict, problem) -> bool:
         return False
     cls = STAGE_CLASSES.get(str(stage.get("kind"))) if isinstance(stage, dict) else None
     if cls is None:
-        return False     # the stage itself is broken: its own problem says why
+        return False  # the stage itself is broken: its own problem says why
     if cls.__name__ == "ReportStage":
         problem("the report is shared by every variant: its fields cannot be swept", "set them in the stage itself")
         return False
@@ -146,12 +151,30 @@ def _value_problems(key: str, values: list, data: dict, positions: Positions, fi
         line, col = positions.find(("sweep", key, i))
         where = dotted(("sweep", key, i))
         if values.index(value) != i:
-            problems.append(Problem("this value repeats an earlier one: the two variants would be the same run",
-                                    where, file, line, col, short(value), "delete it"))
+            problems.append(
+                Problem(
+                    "this value repeats an earlier one: the two variants would be the same run",
+                    where,
+                    file,
+                    line,
+                    col,
+                    short(value),
+                    "delete it",
+                )
+            )
             continue
         if isinstance(value, bool) and (path == ("seed",) or wants_number(path, data)):
-            problems.append(Problem("expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
-                                    where, file, line, col, short(value), "write the number"))
+            problems.append(
+                Problem(
+                    "expected a number, but YAML reads yes/no/on/off/true/false as a boolean",
+                    where,
+                    file,
+                    line,
+                    col,
+                    short(value),
+                    "write the number",
+                )
+            )
             continue
         for loc, err in _errors(key, value, data):
             msg, hint = message(err, path[:2] + loc, value, apply(data, {key: value}))
@@ -171,8 +194,11 @@ def _errors(key: str, value, data: dict) -> list[tuple[tuple, Any]]:
         cls.model_validate(node)
     except ValidationError as exc:
         field = path[2:]
-        return [(tuple(e["loc"]), e) for e in exc.errors()
-                if tuple(e["loc"])[:len(field)] == field or (not e["loc"] and e["type"] == "value_error")]
+        return [
+            (tuple(e["loc"]), e)
+            for e in exc.errors()
+            if tuple(e["loc"])[: len(field)] == field or (not e["loc"] and e["type"] == "value_error")
+        ]
     return []
 
 
@@ -182,22 +208,34 @@ def _zip_problems(sweep: dict, lengths: dict, problem) -> None:
     if groups is None:
         return
     if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
-        problem(("sweep", "zip"), "should be a list of key groups, e.g. [[a.learning_rate, b.learning_rate]]",
-                groups, "each group's lists are walked together instead of crossed")
+        problem(
+            ("sweep", "zip"),
+            "should be a list of key groups, e.g. [[a.learning_rate, b.learning_rate]]",
+            groups,
+            "each group's lists are walked together instead of crossed",
+        )
         return
     seen: set = set()
     for gi, group in enumerate(groups):
         for ki, k in enumerate(group):
             if not isinstance(k, str) or k not in sweep or k == "zip":
-                problem(("sweep", "zip", gi, ki), f'"{k}" is not a key of this sweep' + _dym(k, list(sweep)), k,
-                        "zip names keys that the sweep block lists")
+                problem(
+                    ("sweep", "zip", gi, ki),
+                    f'"{k}" is not a key of this sweep' + _dym(k, list(sweep)),
+                    k,
+                    "zip names keys that the sweep block lists",
+                )
             elif k in seen:
                 problem(("sweep", "zip", gi, ki), f'"{k}" is in two zip groups', k, "keep it in one group")
             seen.add(k)
         sizes = {k: lengths[k] for k in group if isinstance(k, str) and k in lengths}
         if len(set(sizes.values())) > 1:
-            problem(("sweep", "zip", gi), "zipped lists must have the same length: "
-                    + ", ".join(f"{k} has {n}" for k, n in sizes.items()), None, "give each list one value per variant")
+            problem(
+                ("sweep", "zip", gi),
+                "zipped lists must have the same length: " + ", ".join(f"{k} has {n}" for k, n in sizes.items()),
+                None,
+                "give each list one value per variant",
+            )
 
 
 def _count(sweep: dict) -> int:
@@ -205,6 +243,9 @@ def _count(sweep: dict) -> int:
     groups: list = sweep["zip"] if isinstance(sweep.get("zip"), list) else []
     zipped = {k for g in groups if isinstance(g, list) for k in g if isinstance(k, str)}
     sizes = [len(v) for k, v in sweep.items() if k != "zip" and k not in zipped and isinstance(v, list)]
-    sizes += [min((len(sweep[k]) for k in g if isinstance(sweep.get(k), list)), default=1)
-              for g in groups if isinstance(g, list)]
+    sizes += [
+        min((len(sweep[k]) for k in g if isinstance(sweep.get(k), list)), default=1)
+        for g in groups
+        if isinstance(g, list)
+    ]
     return math.prod(sizes)

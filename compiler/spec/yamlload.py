@@ -6,6 +6,7 @@ alias expansion bombs, duplicate keys (silently last-wins in PyYAML), and
 non-mapping roots. Positions are kept per path so that pydantic's errors can
 be reported as file:line:col.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,10 +16,10 @@ import yaml
 
 from .errors import Problem, SpecError
 
-MAX_BYTES = 1_000_000      # a spec is a page of text; anything bigger is a mistake
-MAX_NODES = 100_000        # nodes after alias expansion: stops "billion laughs"
+MAX_BYTES = 1_000_000  # a spec is a page of text; anything bigger is a mistake
+MAX_NODES = 100_000  # nodes after alias expansion: stops "billion laughs"
 MAX_ALIASES = 100
-MAX_DEPTH = 32             # a spec nests 5 levels; deeper is an attack on the recursive steps after this
+MAX_DEPTH = 32  # a spec nests 5 levels; deeper is an attack on the recursive steps after this
 # Tags a spec may hold (most only by implicit resolution). Anything else, e.g.
 # !!python/object, is refused by name instead of being silently read as plain data.
 _CORE = "tag:yaml.org,2002:"
@@ -69,13 +70,28 @@ class _Builder:
         self._seen_ids.add(id(node))
         if len(path) > MAX_DEPTH:
             line, col = _mark(node)
-            raise SpecError([Problem(f"the spec nests more than {MAX_DEPTH} levels deep", dotted(path[:3]) + "...",
-                                     self.file, line, col, hint="a spec is a few levels of keys; flatten this")])
+            raise SpecError(
+                [
+                    Problem(
+                        f"the spec nests more than {MAX_DEPTH} levels deep",
+                        dotted(path[:3]) + "...",
+                        self.file,
+                        line,
+                        col,
+                        hint="a spec is a few levels of keys; flatten this",
+                    )
+                ]
+            )
         self.positions.setdefault(path, _mark(node))
         if node.tag not in ALLOWED_TAGS:
-            tag = "!!" + node.tag[len(_CORE):] if node.tag.startswith(_CORE) else node.tag
-            self._problem(node, path, f"the YAML tag {tag} is not allowed",
-                          "a spec holds plain values only: remove the tag", value=tag)
+            tag = "!!" + node.tag[len(_CORE) :] if node.tag.startswith(_CORE) else node.tag
+            self._problem(
+                node,
+                path,
+                f"the YAML tag {tag} is not allowed",
+                "a spec holds plain values only: remove the tag",
+                value=tag,
+            )
             return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -96,8 +112,12 @@ class _Builder:
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 first = self.positions.get(("#key",) + path + (key,), (0, 0))
-                self._problem(key_node, path + (key,), f'duplicate key "{key}" (first defined on line {first[0]})',
-                              "remove one of the two; YAML would silently keep only the last")
+                self._problem(
+                    key_node,
+                    path + (key,),
+                    f'duplicate key "{key}" (first defined on line {first[0]})',
+                    "remove one of the two; YAML would silently keep only the last",
+                )
                 continue
             self.positions[("#key",) + path + (key,)] = _mark(key_node)
             out[key] = self.build(value_node, path + (key,))
@@ -118,7 +138,7 @@ _SCALARS = yaml.SafeLoader("")
 def _scalar(node: yaml.Node) -> Any:
     """Resolve a scalar the way SafeLoader would (ints, floats, bools, null, dates as text)."""
     if node.tag.endswith((":timestamp", ":binary")):
-        return node.value          # keep as text: specs never need dates or bytes
+        return node.value  # keep as text: specs never need dates or bytes
     return _SCALARS.construct_object(node, deep=True)
 
 
@@ -140,40 +160,84 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[dict, Position
         raw = _read_bytes(Path(path), file)
         text = _decode(raw, file)
     if not text.strip():
-        raise SpecError([Problem("the spec is empty", "", file, 1, 1,
-                                 hint="start from specs/tiny.yaml or run `distillc schema`")])
+        raise SpecError(
+            [Problem("the spec is empty", "", file, 1, 1, hint="start from specs/tiny.yaml or run `distillc schema`")]
+        )
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = f"YAML syntax error: {exc.problem or exc.context}"
-        if exc.context and exc.context_mark and exc.problem:   # where the unclosed thing began
+        if exc.context and exc.context_mark and exc.problem:  # where the unclosed thing began
             msg += f" ({exc.context} on line {exc.context_mark.line + 1})"
-        hint = ("indent with spaces: YAML forbids tabs" if "\\t" in msg
-                else "check indentation, colons and quotes near this line")
+        hint = (
+            "indent with spaces: YAML forbids tabs"
+            if "\\t" in msg
+            else "check indentation, colons and quotes near this line"
+        )
         raise SpecError([Problem(msg, "", file, line, col, hint=hint)]) from None
-    except yaml.reader.ReaderError as exc:    # a control character: name it and where it is
+    except yaml.reader.ReaderError as exc:  # a control character: name it and where it is
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - text.rfind("\n", 0, exc.position)
-        raise SpecError([Problem(f"YAML does not allow the character {chr(exc.character)!r} in a file", "", file,
-                                 line, col, hint="delete it (a stray control character from a copy-paste?)")]) from None
+        raise SpecError(
+            [
+                Problem(
+                    f"YAML does not allow the character {chr(exc.character)!r} in a file",
+                    "",
+                    file,
+                    line,
+                    col,
+                    hint="delete it (a stray control character from a copy-paste?)",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(f"YAML error: {exc}", "", file, 1, 1, hint="check the YAML syntax")]) from None
-    except RecursionError:   # PyYAML composes nested collections recursively
-        raise SpecError([Problem(f"the spec nests more than {MAX_DEPTH} levels deep", "", file, 1, 1,
-                                 hint="a spec is a few levels of keys; flatten this")]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError(
+            [
+                Problem(
+                    f"the spec nests more than {MAX_DEPTH} levels deep",
+                    "",
+                    file,
+                    1,
+                    1,
+                    hint="a spec is a few levels of keys; flatten this",
+                )
+            ]
+        ) from None
     if node is None or not isinstance(node, yaml.MappingNode):
         line, col = _mark(node) if node is not None else (1, 1)
         kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "only comments")
-        raise SpecError([Problem(f"the top level of a spec must be a mapping of keys, but this file holds {kind}",
-                                 "", file, line, col, hint="a spec starts with `name: ...`, `task: ...`, `stages: ...`")])
+        raise SpecError(
+            [
+                Problem(
+                    f"the top level of a spec must be a mapping of keys, but this file holds {kind}",
+                    "",
+                    file,
+                    line,
+                    col,
+                    hint="a spec starts with `name: ...`, `task: ...`, `stages: ...`",
+                )
+            ]
+        )
     builder = _Builder(file)
     try:
         data = builder.build(node)
     except _TooBig:
-        raise SpecError([Problem("the spec expands to too many nodes (alias bomb?)", "", file, 1, 1,
-                                 hint=f"at most {MAX_ALIASES} alias uses and {MAX_NODES} nodes are allowed")]) from None
+        raise SpecError(
+            [
+                Problem(
+                    "the spec expands to too many nodes (alias bomb?)",
+                    "",
+                    file,
+                    1,
+                    1,
+                    hint=f"at most {MAX_ALIASES} alias uses and {MAX_NODES} nodes are allowed",
+                )
+            ]
+        ) from None
     if builder.problems:
         raise SpecError(builder.problems)
     return data, builder.positions
@@ -187,23 +251,36 @@ def _read_bytes(path: Path, file: str) -> bytes:
     except FileNotFoundError:
         raise SpecError([Problem("no such file", "", file, hint="check the path")]) from None
     except IsADirectoryError:
-        raise SpecError([Problem("this is a directory, not a spec file", "", file,
-                                 hint="give the spec's .yaml file")]) from None
+        raise SpecError(
+            [Problem("this is a directory, not a spec file", "", file, hint="give the spec's .yaml file")]
+        ) from None
     except OSError as exc:
         raise SpecError([Problem(f"cannot read the file: {exc.strerror}", "", file, hint="check the path")]) from None
     if len(raw) > MAX_BYTES:
-        raise SpecError([Problem(f"the spec is larger than {MAX_BYTES} bytes", "", file, 1, 1,
-                                 hint="a spec is a short text file; put data in jsonl files it points to")])
+        raise SpecError(
+            [
+                Problem(
+                    f"the spec is larger than {MAX_BYTES} bytes",
+                    "",
+                    file,
+                    1,
+                    1,
+                    hint="a spec is a short text file; put data in jsonl files it points to",
+                )
+            ]
+        )
     return raw
 
 
 def _decode(raw: bytes, file: str) -> str:
     if b"\x00" in raw:
-        raise SpecError([Problem("the file is binary, not a YAML text", "", file, 1, 1,
-                                 hint="a spec is a UTF-8 text file")])
+        raise SpecError(
+            [Problem("the file is binary, not a YAML text", "", file, 1, 1, hint="a spec is a UTF-8 text file")]
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError([Problem("the file is not valid UTF-8 text", "", file, line, 1,
-                                 hint="save the spec as UTF-8")]) from None
+        raise SpecError(
+            [Problem("the file is not valid UTF-8 text", "", file, line, 1, hint="save the spec as UTF-8")]
+        ) from None

@@ -9,6 +9,7 @@ rules in one report), and on real GSM8K that miscounts.
 
 Pure Python (no torch, no lm_eval): light stages and lm-eval's loader import it cheaply.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
-INVALID = "[invalid]"   # what lm-eval's filters carry for "no answer" (its metric needs a string)
+INVALID = "[invalid]"  # what lm-eval's filters carry for "no answer" (its metric needs a string)
 
 # "1,000" and "$1,200.50" are one number: thousands groups first, else plain digits.
 _NUMBER = re.compile(r"[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
@@ -53,6 +54,7 @@ class Reading(NamedTuple):
     equation "N + M = R" follows; multiple choice: the letter right after it); else the last number
     (letter A-J) in the whole text (lm-eval's flexible-extract takes the last number).
     """
+
     strict: str | None
     flexible: str | None
 
@@ -71,10 +73,10 @@ def read(text: str | None, fmt: str) -> Reading:
     fmt = "multiple_choice" if fmt == "multiple_choice" else "gsm8k"
     mark = strict_match(text, fmt)
     said = list(_ANSWER_IS[fmt].finditer(text))
-    if said and fmt == "gsm8k":   # N; "The answer is 24 + 24 = 52.": the result
+    if said and fmt == "gsm8k":  # N; "The answer is 24 + 24 = 52.": the result
         result = _RESULT.match(text, said[-1].end(1))
         found = [result.group(1) if result else said[-1].group(1)]
-    else:                         # a letter right after (prose holds stray capitals), else the text's last one
+    else:  # a letter right after (prose holds stray capitals), else the text's last one
         found = [m.group(1) for m in said[-1:]] or (_LETTER if fmt == "multiple_choice" else _NUMBER).findall(text)
     return Reading(normalise(mark.group(1)) if mark else None, normalise(found[-1]) if found else None)
 

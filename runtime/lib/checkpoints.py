@@ -10,6 +10,7 @@ outputs; this survives). Three rules, each in one place:
 - `swap_in`: a new folder replaces an old one by renames, and `current` finds the
   complete one at every instant, even after a kill between the two renames.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,7 @@ def fingerprint(cfg: StageConfig) -> str:
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
     for key in sorted(cfg.inputs):
         path = Path(cfg.inputs[key])
-        for f in (sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]):
+        for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             if f.is_file():
                 st = f.stat()
                 digest.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())

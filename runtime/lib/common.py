@@ -3,6 +3,7 @@
 Kept free of torch at import time so that light stages (pseudo_reward, report)
 start fast; `torch_setup` imports it on demand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,20 @@ from compiler.spec.files import atomic_write_text
 from . import startup, terminal
 from .errors import EXIT_STAGE_FAILED, StageError
 
-_STAGE: dict[str, Any] = {"kind": "?", "id": None, "config": None}   # what run_stage names when a stage fails
+_STAGE: dict[str, Any] = {"kind": "?", "id": None, "config": None}  # what run_stage names when a stage fails
 
 
 def parse_args(argv: list[str] | None, kind: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m runtime.{kind}", description=f"Run one {kind} stage.")
     parser.add_argument("--config", required=True, help="resolved stage config (build/<spec>/stages/<id>.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--progress-fd", type=int, default=None,
-                        help="a file descriptor for short progress lines (the rule passes Snakemake's stderr "
-                             "as 3; the full log goes to stdout/stderr)")
+    parser.add_argument(
+        "--progress-fd",
+        type=int,
+        default=None,
+        help="a file descriptor for short progress lines (the rule passes Snakemake's stderr "
+        "as 3; the full log goes to stdout/stderr)",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,9 +49,11 @@ def load_config(path: str | Path, kind: str) -> StageConfig:
     """Read a stage config through the same schema the compiler wrote it with."""
     try:
         cfg = read_config(yaml.safe_load(Path(path).read_text()))
-    except (yaml.YAMLError, ValueError) as exc:   # pydantic's ValidationError is a ValueError
-        raise DataError(f"{path}: not a stage config this distillc can read ({str(exc).splitlines()[0]}); "
-                        "run `distillc build` again") from None
+    except (yaml.YAMLError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise DataError(
+            f"{path}: not a stage config this distillc can read ({str(exc).splitlines()[0]}); "
+            "run `distillc build` again"
+        ) from None
     if cfg.kind != kind:
         raise StageError(f"{path}: a {cfg.kind} stage config was given to runtime.{kind}")
     return cfg
@@ -66,9 +73,11 @@ def start(argv: list[str] | None, kind: str):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     log(f"{kind} stage {cfg.id!r} (spec {cfg.spec_name}, seed {cfg.seed})")
     stage = cfg.stage()
-    if getattr(stage, "engine", "hf") != "hf":   # the compiler refuses it; a hand-edited config must not get further
-        raise StageError(f"{args.config}: engine: {stage.engine} is not available yet in this version "
-                         "(it waits for a validation run on a GPU); use engine: hf")
+    if getattr(stage, "engine", "hf") != "hf":  # the compiler refuses it; a hand-edited config must not get further
+        raise StageError(
+            f"{args.config}: engine: {stage.engine} is not available yet in this version "
+            "(it waits for a validation run on a GPU); use engine: hf"
+        )
     progress(cfg, 0)
     return cfg, stage, args
 
@@ -121,8 +130,9 @@ def read_json(path: str | Path):
         return json.loads(Path(path).read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise DataError(f"{path}{line}: not valid JSON (a truncated or corrupted file? "
-                        "delete it and run again to rebuild it)") from None
+        raise DataError(
+            f"{path}{line}: not valid JSON (a truncated or corrupted file? delete it and run again to rebuild it)"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- failing
@@ -137,9 +147,9 @@ def run_stage(main) -> None:
         if _STAGE["id"]:
             terminal.finished(_STAGE["id"], time.monotonic() - t0)
     except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):   # argparse has already said why
+        if exc.code is None or isinstance(exc.code, int):  # argparse has already said why
             raise
-        _fail(str(exc.code))   # a library's sys.exit("..."): ours raise StageError
+        _fail(str(exc.code))  # a library's sys.exit("..."): ours raise StageError
     except Exception as exc:
         if os.environ.get("DISTILLC_DEBUG") == "1":
             raise
@@ -148,7 +158,7 @@ def run_stage(main) -> None:
 
 def _fail(message: str) -> None:
     who = f"stage {_STAGE['id']!r}" if _STAGE["id"] else f"stage config {_STAGE['config']}"
-    text = " ".join(message.split())    # one line, whatever the message held
+    text = " ".join(message.split())  # one line, whatever the message held
     print(f"distillc: {who} ({_STAGE['kind']}) failed: {text}", file=sys.stderr, flush=True)
     terminal.say(_STAGE["id"] or _STAGE["kind"], f"FAILED: {text}")
     sys.exit(EXIT_STAGE_FAILED)
@@ -160,8 +170,14 @@ def _describe(exc: Exception) -> str:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
-    frame = next((f for f in reversed(traceback.extract_tb(exc.__traceback__))
-                  if "/runtime/" in f.filename or "/compiler/" in f.filename), None)
+    frame = next(
+        (
+            f
+            for f in reversed(traceback.extract_tb(exc.__traceback__))
+            if "/runtime/" in f.filename or "/compiler/" in f.filename
+        ),
+        None,
+    )
     at = f" (at {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno})" if frame else ""
     return f"{type(exc).__name__}: {exc}{at}; DISTILLC_DEBUG=1 shows the traceback"
 
@@ -213,9 +229,20 @@ def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = 
     """
     now = time.time()
     started = _STARTED.setdefault(cfg.id, now)
-    atomic_write_json(Path(cfg.out_dir) / PROGRESS, {
-        "stage": cfg.id, "kind": cfg.kind, "pid": os.getpid(), "host": socket.gethostname(),
-        "started": round(started, 3), "updated": round(now, 3), "done": done, "total": total, "unit": unit})
+    atomic_write_json(
+        Path(cfg.out_dir) / PROGRESS,
+        {
+            "stage": cfg.id,
+            "kind": cfg.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": round(started, 3),
+            "updated": round(now, 3),
+            "done": done,
+            "total": total,
+            "unit": unit,
+        },
+    )
     if total:
         log(f"progress: {done}/{total} {unit}" + (f", {note}" if note else ""))
         terminal.progress(cfg.id, done, total, unit, note)
@@ -234,8 +261,7 @@ def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
         def report(self, state, force: bool = False) -> None:
             if force or time.monotonic() - self.last >= every_s:
                 self.last = time.monotonic()
-                progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps",
-                         self.note)
+                progress(cfg, state.global_step + offset, (state.max_steps or 0) + offset or None, "steps", self.note)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             # rl: the reward says more than its loss (GRPO/RLOO log `reward`, PPO `objective/scores`)
@@ -245,7 +271,7 @@ def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):
                     return
 
         def on_train_begin(self, args, state, control, **kwargs):
-            startup.settle()   # libraries, models and data are loaded: training is the work
+            startup.settle()  # libraries, models and data are loaded: training is the work
             self.report(state, force=True)
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -11,6 +11,7 @@ its text is cut there. A response that reached the length limit without any stop
 
 Heavy imports stay inside the functions: importing this module costs nothing.
 """
+
 from __future__ import annotations
 
 from compiler.spec.decoding import answer_stop, stop_strings  # noqa: F401  (the pure half; stages import it here)
@@ -29,14 +30,16 @@ def turn_end_id(tok) -> int | None:
     if not getattr(tok, "chat_template", None):
         return None
     try:
-        text = tok.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _MARK}],
-                                       tokenize=False)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _MARK}], tokenize=False
+        )
     except Exception:
         return None
     if _MARK not in text:
         return None
-    special = set(tok.all_special_ids) | {i for i, t in getattr(tok, "added_tokens_decoder", {}).items()
-                                          if getattr(t, "special", False)}
+    special = set(tok.all_special_ids) | {
+        i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)
+    }
     for i in tok(text.split(_MARK, 1)[1], add_special_tokens=False)["input_ids"]:
         if i in special:
             return i

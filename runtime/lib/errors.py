@@ -1,5 +1,6 @@
 """The one error type of a stage failure, apart from everything else so that any runtime module
 (common, tracking, startup, the stages) can raise it without an import cycle."""
+
 from __future__ import annotations
 
 from compiler.spec.errors import DistillcError

@@ -7,6 +7,7 @@ cuts and strips the text as generate does, and records per response whether it w
 (reached max_gen_toks without a stop) and how many tokens it generated. Only `_model_generate`,
 `generate_until` and `tok_batch_encode` are overridden; what lm-eval scores is its own.
 """
+
 from __future__ import annotations
 
 from . import decoding
@@ -23,28 +24,40 @@ def ruled_hflm():
     from lm_eval.models.utils_hf import stop_sequences_criteria
 
     class RuledHFLM(HFLM):
-        answer_format: str | None = None   # set by `apply_rule`: stop at this format's first complete answer
+        answer_format: str | None = None  # set by `apply_rule`: stop at this format's first complete answer
 
         def tok_batch_encode(self, strings, *args, **kwargs):
-            self._contexts = list(strings)   # the batch's prompts, in the rows' order: keys for cut_offs
+            self._contexts = list(strings)  # the batch's prompts, in the rows' order: keys for cut_offs
             return super().tok_batch_encode(strings, *args, **kwargs)
 
         def _model_generate(self, context, max_length, stop, **generation_kwargs):
-            kw = without_zero_temperature(generation_kwargs)   # as HFLM does
+            kw = without_zero_temperature(generation_kwargs)  # as HFLM does
             length = context.shape[1]
             criteria = stop_sequences_criteria(self.tokenizer, stop, length, context.shape[0])
-            answer = (decoding.answer_stop_criterion(self.tokenizer, length, self.answer_format)
-                      if self.answer_format else None)
+            answer = (
+                decoding.answer_stop_criterion(self.tokenizer, length, self.answer_format)
+                if self.answer_format
+                else None
+            )
             if answer is not None:
                 criteria.append(answer)
             stop_ids = decoding.stop_token_ids(self.model, self.tokenizer)
-            with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                enabled=self.mixed_precision_dtype is not None):
-                out = self.model.generate(input_ids=context, max_length=max_length, stopping_criteria=criteria,
-                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop_ids,
-                                          use_cache=True, **kw)
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ):
+                out = self.model.generate(
+                    input_ids=context,
+                    max_length=max_length,
+                    stopping_criteria=criteria,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=stop_ids,
+                    use_cache=True,
+                    **kw,
+                )
             rows = decoding.row_lengths(out[:, length:], stop_ids, answer.at if answer is not None else None)
-            strings = [c for c in criteria if hasattr(c, "done_tracker")]   # lm-eval's until strings
+            strings = [c for c in criteria if hasattr(c, "done_tracker")]  # lm-eval's until strings
             for row, (ctx, (n, cut)) in enumerate(zip(self._contexts, rows)):
                 self.cut_offs.setdefault(ctx, []).append(cut and not any(c.done_tracker[row] for c in strings))
                 self.generated_tokens += n
@@ -52,7 +65,9 @@ def ruled_hflm():
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             fmt = self.answer_format
-            return [decoding.trim(s, fmt or "", fmt is not None) for s in super().generate_until(requests, disable_tqdm)]
+            return [
+                decoding.trim(s, fmt or "", fmt is not None) for s in super().generate_until(requests, disable_tqdm)
+            ]
 
     _CLASS["cls"] = RuledHFLM
     return RuledHFLM
@@ -89,6 +104,9 @@ def response_counts(rows: list[dict], lm) -> dict:
     """Over all responses: how many, the share cut off at max_new_tokens, the share holding no answer."""
     n = sum(len(r["responses"]) for r in rows)
     cut = [c for r in rows for c in r.get("cut_off", [])]
-    return {"responses": n, "cut_off_share": sum(cut) / n if n and len(cut) == n else None,
-            "no_answer_share": sum(a is None for r in rows for a in r["answers"]) / n if n else None,
-            "generated_tokens": getattr(lm, "generated_tokens", None)}
+    return {
+        "responses": n,
+        "cut_off_share": sum(cut) / n if n and len(cut) == n else None,
+        "no_answer_share": sum(a is None for r in rows for a in r["answers"]) / n if n else None,
+        "generated_tokens": getattr(lm, "generated_tokens", None),
+    }

@@ -4,6 +4,7 @@ So `huggingface-cli upload` of runs/<spec>/<stage>/model is a proper hub model:
 base model (or the init config it started from), library, tags, the data it was
 trained on, the metrics this stage measured, and how it was made, with the spec hash.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,15 +47,24 @@ def own_results(cfg: StageConfig, results: dict[str, float | None] | None, datas
     from huggingface_hub import EvalResult
 
     st = cfg.stage()
-    classifier = not st.produces_model            # the reward model: scores, not text
+    classifier = not st.produces_model  # the reward model: scores, not text
     split = "dev" if getattr(st, "data", None) == "gold" else "distill"
-    what = ("held-out pseudo-labelled pairs" if classifier else "dev" if split == "dev"
-            else "rollouts on distill questions")
-    return [EvalResult(task_type="text-classification" if classifier else "text-generation",
-                       dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
-                       dataset_name=f"{cfg.spec_name} {what}", dataset_split=split,
-                       metric_type=metric_type(name), metric_name=name, metric_value=value)
-            for name, value in (results or {}).items() if value is not None]
+    what = (
+        "held-out pseudo-labelled pairs" if classifier else "dev" if split == "dev" else "rollouts on distill questions"
+    )
+    return [
+        EvalResult(
+            task_type="text-classification" if classifier else "text-generation",
+            dataset_type=datasets[0] if datasets else f"distillc/{cfg.spec_name}",
+            dataset_name=f"{cfg.spec_name} {what}",
+            dataset_split=split,
+            metric_type=metric_type(name),
+            metric_name=name,
+            metric_value=value,
+        )
+        for name, value in (results or {}).items()
+        if value is not None
+    ]
 
 
 def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) -> str:
@@ -62,33 +72,54 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     from huggingface_hub import ModelCard, ModelCardData
 
     lock, st = _lock(cfg), cfg.stage()
-    ref = cfg.models[st.starts_from]       # the role holding the starting weights (its kind's fact)
+    ref = cfg.models[st.starts_from]  # the role holding the starting weights (its kind's fact)
     root = lock.get("spec", {}).get("models", {}).get(ref.base, {})
     hub_base = root.get("path") if root.get("path") and not str(root["path"]).startswith("/") else None
     split = "gold" if getattr(st, "data", None) == "gold" else "distill"
     datasets, data_text = data_sources(cfg, split)
-    classifier = not st.produces_model     # a model folder that is no causal LM: the reward model's
+    classifier = not st.produces_model  # a model folder that is no causal LM: the reward model's
     tags = ["distillc", "distillation", cfg.kind] + ([st.algorithm] if hasattr(st, "algorithm") else [])
     evals = own_results(cfg, results, datasets)
     data = ModelCardData(
-        base_model=hub_base, library_name="transformers", tags=tags, datasets=datasets or None,
+        base_model=hub_base,
+        library_name="transformers",
+        tags=tags,
+        datasets=datasets or None,
         pipeline_tag="text-classification" if classifier else "text-generation",
-        model_name=f"{cfg.spec_name}/{cfg.id}", eval_results=evals or None,
-        distillc={"spec": cfg.spec_name, "stage": cfg.id, "kind": cfg.kind, "spec_hash": lock.get("spec_hash"),
-                  "upstream": cfg.upstream, "init": root.get("init") if root.get("init") else None})
+        model_name=f"{cfg.spec_name}/{cfg.id}",
+        eval_results=evals or None,
+        distillc={
+            "spec": cfg.spec_name,
+            "stage": cfg.id,
+            "kind": cfg.kind,
+            "spec_hash": lock.get("spec_hash"),
+            "upstream": cfg.upstream,
+            "init": root.get("init") if root.get("init") else None,
+        },
+    )
     start = f"`{ref.name}`" + (f" (from `{hub_base}`)" if hub_base and ref.name != hub_base else "")
     if root.get("init"):
-        start += f", whose lineage starts from a random-init `{root['init'].get('arch', 'llama')}` model " \
-                 f"built from the spec's `init:` block"
+        start += (
+            f", whose lineage starts from a random-init `{root['init'].get('arch', 'llama')}` model "
+            f"built from the spec's `init:` block"
+        )
     upstream = ", ".join(f"{role}: `{', '.join(ids)}`" for role, ids in sorted(cfg.upstream.items())) or "none"
-    body = [f"# {cfg.spec_name}/{cfg.id}", "",
-            f"Made by distillc stage `{cfg.id}` (kind `{cfg.kind}`) of spec "
-            f"`{cfg.spec_name}`: {st.made_by}.", "",
-            f"- starting weights: {start}", f"- trained on: {data_text}", f"- upstream stages: {upstream}",
-            f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`"]
-    if getattr(st, "reward", None) in REWARD_SOURCES:   # an rl stage: how it was rewarded
+    body = [
+        f"# {cfg.spec_name}/{cfg.id}",
+        "",
+        f"Made by distillc stage `{cfg.id}` (kind `{cfg.kind}`) of spec `{cfg.spec_name}`: {st.made_by}.",
+        "",
+        f"- starting weights: {start}",
+        f"- trained on: {data_text}",
+        f"- upstream stages: {upstream}",
+        f"- seed: {cfg.seed}; spec hash: `{lock.get('spec_hash', 'unknown')}`",
+    ]
+    if getattr(st, "reward", None) in REWARD_SOURCES:  # an rl stage: how it was rewarded
         body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD_SOURCES[st.reward].card}")
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
-    body += ["", "The training log is `train_log.jsonl` in this folder; the run's report (runs/"
-             f"{cfg.spec_name}/report/) compares this model with the others on held-out questions."]
+    body += [
+        "",
+        "The training log is `train_log.jsonl` in this folder; the run's report (runs/"
+        f"{cfg.spec_name}/report/) compares this model with the others on held-out questions.",
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n").content

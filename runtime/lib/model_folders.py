@@ -9,6 +9,7 @@ entry is named by what it is made of (a GGUF file's size and content hash; a par
 the layers kept), never by where a file lies, and written to a temp folder then renamed, under a
 file lock: stages that need it at once build it once, and nothing half-written is ever loaded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ from compiler.spec.contract import ModelRef
 from .errors import StageError
 
 CACHE_ENV = "DISTILLC_CACHE"
-FORMAT = 1   # what a cache entry holds; bump it when that changes, so older entries are not reused
+FORMAT = 1  # what a cache entry holds; bump it when that changes, so older entries are not reused
 
 
 def cache_root() -> Path:
@@ -66,6 +67,7 @@ def gguf_source(ref: ModelRef) -> Path:
             raise StageError(f"model {ref.name!r}: no GGUF file {str(local)!r}")
         return local
     from huggingface_hub import hf_hub_download
+
     return Path(hf_hub_download(ref.path, ref.gguf_file, revision=ref.revision))
 
 
@@ -84,6 +86,7 @@ def file_digest(path: Path) -> str:
             h.update(block)
     memo.parent.mkdir(parents=True, exist_ok=True)
     from .common import atomic_write_text
+
     atomic_write_text(memo, h.hexdigest() + "\n")
     return h.hexdigest()
 
@@ -100,8 +103,9 @@ def identity(ref: ModelRef) -> str:
         listing = [(p.relative_to(base).as_posix(), p.stat().st_size, file_digest(p)) for p in files]
         return "folder:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     from huggingface_hub import hf_hub_download
+
     config = Path(hf_hub_download(ref.path, "config.json", revision=ref.revision))
-    return f"hub:{ref.path}@{config.parent.name}"    # .../snapshots/<commit>/config.json
+    return f"hub:{ref.path}@{config.parent.name}"  # .../snapshots/<commit>/config.json
 
 
 def _skipped(rel: Path) -> bool:
@@ -127,7 +131,7 @@ def build_once(name: str, build) -> Path:
     with FileLock(str(root / f".{name}.lock")):
         if final.is_dir():
             return final
-        for stale in root.glob(f".{name}.tmp*"):   # left by a builder that died: only a lock holder builds
+        for stale in root.glob(f".{name}.tmp*"):  # left by a builder that died: only a lock holder builds
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp"))
         try:
@@ -136,7 +140,7 @@ def build_once(name: str, build) -> Path:
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            if final.is_dir():     # another builder without the lock (a filesystem without locks) won
+            if final.is_dir():  # another builder without the lock (a filesystem without locks) won
                 return final
             raise
     return final
@@ -206,7 +210,7 @@ def _prune(parent_folder: str, layers: int, out: Path, parent: ModelRef) -> None
     prefix = _layer_list(source, depth)
     config = copy.deepcopy(source.config)
     config.num_hidden_layers = layers
-    if isinstance(getattr(config, "layer_types", None), list):   # per-layer attention kinds travel with them
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds travel with them
         config.layer_types = [config.layer_types[i] for i in keep]
     model = AutoModelForCausalLM.from_config(config, dtype=source.dtype, trust_remote_code=parent.trust_remote_code)
     pattern, renumber = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$"), {old: new for new, old in enumerate(keep)}
@@ -234,9 +238,14 @@ def _layer_list(model, depth: int) -> str:
     """The state-dict prefix of the model's decoder layers: its one ModuleList of `depth` blocks."""
     import torch
 
-    found = [name for name, module in model.named_modules()
-             if isinstance(module, torch.nn.ModuleList) and len(module) == depth]
+    found = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == depth
+    ]
     if len(found) != 1:
-        raise StageError(f"cannot tell which of {model.__class__.__name__}'s layer lists are its decoder layers "
-                         f"({found or 'none'} hold {depth}); depth pruning supports one list of decoder layers")
+        raise StageError(
+            f"cannot tell which of {model.__class__.__name__}'s layer lists are its decoder layers "
+            f"({found or 'none'} hold {depth}); depth pruning supports one list of decoder layers"
+        )
     return found[0]

@@ -6,6 +6,7 @@ An `init:` model is rebuilt identically wherever it is needed (seeded weights,
 a word-level tokenizer made deterministically from the task corpus), so stages
 share it without a shared cache. Heavy imports happen inside the functions.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -23,11 +24,13 @@ def _pre_tokenizer():
     from tokenizers import pre_tokenizers
 
     # Metaspace keeps word boundaries for decoding; single digits make arithmetic learnable.
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
-        pre_tokenizers.Punctuation(behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=True),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
 
 
 def build_tokenizer(task: TaskSpec, seed: int):
@@ -65,14 +68,28 @@ def build_model(init: InitModel, vocab_size: int, seed: int):
     ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
     inter = init.intermediate_size or 2 * init.hidden_size
     if init.arch == "llama":
-        config = LlamaConfig(vocab_size=vocab_size, hidden_size=init.hidden_size, intermediate_size=inter,
-                             num_hidden_layers=init.num_layers, num_attention_heads=init.num_heads,
-                             num_key_value_heads=init.num_heads, max_position_embeddings=init.max_length,
-                             tie_word_embeddings=init.tie_embeddings, **ids)
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=init.hidden_size,
+            intermediate_size=inter,
+            num_hidden_layers=init.num_layers,
+            num_attention_heads=init.num_heads,
+            num_key_value_heads=init.num_heads,
+            max_position_embeddings=init.max_length,
+            tie_word_embeddings=init.tie_embeddings,
+            **ids,
+        )
     else:
-        config = GPT2Config(vocab_size=vocab_size, n_embd=init.hidden_size, n_layer=init.num_layers,
-                            n_head=init.num_heads, n_inner=inter, n_positions=init.max_length,
-                            tie_word_embeddings=init.tie_embeddings, **ids)
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=init.hidden_size,
+            n_layer=init.num_layers,
+            n_head=init.num_heads,
+            n_inner=inter,
+            n_positions=init.max_length,
+            tie_word_embeddings=init.tie_embeddings,
+            **ids,
+        )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 
@@ -88,6 +105,7 @@ def load_tokenizer(ref: ModelRef, task: TaskSpec, spec_seed: int, padding_side: 
         tok = build_tokenizer(task, spec_seed)
     else:
         from transformers import AutoTokenizer
+
         where, kw = pretrained(ref)
         tok = AutoTokenizer.from_pretrained(where, **kw)
     if tok.pad_token is None:
@@ -105,6 +123,7 @@ def load_causal_lm(ref: ModelRef, task: TaskSpec, spec_seed: int, dtype=None, pa
             model = model.to(dtype)
     else:
         from transformers import AutoModelForCausalLM
+
         where, kw = pretrained(ref)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw)
     if model.config.pad_token_id is None:
@@ -119,7 +138,8 @@ def load_sequence_classifier(ref: ModelRef, task: TaskSpec, spec_seed: int, dtyp
     tok = load_tokenizer(ref, task, spec_seed, padding_side="right")
     if ref.source == "init":
         import tempfile
-        with tempfile.TemporaryDirectory() as tmp:   # build the LM, reload its body with a scalar head
+
+        with tempfile.TemporaryDirectory() as tmp:  # build the LM, reload its body with a scalar head
             lm, _ = load_causal_lm(ref, task, spec_seed)
             lm.save_pretrained(tmp)
             model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=dtype)

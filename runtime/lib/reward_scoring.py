@@ -2,6 +2,7 @@
 pairs, scores.jsonl), the report and RL use, for either head (a scalar head, or a generative verifier:
 runtime/lib/verifier.py). A library: the stage programs import it; it imports no stage program.
 """
+
 from __future__ import annotations
 
 from .verifier import CONFIG_KEY, is_verifier, p_yes
@@ -20,9 +21,15 @@ def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_len
     out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(conversations), batch_size):
-            texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations[i:i + batch_size]]
-            enc = tok(texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False,
-                      return_tensors="pt").to(model.device)
+            texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations[i : i + batch_size]]
+            enc = tok(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=False,
+                return_tensors="pt",
+            ).to(model.device)
             out += model(**enc).logits[:, 0].float().tolist()
     return out
 
@@ -33,11 +40,14 @@ def verifier_reward(path: str, batch_size: int = 32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    limit = getattr(model.config, CONFIG_KEY)["max_length"]   # as the reward_model stage scored: same cut
+    limit = getattr(model.config, CONFIG_KEY)["max_length"]  # as the reward_model stage scored: same cut
 
-    def verifier(prompts, completions, **kwargs):   # TRL logs a reward under its function's name
-        convs = [(p if isinstance(p, list) else [{"role": "user", "content": p}]) +
-                 (c if isinstance(c, list) else [{"role": "assistant", "content": c}])
-                 for p, c in zip(prompts, completions)]
+    def verifier(prompts, completions, **kwargs):  # TRL logs a reward under its function's name
+        convs = [
+            (p if isinstance(p, list) else [{"role": "user", "content": p}])
+            + (c if isinstance(c, list) else [{"role": "assistant", "content": c}])
+            for p, c in zip(prompts, completions)
+        ]
         return scores(model.to(next(iter(model.parameters())).device), tok, convs, batch_size, limit)
+
     return verifier

@@ -18,6 +18,7 @@ pseudo_reward and report import little and end in a second or two: they never se
 Neither changes what a stage computes: collections only free unreachable objects,
 and a tracker that is off is one no stage reports to.
 """
+
 from __future__ import annotations
 
 import gc
@@ -27,9 +28,9 @@ from compiler.spec.contract import StageConfig
 
 from .tracking import settings
 
-DEFAULT_FULL = gc.get_threshold()[2]   # gc's third threshold: middle-generation collections per full one
-NEVER = 10 ** 9
-MLFLOW_OFF = "DISABLE_MLFLOW_INTEGRATION"   # transformers' switch
+DEFAULT_FULL = gc.get_threshold()[2]  # gc's third threshold: middle-generation collections per full one
+NEVER = 10**9
+MLFLOW_OFF = "DISABLE_MLFLOW_INTEGRATION"  # transformers' switch
 
 
 def begin(cfg: StageConfig) -> None:
@@ -37,7 +38,7 @@ def begin(cfg: StageConfig) -> None:
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
     if settings(cfg).backend == "mlflow":
-        os.environ.pop(MLFLOW_OFF, None)    # the spec asks for MLflow: an inherited switch must not drop it
+        os.environ.pop(MLFLOW_OFF, None)  # the spec asks for MLflow: an inherited switch must not drop it
     else:
         os.environ.setdefault(MLFLOW_OFF, "TRUE")
 
@@ -51,4 +52,3 @@ def settle() -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, DEFAULT_FULL)
-

@@ -6,6 +6,7 @@ Two doors, on purpose:
   eval and the after-the-fact report may call it.
 Pure Python (no torch), so light stages import it cheaply.
 """
+
 from __future__ import annotations
 
 from compiler.data.rows import LETTERS, DataError, in_fraction, iter_jsonl, parse_row, read_rows, user_text  # noqa: F401 (re-exported)
@@ -58,8 +59,10 @@ def gold(task: TaskSpec, split: str, seed: int) -> list[dict]:
     Targets are spelled as runtime.lib.answers spells a response's answer ("7.0" -> "7",
     "1,000" -> "1000"), so that every comparison against gold is like for like.
     """
-    return [dict(row) | ({"target": normalise(row["target"])} if "target" in row else {})
-            for row in _rows(task, split, seed)]
+    return [
+        dict(row) | ({"target": normalise(row["target"])} if "target" in row else {})
+        for row in _rows(task, split, seed)
+    ]
 
 
 def corpus(task: TaskSpec, seed: int) -> list[str]:
@@ -83,7 +86,9 @@ def is_cut_off(row: dict) -> bool:
     return bool(row.get("cut_off", False))
 
 
-def distilled_responses(cfg: StageConfig, kind: str, keep_cut_off: bool = False) -> tuple[list[tuple[list[dict], str]], int]:
+def distilled_responses(
+    cfg: StageConfig, kind: str, keep_cut_off: bool = False
+) -> tuple[list[tuple[list[dict], str]], int]:
     """((chat prompt, response text) pairs a student trains on, number of cut-off responses left out),
     from its stage's declared data input.
 
@@ -105,12 +110,14 @@ def distilled_responses(cfg: StageConfig, kind: str, keep_cut_off: bool = False)
     prompts = {q["id"]: messages(q, cfg.task) for q in questions(cfg.task, "distill", cfg.spec_seed)}
     missing = sorted({r["question_id"] for r in kept} - set(prompts))
     if missing:
-        raise StageError(f"{kind} stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
-                         f"(e.g. {missing[:3]}); {kind} trains only on distill-split samples")
+        raise StageError(
+            f"{kind} stage {cfg.id!r}: {len(missing)} question ids are not distill questions "
+            f"(e.g. {missing[:3]}); {kind} trains only on distill-split samples"
+        )
     return [(prompts[r["question_id"]], r["text"]) for r in kept], len(picked) - len(kept)
 
 
-TRAINING_DATA = "training_data.json"   # in an sft / distill_logits stage's folder, beside model/
+TRAINING_DATA = "training_data.json"  # in an sft / distill_logits stage's folder, beside model/
 
 
 def training_data_record(rows: int, cut_off_dropped: int, keep_cut_off: bool) -> dict:

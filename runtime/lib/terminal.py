@@ -8,13 +8,14 @@ total, or after 30 s with progress in between. The clock only decides what is pr
 never what is computed. Without --progress-fd (a stage run by hand), nothing is printed here:
 stderr is the terminal already.
 """
+
 from __future__ import annotations
 
 import os
 import time
 
-REPORT_EVERY = 10     # lines per stage: one per 10% of its total ...
-QUIET_S = 30.0        # ... or one after 30 s that saw progress
+REPORT_EVERY = 10  # lines per stage: one per 10% of its total ...
+QUIET_S = 30.0  # ... or one after 30 s that saw progress
 _STATE: dict = {"stream": None, "done": None, "at": 0.0, "first": None, "seen": None}
 
 
@@ -39,16 +40,21 @@ def say(stage: str, text: str) -> None:
     if stream is None:
         return
     try:
-        stream.write(f"[{stage}] {text}\n")   # one short write: lines of parallel jobs do not mix
+        stream.write(f"[{stage}] {text}\n")  # one short write: lines of parallel jobs do not mix
         stream.flush()
-    except (OSError, ValueError):             # the terminal went away (a closed pipe): keep working
+    except (OSError, ValueError):  # the terminal went away (a closed pipe): keep working
         _STATE["stream"] = None
 
 
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+        if seconds >= 60
+        else f"{seconds} s"
+    )
 
 
 def due(done: int, total: int, now: float) -> bool:

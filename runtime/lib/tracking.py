@@ -7,6 +7,7 @@ otherwise) or W&B, with one run per stage named <spec>/<stage>. The settings
 come from build/<spec>/tracking.json, which no rule reads as an input: turning
 tracking on or off reruns nothing.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,17 +36,23 @@ def tracking_args(cfg: StageConfig) -> dict:
     report_to = (["tensorboard"] if t.tensorboard else []) + ([t.backend] if t.backend != "none" else [])
     missing = [PACKAGES[name] for name in report_to if importlib.util.find_spec(PACKAGES[name]) is None]
     if missing:
-        raise StageError(f"tracking: {', '.join(missing)} is not installed; `pip install {' '.join(missing)}`, "
-                         "or turn it off in the spec's `tracking:` block")
+        raise StageError(
+            f"tracking: {', '.join(missing)} is not installed; `pip install {' '.join(missing)}`, "
+            "or turn it off in the spec's `tracking:` block"
+        )
     if t.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.out_dir).resolve() / "tensorboard")
     if t.backend == "mlflow":
         uri = t.uri or (Path(cfg.run_dir).resolve() / "mlruns").as_uri()
-        if uri.startswith("file:"):   # MLflow 3 keeps its file store working, but only when asked for
+        if uri.startswith("file:"):  # MLflow 3 keeps its file store working, but only when asked for
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=t.experiment or cfg.spec_name,
-                          MLFLOW_TAGS=json.dumps({"distillc.spec": cfg.spec_name, "distillc.stage": cfg.id,
-                                                  "distillc.kind": cfg.kind}))
+        os.environ.update(
+            MLFLOW_TRACKING_URI=uri,
+            MLFLOW_EXPERIMENT_NAME=t.experiment or cfg.spec_name,
+            MLFLOW_TAGS=json.dumps(
+                {"distillc.spec": cfg.spec_name, "distillc.stage": cfg.id, "distillc.kind": cfg.kind}
+            ),
+        )
     elif t.backend == "wandb":
         os.environ.setdefault("WANDB_PROJECT", t.experiment or cfg.spec_name)
     return {"report_to": report_to or "none", "run_name": f"{cfg.spec_name}/{cfg.id}"}

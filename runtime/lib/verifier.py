@@ -11,6 +11,7 @@ The verdict token ids and the question live in the saved model's config.json
 (`distillc_verifier`, with the stage's max_length), so whoever loads the folder (the RL stage, the report's
 scores) knows it is a verifier and how to ask it.
 """
+
 from __future__ import annotations
 
 from .common import StageError
@@ -56,8 +57,10 @@ def prepare(model, tok, max_length: int) -> None:
         model.resize_token_embeddings(len(tok))
         ids = verdict_ids(tok)
     if ids is None:
-        raise StageError("head: verifier: this tokenizer's chat template does not put 'Yes' and 'No' as one "
-                         "distinct token each right after the verifier's question; use head: scalar")
+        raise StageError(
+            "head: verifier: this tokenizer's chat template does not put 'Yes' and 'No' as one "
+            "distinct token each right after the verifier's question; use head: scalar"
+        )
     setattr(model.config, CONFIG_KEY, {"question": QUESTION, "yes": ids[0], "no": ids[1], "max_length": max_length})
 
 
@@ -72,7 +75,7 @@ def training_rows(labels: list[dict], prompts: dict, tok, max_length: int) -> li
     rows = []
     for r in labels:
         head = prefix_ids(tok, prompts[r["question_id"]] + [{"role": "assistant", "content": r["text"]}])
-        head = head[-(max_length - 1):]
+        head = head[-(max_length - 1) :]
         verdict = yes if r["label"] == 1 else no
         rows.append({"input_ids": head + [verdict], "labels": [-100] * len(head) + [verdict]})
     return rows
@@ -90,9 +93,13 @@ def trainer(model, tok, rows: list[dict], args: dict):
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    return Trainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(rows),
-                   data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
-                   args=TrainingArguments(**args))
+    return Trainer(
+        model=model,
+        processing_class=tok,
+        train_dataset=Dataset.from_list(rows),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        args=TrainingArguments(**args),
+    )
 
 
 def p_yes(model, tok, conversations: list[list[dict]], batch_size: int, max_length: int) -> list[float]:
@@ -106,11 +113,11 @@ def p_yes(model, tok, conversations: list[list[dict]], batch_size: int, max_leng
     out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(conversations), batch_size):
-            heads = [prefix_ids(tok, c)[-max_length:] for c in conversations[i:i + batch_size]]
+            heads = [prefix_ids(tok, c)[-max_length:] for c in conversations[i : i + batch_size]]
             width = max(map(len, heads))
             ids = torch.tensor([[pad] * (width - len(h)) + h for h in heads], device=model.device)
             mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=model.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)   # as in training: the first real token at 0
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as in training: the first real token at 0
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
             out += torch.sigmoid(logits[:, cfg["yes"]] - logits[:, cfg["no"]]).tolist()
     return out

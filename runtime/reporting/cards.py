@@ -8,6 +8,7 @@ folder's card with one model-index result per eval of that model (accuracy on th
 split, and majority-vote accuracy where the eval samples several answers) and a table.
 Upload the folder, then this card over its README.md (README: "Model cards").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,24 +28,38 @@ def eval_results(cfg: ReportConfig, rows: list[dict], lock: dict) -> list:
     datasets, _ = data_sources(cfg, "test")
     out = []
     for row in rows:
-        local = not (stages.get(row["stage"]) or {}).get("hub_task")   # else an lm-eval task from the hub
+        local = not (stages.get(row["stage"]) or {}).get("hub_task")  # else an lm-eval task from the hub
         dataset = (datasets[0] if datasets else f"distillc/{cfg.spec_name}") if local else row["task"]
-        common = dict(task_type="text-generation", dataset_type=dataset, dataset_split="test",
-                      dataset_name=f"{cfg.spec_name} test" if local else row["task"], metric_type="accuracy")
+        common = dict(
+            task_type="text-generation",
+            dataset_type=dataset,
+            dataset_split="test",
+            dataset_name=f"{cfg.spec_name} test" if local else row["task"],
+            metric_type="accuracy",
+        )
         out.append(EvalResult(metric_name=f"accuracy ({row['stage']})", metric_value=row["accuracy"], **common))
         if row.get("majority") is not None:
-            out.append(EvalResult(metric_name=f"majority-vote accuracy ({row['stage']})",
-                                  metric_value=row["majority"], **common))
+            out.append(
+                EvalResult(
+                    metric_name=f"majority-vote accuracy ({row['stage']})", metric_value=row["majority"], **common
+                )
+            )
     return out
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["", "## Evaluation in this run", "",
-             "| eval stage | model | accuracy % | 95% CI | n |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "## Evaluation in this run",
+        "",
+        "| eval stage | model | accuracy % | 95% CI | n |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         lo, hi = r["ci95"]
-        lines.append(f"| {r['stage']} | {r['label']} | {100 * r['accuracy']:.1f} | "
-                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | {r['n']} |")
+        lines.append(
+            f"| {r['stage']} | {r['label']} | {100 * r['accuracy']:.1f} | [{100 * lo:.1f}, {100 * hi:.1f}] | {r['n']} |"
+        )
     return lines + ["", "Held-out test questions, scored by lm-eval; the run's report.html has paired comparisons."]
 
 

@@ -11,6 +11,7 @@ Pure Python; every number comes from the stages' own files:
 - pseudo_reward: stats.json ("cut_off": {"dropped", "keep_cut_off"});
 - sft, distill_logits: task.TRAINING_DATA beside model/ ("rows", "cut_off_dropped", "keep_cut_off").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,13 +41,27 @@ def responses(cfg: ReportConfig, up: dict) -> list[dict]:
         st = _json(_beside(cfg.stage_file(g, "responses"), "generate_stats.json")) or {}
         n = st.get("responses")
         if n is not None and "cut_off" in st and "no_answer" in st:
-            out.append({"stage": g, "kind": "generate", "responses": n,
-                        "cut_off": st["cut_off"] / n if n else None, "no_answer": st["no_answer"] / n if n else None})
+            out.append(
+                {
+                    "stage": g,
+                    "kind": "generate",
+                    "responses": n,
+                    "cut_off": st["cut_off"] / n if n else None,
+                    "no_answer": st["no_answer"] / n if n else None,
+                }
+            )
     for e in up.get("eval", []):
         m = _json(cfg.stage_file(e, "metrics")) or {}
         if "responses" in m and "cut_off_share" in m and "no_answer_share" in m:
-            out.append({"stage": e, "kind": "eval", "responses": m["responses"],
-                        "cut_off": m["cut_off_share"], "no_answer": m["no_answer_share"]})
+            out.append(
+                {
+                    "stage": e,
+                    "kind": "eval",
+                    "responses": m["responses"],
+                    "cut_off": m["cut_off_share"],
+                    "no_answer": m["no_answer_share"],
+                }
+            )
     return out
 
 
@@ -56,13 +71,22 @@ def left_out(cfg: ReportConfig, up: dict) -> list[dict]:
     for p in up.get("pseudo_reward", []):
         cut = (_json(cfg.stage_file(p, "stats")) or {}).get("cut_off")
         if cut is not None:
-            out.append({"stage": p, "kind": "pseudo_reward", "dropped": cut["dropped"], "keep_cut_off": cut["keep_cut_off"]})
+            out.append(
+                {"stage": p, "kind": "pseudo_reward", "dropped": cut["dropped"], "keep_cut_off": cut["keep_cut_off"]}
+            )
     for kind in ("sft", "distill_logits"):
         for s in up.get(kind, []):
-            rec = _json(_beside(cfg.stage_file(s, "model"), TRAINING_DATA))   # absent for data: gold
+            rec = _json(_beside(cfg.stage_file(s, "model"), TRAINING_DATA))  # absent for data: gold
             if rec is not None:
-                out.append({"stage": s, "kind": kind, "dropped": rec["cut_off_dropped"], "rows": rec["rows"],
-                            "keep_cut_off": rec["keep_cut_off"]})
+                out.append(
+                    {
+                        "stage": s,
+                        "kind": kind,
+                        "dropped": rec["cut_off_dropped"],
+                        "rows": rec["rows"],
+                        "keep_cut_off": rec["keep_cut_off"],
+                    }
+                )
     return out
 
 
@@ -76,15 +100,37 @@ def page_section(s: dict) -> dict:
     c = s.get("cut_off") or {}
     tables = []
     if c.get("responses"):
-        tables.append(table(["stage", "kind", "responses", "cut off %", "no answer %"],
-                            [[r["stage"], r["kind"], r["responses"], pct(r["cut_off"]), pct(r["no_answer"])]
-                             for r in c["responses"]]))
+        tables.append(
+            table(
+                ["stage", "kind", "responses", "cut off %", "no answer %"],
+                [
+                    [r["stage"], r["kind"], r["responses"], pct(r["cut_off"]), pct(r["no_answer"])]
+                    for r in c["responses"]
+                ],
+            )
+        )
     if c.get("left_out"):
-        tables.append(table(["stage", "kind", "cut-off responses left out", "kept by keep_cut_off"],
-                            [[r["stage"], r["kind"], "none (kept)" if r["keep_cut_off"] else r["dropped"],
-                              "yes" if r["keep_cut_off"] else "no"] for r in c["left_out"]]))
-    notes = ["Cut off: the response ran to max_new_tokens without an end-of-turn token. No answer: the reader "
-             "(runtime.lib.answers) finds no final answer in it. Training data (SFT, logit distillation) and pseudo-label "
-             "pairs leave cut-off responses out unless the stage sets keep_cut_off: true."]
-    return section("Cut-off and unanswered responses", notes if tables else
-                   ["not run: no stage of this run counted cut-off responses (runs older than these counts)"], tables)
+        tables.append(
+            table(
+                ["stage", "kind", "cut-off responses left out", "kept by keep_cut_off"],
+                [
+                    [
+                        r["stage"],
+                        r["kind"],
+                        "none (kept)" if r["keep_cut_off"] else r["dropped"],
+                        "yes" if r["keep_cut_off"] else "no",
+                    ]
+                    for r in c["left_out"]
+                ],
+            )
+        )
+    notes = [
+        "Cut off: the response ran to max_new_tokens without an end-of-turn token. No answer: the reader "
+        "(runtime.lib.answers) finds no final answer in it. Training data (SFT, logit distillation) and pseudo-label "
+        "pairs leave cut-off responses out unless the stage sets keep_cut_off: true."
+    ]
+    return section(
+        "Cut-off and unanswered responses",
+        notes if tables else ["not run: no stage of this run counted cut-off responses (runs older than these counts)"],
+        tables,
+    )

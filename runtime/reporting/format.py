@@ -1,5 +1,6 @@
 """The report's formatting helpers, shared by its sections (report_page, report_seeds): how a number,
 an interval, a table, a section and a plot are written. One home, so no section imports another's."""
+
 from __future__ import annotations
 
 import base64
@@ -8,7 +9,7 @@ import io
 from compiler.spec.stagekind import Curve
 from compiler.spec.stages import STAGE_CLASSES, all_roles
 
-NAMES = {name: role.label for name, role in all_roles().items()}   # role -> its name in the report
+NAMES = {name: role.label for name, role in all_roles().items()}  # role -> its name in the report
 CURVES: dict[str, Curve] = {kind: cls.curve for kind, cls in STAGE_CLASSES.items() if cls.curve is not None}
 
 
@@ -33,16 +34,24 @@ def num(x, digits: int = 3) -> str:
 
 
 def table(headers: list[str], rows: list[list], highlight: list[bool] | None = None) -> dict:
-    return {"headers": headers, "rows": [[str(c) for c in r] for r in rows],
-            "highlight": highlight or [False] * len(rows)}
+    return {
+        "headers": headers,
+        "rows": [[str(c) for c in r] for r in rows],
+        "highlight": highlight or [False] * len(rows),
+    }
 
 
 def section(title: str, notes=(), tables=(), plots=(), env: bool = False) -> dict:
-    return {"title": title, "notes": list(notes), "tables": [t for t in tables if t["rows"]], "plots": list(plots),
-            "env": env}
+    return {
+        "title": title,
+        "notes": list(notes),
+        "tables": [t for t in tables if t["rows"]],
+        "plots": list(plots),
+        "env": env,
+    }
 
 
 def png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})   # no version stamp: stable bytes
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})  # no version stamp: stable bytes
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

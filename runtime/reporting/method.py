@@ -6,13 +6,14 @@ words can never disagree with the tables. Gold answers are read here, after the
 fact, as for pseudo-label precision; no stage upstream of eval saw them (except
 an rl stage with `reward: gold`, which the spec names as the oracle).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
 
 from compiler.spec.rewards import LADDER, REWARD_SOURCES
 
-ALPHA = 0.05   # a difference is called real when McNemar p < ALPHA (and its bootstrap CI excludes 0)
+ALPHA = 0.05  # a difference is called real when McNemar p < ALPHA (and its bootstrap CI excludes 0)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -69,10 +70,17 @@ def rm_vs_gold(scores: list[dict], gold: dict[str, str], same) -> dict | None:
         mean.append(sum(ok) / len(ok))
         any_ok.append(any(ok))
     n = len(by_q)
-    return {"questions": n, "samples": len(scores), "mixed_questions": int(mixed), "auc_pairs": int(pairs),
-            "within_question_auc": wins / pairs if pairs else None, "best_of_k": sum(best) / n,
-            "mean_sample": sum(mean) / n, "pass_at_k": sum(any_ok) / n,
-            "k": round(sum(len(r) for r in by_q.values()) / n, 2)}
+    return {
+        "questions": n,
+        "samples": len(scores),
+        "mixed_questions": int(mixed),
+        "auc_pairs": int(pairs),
+        "within_question_auc": wins / pairs if pairs else None,
+        "best_of_k": sum(best) / n,
+        "mean_sample": sum(mean) / n,
+        "pass_at_k": sum(any_ok) / n,
+        "k": round(sum(len(r) for r in by_q.values()) / n, 2),
+    }
 
 
 def rm_not_learned(name: str, m: dict) -> str | None:
@@ -91,15 +99,22 @@ def rm_not_learned(name: str, m: dict) -> str | None:
         why.append(f"its training loss ended at {loss:.3f}, barely below ln 2 = 0.693 (chance)")
     acc, n = m.get("eval_accuracy"), m.get("eval_pairs") or 0
     if acc is not None and n and abs(acc - 0.5) <= 1.96 * math.sqrt(0.25 / n):
-        why.append(f"its held-out pairwise accuracy {100 * acc:.1f}% on {n} pairs is within noise of 50% "
-                   f"(+-{196 * math.sqrt(0.25 / n):.1f} points)")
+        why.append(
+            f"its held-out pairwise accuracy {100 * acc:.1f}% on {n} pairs is within noise of 50% "
+            f"(+-{196 * math.sqrt(0.25 / n):.1f} points)"
+        )
     if not why:
         return None
     kind = m.get("loss_type")
-    tries = ([] if kind in ("both", "verifier") else ["loss: both"]) + ["more epochs", "another initial model"] + \
-        ([] if kind == "verifier" else ["head: verifier"])
-    return (f"Warning: reward model {name} has not learned: " + "; ".join(why) + ". Its scores are close to "
-            f"noise, and RL against it optimises noise (try {', '.join(tries[:-1])} or {tries[-1]}).")
+    tries = (
+        ([] if kind in ("both", "verifier") else ["loss: both"])
+        + ["more epochs", "another initial model"]
+        + ([] if kind == "verifier" else ["head: verifier"])
+    )
+    return (
+        f"Warning: reward model {name} has not learned: " + "; ".join(why) + ". Its scores are close to "
+        f"noise, and RL against it optimises noise (try {', '.join(tries[:-1])} or {tries[-1]})."
+    )
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -117,12 +132,17 @@ def sentence(c: dict) -> str:
     """'RL student (...) vs SFT student: +2.1 points, 95% CI [0.4, 3.8], p = 0.02, n = 500: A is better.'"""
     lo, hi = c["ci95"]
     p = c["p_mcnemar"]
-    head = (f"{c['label']}: {100 * c['diff']:+.1f} points, 95% CI [{100 * lo:.1f}, {100 * hi:.1f}], "
-            f"McNemar p = {p:.2g}, n = {c['n']}")
+    head = (
+        f"{c['label']}: {100 * c['diff']:+.1f} points, 95% CI [{100 * lo:.1f}, {100 * hi:.1f}], "
+        f"McNemar p = {p:.2g}, n = {c['n']}"
+    )
     v = verdict(c)
     first = c["label"].split(" vs ")[0]
-    return head + (f": the {first} is {v}." if v != "no detectable difference" else
-                   ": no detectable difference (the CI includes 0 or p >= 0.05).")
+    return head + (
+        f": the {first} is {v}."
+        if v != "no detectable difference"
+        else ": no detectable difference (the CI includes 0 or p >= 0.05)."
+    )
 
 
 def ladder(comparisons: list[dict], spec: dict) -> dict:
@@ -137,8 +157,14 @@ def ladder(comparisons: list[dict], spec: dict) -> dict:
         if c.get("highlight") and c["a_role"] == "rl" and c["b_role"] == "sft":
             reward = reward_of(spec, c["a_model"])
             if reward and reward not in rungs:
-                rungs[reward] = {"stage": c["a"], "diff": c["diff"], "ci95": c["ci95"], "p": c["p_mcnemar"],
-                                 "n": c["n"], "verdict": verdict(c)}
+                rungs[reward] = {
+                    "stage": c["a"],
+                    "diff": c["diff"],
+                    "ci95": c["ci95"],
+                    "p": c["p_mcnemar"],
+                    "n": c["n"],
+                    "verdict": verdict(c),
+                }
     return {"rungs": rungs, "finding": finding(rungs)}
 
 
@@ -149,21 +175,34 @@ def finding(rungs: dict) -> str | None:
     order = [k for k in LADDER if k in rungs]
     helps = {k: rungs[k]["verdict"] == "better" for k in order}
     failing = next((k for k in order if not helps[k]), None)
-    passed = order[:order.index(failing)] if failing else order
+    passed = order[: order.index(failing)] if failing else order
     if failing is None:
-        return ("RL with the learned reward model beats SFT: distilled rewards help, as the paper claims."
-                if "model" in helps else "Every rung that ran beats SFT; the learned reward model's rung did not run.")
+        return (
+            "RL with the learned reward model beats SFT: distilled rewards help, as the paper claims."
+            if "model" in helps
+            else "Every rung that ran beats SFT; the learned reward model's rung did not run."
+        )
     if failing == "gold":
-        return ("RL does not beat SFT even with the gold (oracle) reward: at this setting the limit is RL itself, "
-                "not the pseudo-labels or the reward model.")
+        return (
+            "RL does not beat SFT even with the gold (oracle) reward: at this setting the limit is RL itself, "
+            "not the pseudo-labels or the reward model."
+        )
     if failing == "majority":
-        return ("RL gains with the gold reward but not with the majority-vote pseudo-labels: the gain is lost in "
-                "the labels." if passed else "RL with the majority-vote reward does not beat SFT (no gold rung ran "
-                "to tell whether RL itself is the limit).")
+        return (
+            "RL gains with the gold reward but not with the majority-vote pseudo-labels: the gain is lost in "
+            "the labels."
+            if passed
+            else "RL with the majority-vote reward does not beat SFT (no gold rung ran "
+            "to tell whether RL itself is the limit)."
+        )
     if "majority" in passed:
-        return ("RL gains with the majority-vote pseudo-labels but not with the learned reward model: the gain is "
-                "lost in reward-model training.")
+        return (
+            "RL gains with the majority-vote pseudo-labels but not with the learned reward model: the gain is "
+            "lost in reward-model training."
+        )
     if passed:
-        return ("RL gains with the gold reward but not with the learned reward model (no majority rung ran to "
-                "tell the labels from reward-model training).")
-    return ("RL with the learned reward model does not beat SFT; no gold or majority rung ran to locate the loss.")
+        return (
+            "RL gains with the gold reward but not with the learned reward model (no majority rung ran to "
+            "tell the labels from reward-model training)."
+        )
+    return "RL with the learned reward model does not beat SFT; no gold or majority rung ran to locate the loss."

@@ -5,6 +5,7 @@ print them: the Markdown can never disagree with the HTML. Plots (matplotlib,
 Agg, PNG metadata stripped so identical data give identical bytes) go only into
 the HTML, inline as base64, so the page needs no other file and no network.
 """
+
 from __future__ import annotations
 
 from compiler.spec.rewards import LADDER, REWARD_SOURCES
@@ -21,116 +22,284 @@ CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
     """The page, in order; sections with env=True come last, after ENV_MARKER."""
-    return [accuracy(s), cut_off(s), *sweep_section(s), paired(s, bootstrap_samples), in_words(s), voting(s), pseudo_labels(s),
-            reward_models(s), training(s), examples(s), provenance(s), resources(s), environment(s)]
+    return [
+        accuracy(s),
+        cut_off(s),
+        *sweep_section(s),
+        paired(s, bootstrap_samples),
+        in_words(s),
+        voting(s),
+        pseudo_labels(s),
+        reward_models(s),
+        training(s),
+        examples(s),
+        provenance(s),
+        resources(s),
+        environment(s),
+    ]
 
 
 def accuracy(s: dict) -> dict:
     # strict-match beside the accuracy only where it differs somewhere (as lm-eval's gsm8k shows both)
     strict = any(a.get("strict") is not None and a["strict"] != a["accuracy"] for a in s["accuracy"])
-    rows = [[a["model"], a["stage"], a.get("label") or NAMES.get(a["role"], a["role"])] + (
-        [a.get("task") or "", a["n"], pct(a["accuracy"]), ci(a["ci95"]), pct(a["majority"])]
-        + ([pct(a.get("strict"))] if strict else [])
-        if a["status"] == "ok" else ["not run"] * (6 if strict else 5)) for a in s["accuracy"]]
+    rows = [
+        [a["model"], a["stage"], a.get("label") or NAMES.get(a["role"], a["role"])]
+        + (
+            [a.get("task") or "", a["n"], pct(a["accuracy"]), ci(a["ci95"]), pct(a["majority"])]
+            + ([pct(a.get("strict"))] if strict else [])
+            if a["status"] == "ok"
+            else ["not run"] * (6 if strict else 5)
+        )
+        for a in s["accuracy"]
+    ]
     notes = [CI_NOTE + " Accuracy in %; majority vote where the eval samples several answers per question."]
     if strict:
-        notes.append("Accuracy reads each response's first complete \"#### N\", else its flexible answer (\"the "
-                     "answer is N\", else the last number); strict-match counts the \"#### N\" alone "
-                     "(lm-eval's gsm8k strict-match and flexible-extract).")
+        notes.append(
+            "Accuracy reads each response's first complete \"#### N\", else its flexible answer (\"the "
+            "answer is N\", else the last number); strict-match counts the \"#### N\" alone "
+            "(lm-eval's gsm8k strict-match and flexible-extract)."
+        )
     headers = ["model", "stage", "role", "task", "n", "accuracy %", "95% CI", "majority-vote %"]
-    return section("Accuracy", notes if rows else ["not run: the spec has no eval stage"],
-                   [table(headers + (["strict-match %"] if strict else []), rows)] if rows else [], ["accuracy"])
+    return section(
+        "Accuracy",
+        notes if rows else ["not run: the spec has no eval stage"],
+        [table(headers + (["strict-match %"] if strict else []), rows)] if rows else [],
+        ["accuracy"],
+    )
 
 
 def paired(s: dict, samples: int) -> dict:
     cs = s["comparisons"]
-    rows = [[c["label"], f"{c['a']} vs {c['b']}", c["n"], pct(c["acc_a"]), pct(c["acc_b"]), signed(c["diff"]),
-             ci(c["ci95"]), c["a_only"], c["b_only"], pvalue(c["p_mcnemar"])] for c in cs]
-    notes = ["Every pair of evals with shared questions, joined by question id on the first (greedy) answer; "
-             "the method's key pairs (RL vs SFT, RL vs teacher, SFT vs teacher, SFT vs its base student) "
-             f"are highlighted. Difference = A - B in points; 95% CI: paired bootstrap ({samples} resamples "
-             "of questions, fixed seed); p: exact two-sided McNemar test on the discordant questions."]
+    rows = [
+        [
+            c["label"],
+            f"{c['a']} vs {c['b']}",
+            c["n"],
+            pct(c["acc_a"]),
+            pct(c["acc_b"]),
+            signed(c["diff"]),
+            ci(c["ci95"]),
+            c["a_only"],
+            c["b_only"],
+            pvalue(c["p_mcnemar"]),
+        ]
+        for c in cs
+    ]
+    notes = [
+        "Every pair of evals with shared questions, joined by question id on the first (greedy) answer; "
+        "the method's key pairs (RL vs SFT, RL vs teacher, SFT vs teacher, SFT vs its base student) "
+        f"are highlighted. Difference = A - B in points; 95% CI: paired bootstrap ({samples} resamples "
+        "of questions, fixed seed); p: exact two-sided McNemar test on the discordant questions."
+    ]
     if not cs:
         notes = ["not run: fewer than two evals with per-question samples (hub-task evals have none)"]
-    return section("Paired comparisons", notes, [table(
-        ["comparison", "A vs B", "shared n", "A %", "B %", "A - B", "95% CI", "only A right", "only B right",
-         "McNemar p"], rows, [c["highlight"] for c in cs])] if cs else [])
+    return section(
+        "Paired comparisons",
+        notes,
+        [
+            table(
+                [
+                    "comparison",
+                    "A vs B",
+                    "shared n",
+                    "A %",
+                    "B %",
+                    "A - B",
+                    "95% CI",
+                    "only A right",
+                    "only B right",
+                    "McNemar p",
+                ],
+                rows,
+                [c["highlight"] for c in cs],
+            )
+        ]
+        if cs
+        else [],
+    )
 
 
 def in_words(s: dict) -> dict:
     """One sentence per highlighted comparison, and the RL reward ladder's verdict."""
     notes = list(s.get("sentences") or [])
     lad = s.get("ladder") or {}
-    rows = [[REWARD_SOURCES[k].ladder_row, r["stage"], r["n"], signed(r["diff"]), ci(r["ci95"]), pvalue(r["p"]), r["verdict"]]
-            for k in LADDER if (r := (lad.get("rungs") or {}).get(k))]
+    rows = [
+        [
+            REWARD_SOURCES[k].ladder_row,
+            r["stage"],
+            r["n"],
+            signed(r["diff"]),
+            ci(r["ci95"]),
+            pvalue(r["p"]),
+            r["verdict"],
+        ]
+        for k in LADDER
+        if (r := (lad.get("rungs") or {}).get(k))
+    ]
     if lad.get("finding"):
         notes.append("Reward ladder: " + lad["finding"])
     if "gold" in (lad.get("rungs") or {}):
-        notes.append("The gold rung is an ORACLE: its rl stage read gold distill answers. It bounds what RL can "
-                     "do here; it is not the method.")
-    return section("What the comparisons say", notes or ["not run: no key comparison (need evals of the models)"],
-                   [table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p",
-                           "verdict"], rows)] if rows else [])
+        notes.append(
+            "The gold rung is an ORACLE: its rl stage read gold distill answers. It bounds what RL can "
+            "do here; it is not the method."
+        )
+    return section(
+        "What the comparisons say",
+        notes or ["not run: no key comparison (need evals of the models)"],
+        [table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p", "verdict"], rows)]
+        if rows
+        else [],
+    )
 
 
 def voting(s: dict) -> dict:
     v, tables = s["voting"], []
     if v["evals"]:
-        tables.append(table(["stage", "model", "n", "single sample %", "majority vote %"],
-                            [[e["stage"], e["model"], e["n"], pct(e["single"]), pct(e["majority"])]
-                             for e in v["evals"]]))
+        tables.append(
+            table(
+                ["stage", "model", "n", "single sample %", "majority vote %"],
+                [[e["stage"], e["model"], e["n"], pct(e["single"]), pct(e["majority"])] for e in v["evals"]],
+            )
+        )
     if v["distill"]:
-        tables.append(table(["teacher samples (distill split)", "questions", "samples", "single sample %",
-                             "majority vote %", "pass@k %"],
-                            [[g, d["questions"], d["samples"], pct(d["single"]), pct(d["majority"]),
-                              pct(d["pass_at_k"])]
-                             for g, d in v["distill"].items()]))
-    notes = ["Sampled evals report the first sample and the majority over all samples; on the distill split, "
-             "the teacher's responses are judged against gold here, after the fact (majority ties: smallest answer)."]
-    return section("Single sample vs majority vote", notes if tables else ["not run: no sampled eval and no "
-                   "teacher samples with gold answers"], tables)
+        tables.append(
+            table(
+                [
+                    "teacher samples (distill split)",
+                    "questions",
+                    "samples",
+                    "single sample %",
+                    "majority vote %",
+                    "pass@k %",
+                ],
+                [
+                    [g, d["questions"], d["samples"], pct(d["single"]), pct(d["majority"]), pct(d["pass_at_k"])]
+                    for g, d in v["distill"].items()
+                ],
+            )
+        )
+    notes = [
+        "Sampled evals report the first sample and the majority over all samples; on the distill split, "
+        "the teacher's responses are judged against gold here, after the fact (majority ties: smallest answer)."
+    ]
+    return section(
+        "Single sample vs majority vote",
+        notes if tables else ["not run: no sampled eval and no teacher samples with gold answers"],
+        tables,
+    )
 
 
 def pseudo_labels(s: dict) -> dict:
     ps = s["pseudo_labels"]
     if not ps:
         return section("Pseudo-label quality", ["not run: the spec has no pseudo_reward stage"])
-    head = [[p, "not run"] + ["n/a"] * 4 if q["status"] != "ok" else
-            [p, q["kept"], q["total"] if q["total"] is not None else "n/a", pct(q["coverage"]), pct(q.get("precision")),
-             pct(q["mean_agreement"])] for p, q in ps.items()]
-    roles = [[p, r, b["responses"], pct(b["positive_rate"]), pct(b["positive_precision"]), pct(b["positive_recall"])]
-             for p, q in ps.items() for r, b in q.get("by_role", {}).items()]
-    notes = ["Judged against gold distill answers after the fact (no earlier stage read them). Coverage = kept / "
-             "questions the teacher answered; precision = pseudo-label equals gold; positive precision/recall: "
-             "labels 1 among gold-correct responses of kept questions."]
+    head = [
+        [p, "not run"] + ["n/a"] * 4
+        if q["status"] != "ok"
+        else [
+            p,
+            q["kept"],
+            q["total"] if q["total"] is not None else "n/a",
+            pct(q["coverage"]),
+            pct(q.get("precision")),
+            pct(q["mean_agreement"]),
+        ]
+        for p, q in ps.items()
+    ]
+    roles = [
+        [p, r, b["responses"], pct(b["positive_rate"]), pct(b["positive_precision"]), pct(b["positive_recall"])]
+        for p, q in ps.items()
+        for r, b in q.get("by_role", {}).items()
+    ]
+    notes = [
+        "Judged against gold distill answers after the fact (no earlier stage read them). Coverage = kept / "
+        "questions the teacher answered; precision = pseudo-label equals gold; positive precision/recall: "
+        "labels 1 among gold-correct responses of kept questions."
+    ]
     if any(q.get("gold") is False for q in ps.values()):
         notes.append("Gold answers for the distill split are not available locally: precision and recall not computed.")
-    return section("Pseudo-label quality", notes, [
-        table(["stage", "kept", "total", "coverage %", "precision %", "mean agreement %"], head),
-        table(["stage", "responses of", "n", "label 1 %", "positive precision %", "positive recall %"], roles)])
+    return section(
+        "Pseudo-label quality",
+        notes,
+        [
+            table(["stage", "kept", "total", "coverage %", "precision %", "mean agreement %"], head),
+            table(["stage", "responses of", "n", "label 1 %", "positive precision %", "positive recall %"], roles),
+        ],
+    )
 
 
 def reward_models(s: dict) -> dict:
-    rows = [[r, "not run", "n/a", "n/a", "n/a", "n/a"] if m is None else
-            [r, pct(m.get("eval_accuracy")), m.get("eval_pairs", "n/a"), m.get("train_pairs", "n/a"),
-             _kind(m, "student>student", "accuracy"), _kind(m, "teacher>student", "share")]
-            for r, m in s["reward_models"].items()]
-    gold = [[r, g["scored"], g["questions"], g["k"], num(g["within_question_auc"]), g["auc_pairs"], pct(g["best_of_k"]),
-             pct(g["mean_sample"]), pct(g["pass_at_k"])]
-            for r, g in (s.get("reward_vs_gold") or {}).items() if g and "questions" in g]
-    notes = ["Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher. "
-             "Teacher-vs-student pairs can be told apart by style alone; student-vs-student pairs only by the answer "
-             "(both label-free checks)."]
+    rows = [
+        [r, "not run", "n/a", "n/a", "n/a", "n/a"]
+        if m is None
+        else [
+            r,
+            pct(m.get("eval_accuracy")),
+            m.get("eval_pairs", "n/a"),
+            m.get("train_pairs", "n/a"),
+            _kind(m, "student>student", "accuracy"),
+            _kind(m, "teacher>student", "share"),
+        ]
+        for r, m in s["reward_models"].items()
+    ]
+    gold = [
+        [
+            r,
+            g["scored"],
+            g["questions"],
+            g["k"],
+            num(g["within_question_auc"]),
+            g["auc_pairs"],
+            pct(g["best_of_k"]),
+            pct(g["mean_sample"]),
+            pct(g["pass_at_k"]),
+        ]
+        for r, g in (s.get("reward_vs_gold") or {}).items()
+        if g and "questions" in g
+    ]
+    notes = [
+        "Pairwise accuracy on held-out pseudo-labelled pairs: the share where the chosen response scores higher. "
+        "Teacher-vs-student pairs can be told apart by style alone; student-vs-student pairs only by the answer "
+        "(both label-free checks)."
+    ]
     notes += [w for r, m in s["reward_models"].items() if m and (w := method.rm_not_learned(r, m))]
     if gold:
-        notes.append("Against gold, after the fact, on the scored model's samples of held-out questions: "
-                     "within-question AUC = share of (right, wrong) response pairs of the same question ranked right "
-                     "(0.5 = chance); best-of-k = accuracy of the top-scored sample, against the mean sample and pass@k.")
-    return section("Reward model", notes if rows else ["not run: the spec has no reward_model stage"],
-                   [table(["stage", "held-out pairwise accuracy %", "eval pairs", "train pairs",
-                           "student-vs-student accuracy %", "teacher-vs-student share %"], rows),
-                    table(["stage", "scored samples of", "questions", "k", "within-question AUC", "(right, wrong) pairs",
-                           "best-of-k %", "mean sample %", "pass@k %"], gold)])
+        notes.append(
+            "Against gold, after the fact, on the scored model's samples of held-out questions: "
+            "within-question AUC = share of (right, wrong) response pairs of the same question ranked right "
+            "(0.5 = chance); best-of-k = accuracy of the top-scored sample, against the mean sample and pass@k."
+        )
+    return section(
+        "Reward model",
+        notes if rows else ["not run: the spec has no reward_model stage"],
+        [
+            table(
+                [
+                    "stage",
+                    "held-out pairwise accuracy %",
+                    "eval pairs",
+                    "train pairs",
+                    "student-vs-student accuracy %",
+                    "teacher-vs-student share %",
+                ],
+                rows,
+            ),
+            table(
+                [
+                    "stage",
+                    "scored samples of",
+                    "questions",
+                    "k",
+                    "within-question AUC",
+                    "(right, wrong) pairs",
+                    "best-of-k %",
+                    "mean sample %",
+                    "pass@k %",
+                ],
+                gold,
+            ),
+        ],
+    )
 
 
 def _kind(m: dict, kind: str, key: str) -> str:
@@ -143,47 +312,90 @@ def training(s: dict) -> dict:
         if c is None or not c["rows"]:
             rows.append([sid, "not run", "", "", ""])
         else:
-            first, *others = CURVES[c["kind"]].keys   # the kind's curve: its first key, then the rest
+            first, *others = CURVES[c["kind"]].keys  # the kind's curve: its first key, then the rest
             head, last = c["rows"][0], c["rows"][-1]
-            rows.append([sid, c["kind"], len(c["rows"]), f"{first} {num(head.get(first))} -> {num(last.get(first))}",
-                         ", ".join(f"{k} {num(last.get(k))}" for k in others if last.get(k) is not None)])
-    return section("Training curves", ["Logged steps; first -> last value (report.html plots every step)."]
-                   if rows else ["not run: no training stage"],
-                   [table(["stage", "kind", "logged steps", "first -> last", "last KL"], rows)] if rows else [],
-                   [curve_plot(kind) for kind in CURVES])
+            rows.append(
+                [
+                    sid,
+                    c["kind"],
+                    len(c["rows"]),
+                    f"{first} {num(head.get(first))} -> {num(last.get(first))}",
+                    ", ".join(f"{k} {num(last.get(k))}" for k in others if last.get(k) is not None),
+                ]
+            )
+    return section(
+        "Training curves",
+        ["Logged steps; first -> last value (report.html plots every step)."]
+        if rows
+        else ["not run: no training stage"],
+        [table(["stage", "kind", "logged steps", "first -> last", "last KL"], rows)] if rows else [],
+        [curve_plot(kind) for kind in CURVES],
+    )
 
 
 def examples(s: dict) -> dict:
-    tables = [table(["stage", "question id", "question", "target", "response", "correct"],
-                    [[sid, r["question_id"], r["question"], r["target"], r["response"][:400],
-                      "yes" if r["correct"] else "no"]
-                     for r in rows]) for sid, rows in s["examples"].items() if rows]
-    return section("Sample responses", ["The same questions for every model (first response)."]
-                   if tables else ["not run: no eval samples"], tables)
+    tables = [
+        table(
+            ["stage", "question id", "question", "target", "response", "correct"],
+            [
+                [
+                    sid,
+                    r["question_id"],
+                    r["question"],
+                    r["target"],
+                    r["response"][:400],
+                    "yes" if r["correct"] else "no",
+                ]
+                for r in rows
+            ],
+        )
+        for sid, rows in s["examples"].items()
+        if rows
+    ]
+    return section(
+        "Sample responses",
+        ["The same questions for every model (first response)."] if tables else ["not run: no eval samples"],
+        tables,
+    )
 
 
 def provenance(s: dict) -> dict:
     seeds = s["seeds"]
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(seeds["stage_overrides"].items())) or "none"
-    notes = [f"Spec: {s['spec']}; hash: {s['spec_hash'] or 'unknown (no lock file)'}.",
-             f"Seeds: spec {seeds['spec']}, report {seeds['report']} (bootstrap), stage overrides: {overrides}."]
+    notes = [
+        f"Spec: {s['spec']}; hash: {s['spec_hash'] or 'unknown (no lock file)'}.",
+        f"Seeds: spec {seeds['spec']}, report {seeds['report']} (bootstrap), stage overrides: {overrides}.",
+    ]
     rows = [[k, v or "not installed"] for k, v in sorted(s["packages"].items())]
     return section("Provenance", notes, [table(["package", "version"], rows)] if rows else [])
 
 
 def resources(s: dict) -> dict:
-    rows = [[sid, "not run", "n/a", "n/a"] if b is None else
-            [sid, num(b["wall_s"], 4), num(b["cpu_s"], 4), num(b["max_rss_mb"], 4)]
-            for sid, b in s["resources"].items()]
+    rows = [
+        [sid, "not run", "n/a", "n/a"]
+        if b is None
+        else [sid, num(b["wall_s"], 4), num(b["cpu_s"], 4), num(b["max_rss_mb"], 4)]
+        for sid, b in s["resources"].items()
+    ]
     total = sum((b or {}).get("wall_s") or 0 for b in s["resources"].values())
-    return section("Time and memory", [f"From Snakemake's benchmark files; total wall time {total:.1f} s."],
-                   [table(["stage", "wall s", "cpu s", "peak RSS MB"], rows)], env=True)
+    return section(
+        "Time and memory",
+        [f"From Snakemake's benchmark files; total wall time {total:.1f} s."],
+        [table(["stage", "wall s", "cpu s", "peak RSS MB"], rows)],
+        env=True,
+    )
 
 
 def environment(s: dict) -> dict:
     e = s["environment"]
-    rows = [["git commit", e["git_commit"]], ["platform", e["platform"]], ["python", e["python"]],
-            ["CPUs", e["cpus"]], ["torch", e["torch"] or "not installed"], ["GPUs", ", ".join(e["gpus"]) or "none"]]
+    rows = [
+        ["git commit", e["git_commit"]],
+        ["platform", e["platform"]],
+        ["python", e["python"]],
+        ["CPUs", e["cpus"]],
+        ["torch", e["torch"] or "not installed"],
+        ["GPUs", ", ".join(e["gpus"]) or "none"],
+    ]
     return section("Environment", [], [table(["item", "value"], rows)], env=True)
 
 
@@ -191,6 +403,7 @@ def environment(s: dict) -> dict:
 def plots(s: dict) -> dict[str, str]:
     """name -> inline PNG data URI, for the data that exists."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
@@ -204,7 +417,7 @@ def plots(s: dict) -> dict[str, str]:
         ax.bar([a["stage"] for a in acc], ys, yerr=err, capsize=4, color="#4878a8")
         ax.set(ylabel="accuracy % (95% Wilson CI)", ylim=(0, 100), title="Accuracy per model")
         out["accuracy"] = png(fig)
-    for kind, curve in CURVES.items():   # every kind that declares a curve (compiler.spec.stagekind.Curve)
+    for kind, curve in CURVES.items():  # every kind that declares a curve (compiler.spec.stagekind.Curve)
         keys = curve.keys
         lines = {sid: c["rows"] for sid, c in s["curves"].items() if c and c["kind"] == kind and c["rows"]}
         if lines:
@@ -237,12 +450,20 @@ def render(s: dict, bootstrap_samples: int) -> tuple[str, str]:
     """(html, markdown) from the summary."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("runtime", "templates"), undefined=jinja2.StrictUndefined,
-                             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["md"] = lambda text: (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
-                                      .replace("\n", " "))   # cell text stays text: no columns, tags or lines
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("runtime", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md"] = lambda text: (
+        str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<").replace("\n", " ")
+    )  # cell text stays text: no columns, tags or lines
     secs = sections(s, bootstrap_samples)
     ctx = {"s": s, "sections": secs, "env_marker": ENV_MARKER}
-    return (env.get_template("report.html.j2").render(ctx, plots=plots(s)),
-            env.get_template("report.md.j2").render(ctx))
+    return (
+        env.get_template("report.html.j2").render(ctx, plots=plots(s)),
+        env.get_template("report.md.j2").render(ctx),
+    )

@@ -14,6 +14,7 @@ values):
   the pooled discordant pairs); and a sentence per comparison.
 Every random draw has a fixed seed: identical inputs give identical numbers.
 """
+
 from __future__ import annotations
 
 from compiler.spec.stages import all_roles
@@ -25,8 +26,12 @@ from .stats import mcnemar_exact, paired_bootstrap, stratified_bootstrap, t_inte
 # The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/spec/stages.py),
 # later roles first; not against the untrained base student (a foregone conclusion). Every eval of a role is
 # compared (the RL rungs of a reward ladder are three evals of the role "rl"), against the first eval of the other.
-KEY = [(r.name, other) for r in sorted(all_roles().values(), key=lambda r: -r.rank) for other in r.compared_with
-       if other != "student"]
+KEY = [
+    (r.name, other)
+    for r in sorted(all_roles().values(), key=lambda r: -r.rank)
+    for other in r.compared_with
+    if other != "student"
+]
 
 
 # ----------------------------------------------------------------------------- hooks used by report.py
@@ -73,15 +78,20 @@ def summarize(lock: dict, evals: list[dict], accuracy: list[dict], samples: int,
         settings.setdefault(", ".join(f"{k}={x}" for k, x in rest.items()) or "all", []).append(v)
     evals_by = {e["stage"]: e for e in evals}
     acc_by = {a["stage"]: a for a in accuracy if a.get("status") == "ok"}
-    out = {"variants": [v["label"] for v in sweep["variants"]], "keys": sweep["keys"],
-           "accuracy": [], "per_seed": [], "pooled": []}
+    out = {
+        "variants": [v["label"] for v in sweep["variants"]],
+        "keys": sweep["keys"],
+        "accuracy": [],
+        "per_seed": [],
+        "pooled": [],
+    }
     for name, vs in settings.items():
         out["accuracy"] += _accuracy(name, vs, evals_by, acc_by)
         per_seed = _per_seed(name, vs, evals_by, samples, seed)
         out["per_seed"] += per_seed
         out["pooled"] += _pooled(name, per_seed, samples, seed)
     for r in out["per_seed"]:
-        del r["pairs"]          # the per-question differences: only the pooled statistics need them
+        del r["pairs"]  # the per-question differences: only the pooled statistics need them
     return out
 
 
@@ -93,18 +103,30 @@ def _accuracy(name: str, vs: list[dict], evals_by: dict, acc_by: dict) -> list[d
             continue
         accs = [acc_by[s]["accuracy"] for s in stages if s in acc_by]
         mean = sum(accs) / len(accs) if accs else None
-        rows.append({"setting": name, "stage": base, "role": evals_by[stages[0]]["role"],
-                     "label": _name(evals_by[stages[0]]),
-                     "seeds": [v["values"].get("seed") for v in vs], "accuracy": [acc_by.get(s, {}).get("accuracy")
-                                                                             for s in stages],
-                     "runs": len(accs), "of": len(stages), "mean": mean, "ci95": t_interval(accs)})
+        rows.append(
+            {
+                "setting": name,
+                "stage": base,
+                "role": evals_by[stages[0]]["role"],
+                "label": _name(evals_by[stages[0]]),
+                "seeds": [v["values"].get("seed") for v in vs],
+                "accuracy": [acc_by.get(s, {}).get("accuracy") for s in stages],
+                "runs": len(accs),
+                "of": len(stages),
+                "mean": mean,
+                "ci95": t_interval(accs),
+            }
+        )
     return rows
 
 
 def _of_role(v: dict, role: str, evals_by: dict) -> dict[str, dict]:
     """The variant's evals (in spec order) of models in this role, with per-question samples, by base stage id."""
-    return {base: evals_by[s] for base, s in v["stages"].items()
-            if s in evals_by and evals_by[s]["role"] == role and evals_by[s]["samples"]}
+    return {
+        base: evals_by[s]
+        for base, s in v["stages"].items()
+        if s in evals_by and evals_by[s]["role"] == role and evals_by[s]["samples"]
+    }
 
 
 def _name(e: dict) -> str:
@@ -127,16 +149,27 @@ def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int
     return rows
 
 
-def _pair_row(name: str, v: dict, a: dict, b: dict, key: list[str], x: list[int], y: list[int],
-              samples: int, seed: int) -> dict:
+def _pair_row(
+    name: str, v: dict, a: dict, b: dict, key: list[str], x: list[int], y: list[int], samples: int, seed: int
+) -> dict:
     """One seed's paired comparison; "key" (the two base eval ids) joins it to the same pair in other seeds."""
     only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
-    return {"setting": name, "seed": v["values"].get("seed"), "a": a["stage"], "b": b["stage"],
-            "label": f"{_name(a)} vs {_name(b)}", "names": [_name(a), _name(b)], "key": key, "n": len(x),
-            "diff": (sum(x) - sum(y)) / len(x),
-            "ci95": list(paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))),
-            "a_only": only_a, "b_only": only_b, "p_mcnemar": mcnemar_exact(only_a, only_b),
-            "pairs": [p - q for p, q in zip(x, y)]}
+    return {
+        "setting": name,
+        "seed": v["values"].get("seed"),
+        "a": a["stage"],
+        "b": b["stage"],
+        "label": f"{_name(a)} vs {_name(b)}",
+        "names": [_name(a), _name(b)],
+        "key": key,
+        "n": len(x),
+        "diff": (sum(x) - sum(y)) / len(x),
+        "ci95": list(paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))),
+        "a_only": only_a,
+        "b_only": only_b,
+        "p_mcnemar": mcnemar_exact(only_a, only_b),
+        "pairs": [p - q for p, q in zip(x, y)],
+    }
 
 
 def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[dict]:
@@ -148,10 +181,22 @@ def _pooled(name: str, per_seed: list[dict], samples: int, seed: int) -> list[di
         wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
         a_only, b_only = sum(r["a_only"] for r in mine), sum(r["b_only"] for r in mine)
         lo_hi = stratified_bootstrap([r["pairs"] for r in mine], samples, derive_seed(seed, "pooled", name, *key))
-        row = {"setting": name, "label": mine[0]["label"], "names": mine[0]["names"], "key": list(key),
-               "seeds": len(mine), "wins": wins, "ties": ties, "pairs": len(pairs), "diff": sum(pairs) / len(pairs),
-               "ci95": lo_hi, "ci95_across_seeds": t_interval(diffs), "a_only": a_only, "b_only": b_only,
-               "p_sign_flip": mcnemar_exact(a_only, b_only)}
+        row = {
+            "setting": name,
+            "label": mine[0]["label"],
+            "names": mine[0]["names"],
+            "key": list(key),
+            "seeds": len(mine),
+            "wins": wins,
+            "ties": ties,
+            "pairs": len(pairs),
+            "diff": sum(pairs) / len(pairs),
+            "ci95": lo_hi,
+            "ci95_across_seeds": t_interval(diffs),
+            "a_only": a_only,
+            "b_only": b_only,
+            "p_sign_flip": mcnemar_exact(a_only, b_only),
+        }
         row["sentence"] = sentence(row)
         rows.append(row)
     return rows
@@ -161,9 +206,11 @@ def sentence(r: dict) -> str:
     """'RL student > SFT student in 3 of 3 seeds, mean +1.2 points, 95% CI [-0.4, 2.8], p = 0.14.'"""
     a, b = r["names"]
     tie = f" ({r['ties']} tied)" if r["ties"] else ""
-    return (f"{a} > {b} in {r['wins']} of {r['seeds']} seed{'s' if r['seeds'] != 1 else ''}{tie}, "
-            f"mean {signed(r['diff'])} points, 95% CI {ci(r['ci95'])}, p = {pvalue(r['p_sign_flip'])} "
-            f"({r['pairs']} question-seed pairs{'' if r['setting'] == 'all' else '; ' + r['setting']}).")
+    return (
+        f"{a} > {b} in {r['wins']} of {r['seeds']} seed{'s' if r['seeds'] != 1 else ''}{tie}, "
+        f"mean {signed(r['diff'])} points, 95% CI {ci(r['ci95'])}, p = {pvalue(r['p_sign_flip'])} "
+        f"({r['pairs']} question-seed pairs{'' if r['setting'] == 'all' else '; ' + r['setting']})."
+    )
 
 
 # ----------------------------------------------------------------------------- the page
@@ -172,24 +219,83 @@ def sweep_section(s: dict) -> list[dict]:
     sw = s.get("sweep")
     if not sw:
         return []
-    acc = table(["setting", "stage", "role", "seeds", "accuracy % per seed", "mean %", "95% CI across seeds"],
-                [[r["setting"], r["stage"], r.get("label") or NAMES.get(r["role"], r["role"]),
-                  ", ".join(map(str, r["seeds"])), " / ".join(pct(a) for a in r["accuracy"]), pct(r["mean"]),
-                  ci(r["ci95"])] for r in sw["accuracy"]])
-    per = table(["setting", "seed", "comparison", "A vs B", "n", "A - B", "95% CI", "only A right", "only B right",
-                 "McNemar p"],
-                [[r["setting"], r["seed"], r["label"], f"{r['a']} vs {r['b']}", r["n"], signed(r["diff"]),
-                  ci(r["ci95"]), r["a_only"], r["b_only"], pvalue(r["p_mcnemar"])] for r in sw["per_seed"]])
-    pooled = table(["setting", "comparison", "A better in", "pairs", "mean A - B", "95% CI (pairs)",
-                    "95% CI across seeds", "sign-flip p"],
-                   [[r["setting"], r["label"], f"{r['wins']} of {r['seeds']} seeds", r["pairs"], signed(r["diff"]),
-                     ci(r["ci95"]), ci(r["ci95_across_seeds"]), pvalue(r["p_sign_flip"])] for r in sw["pooled"]])
-    notes = [f"{len(sw['variants'])} variants of {', '.join(sw['keys'])}; a setting is the variants' non-seed values. "
-             "Mean accuracy over seeds with a 95% t interval across seeds. Per seed: paired comparisons on that "
-             "seed's test questions (paired bootstrap CI, exact McNemar p). Pooled: every (seed, question) pair; "
-             "CI from a paired bootstrap stratified by seed, p from the exact sign-flip test on the pairs "
-             "(= exact McNemar on the pooled discordant pairs); the CI across seeds treats each seed's difference "
-             "as one observation."] + [r["sentence"] for r in sw["pooled"]]
+    acc = table(
+        ["setting", "stage", "role", "seeds", "accuracy % per seed", "mean %", "95% CI across seeds"],
+        [
+            [
+                r["setting"],
+                r["stage"],
+                r.get("label") or NAMES.get(r["role"], r["role"]),
+                ", ".join(map(str, r["seeds"])),
+                " / ".join(pct(a) for a in r["accuracy"]),
+                pct(r["mean"]),
+                ci(r["ci95"]),
+            ]
+            for r in sw["accuracy"]
+        ],
+    )
+    per = table(
+        [
+            "setting",
+            "seed",
+            "comparison",
+            "A vs B",
+            "n",
+            "A - B",
+            "95% CI",
+            "only A right",
+            "only B right",
+            "McNemar p",
+        ],
+        [
+            [
+                r["setting"],
+                r["seed"],
+                r["label"],
+                f"{r['a']} vs {r['b']}",
+                r["n"],
+                signed(r["diff"]),
+                ci(r["ci95"]),
+                r["a_only"],
+                r["b_only"],
+                pvalue(r["p_mcnemar"]),
+            ]
+            for r in sw["per_seed"]
+        ],
+    )
+    pooled = table(
+        [
+            "setting",
+            "comparison",
+            "A better in",
+            "pairs",
+            "mean A - B",
+            "95% CI (pairs)",
+            "95% CI across seeds",
+            "sign-flip p",
+        ],
+        [
+            [
+                r["setting"],
+                r["label"],
+                f"{r['wins']} of {r['seeds']} seeds",
+                r["pairs"],
+                signed(r["diff"]),
+                ci(r["ci95"]),
+                ci(r["ci95_across_seeds"]),
+                pvalue(r["p_sign_flip"]),
+            ]
+            for r in sw["pooled"]
+        ],
+    )
+    notes = [
+        f"{len(sw['variants'])} variants of {', '.join(sw['keys'])}; a setting is the variants' non-seed values. "
+        "Mean accuracy over seeds with a 95% t interval across seeds. Per seed: paired comparisons on that "
+        "seed's test questions (paired bootstrap CI, exact McNemar p). Pooled: every (seed, question) pair; "
+        "CI from a paired bootstrap stratified by seed, p from the exact sign-flip test on the pairs "
+        "(= exact McNemar on the pooled discordant pairs); the CI across seeds treats each seed's difference "
+        "as one observation."
+    ] + [r["sentence"] for r in sw["pooled"]]
     return [section("Across seeds and variants", notes, [acc, per, pooled], ["sweep_accuracy"])]
 
 
@@ -201,7 +307,6 @@ def sweep_plots(s: dict) -> dict[str, str]:
         return {}
     from matplotlib.figure import Figure
 
-
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     width = 0.8 / len(settings)
@@ -212,15 +317,20 @@ def sweep_plots(s: dict) -> dict[str, str]:
         xs = [i + (j - (len(settings) - 1) / 2) * width for i, st in enumerate(stages) if st in mine]
         rs = [mine[st] for st in stages if st in mine]
         ys = [100 * r["mean"] for r in rs]
-        err = [[y - 100 * r["ci95"][0] if r["ci95"][0] is not None else 0 for y, r in zip(ys, rs)],
-               [100 * r["ci95"][1] - y if r["ci95"][1] is not None else 0 for y, r in zip(ys, rs)]]
+        err = [
+            [y - 100 * r["ci95"][0] if r["ci95"][0] is not None else 0 for y, r in zip(ys, rs)],
+            [100 * r["ci95"][1] - y if r["ci95"][1] is not None else 0 for y, r in zip(ys, rs)],
+        ]
         ax.bar(xs, ys, width * 0.9, yerr=err, capsize=3, label=name)
         for x, r in zip(xs, rs):
             pts = [100 * a for a in r["accuracy"] if a is not None]
             ax.scatter([x] * len(pts), pts, s=10, color="black", zorder=3)
     ax.set_xticks(range(len(stages)), stages, rotation=20, ha="right")
-    ax.set(ylabel="accuracy % (mean over seeds, 95% t CI)", ylim=(0, 100),
-           title="Accuracy per stage and variant (dots: seeds)")
+    ax.set(
+        ylabel="accuracy % (mean over seeds, 95% t CI)",
+        ylim=(0, 100),
+        title="Accuracy per stage and variant (dots: seeds)",
+    )
     if len(settings) > 1:
         ax.legend(fontsize=8)
     return {"sweep_accuracy": png(fig)}

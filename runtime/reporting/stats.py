@@ -2,6 +2,7 @@
 accuracy, exact McNemar and a paired bootstrap for two models on the same questions; across seeds, a t
 interval of a mean and a bootstrap stratified by seed. Used by the report and its across-seed section
 (report_seeds)."""
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
 
 
 def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tuple[float, float]:
@@ -31,7 +32,7 @@ def paired_bootstrap(x: list[int], y: list[int], samples: int, seed: int) -> tup
 
     d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
     rng, means = np.random.default_rng(seed), []
-    for done in range(0, samples, 256):          # chunks bound memory on large test sets
+    for done in range(0, samples, 256):  # chunks bound memory on large test sets
         idx = rng.integers(0, len(d), size=(min(256, samples - done), len(d)))
         means.append(d[idx].mean(axis=1))
     lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
@@ -59,8 +60,8 @@ def stratified_bootstrap(strata: list[list[int]], samples: int, seed: int) -> li
     sums = np.zeros(samples)
     for d in strata:
         arr = np.asarray(d, dtype=float)
-        for done in range(0, samples, 256):          # chunks bound memory on large test sets
+        for done in range(0, samples, 256):  # chunks bound memory on large test sets
             k = min(256, samples - done)
-            sums[done:done + k] += arr[rng.integers(0, len(arr), size=(k, len(arr)))].sum(axis=1)
+            sums[done : done + k] += arr[rng.integers(0, len(arr), size=(k, len(arr)))].sum(axis=1)
     lo, hi = np.percentile(sums / total, [2.5, 97.5])
     return [float(lo), float(hi)]
