@@ -297,6 +297,22 @@ def sample_rows(
     return rows
 
 
+def portable(model_args: dict | None) -> dict | None:
+    """lm-eval's model_args as metrics.json records them: a folder inside the run's root or the model cache
+    is written relative to it (`runs/<spec>/...`, `$DISTILLC_CACHE/...`), so that the same run in another
+    folder or with another cache writes the same bytes; a hub id stays as it is."""
+    if not model_args or not Path(str(model_args.get("pretrained", ""))).is_absolute():
+        return model_args
+    where = Path(model_args["pretrained"])
+    from .lib.model_folders import cache_root
+
+    for root, label in ((cache_root(), "$DISTILLC_CACHE"), (Path.cwd(), None)):
+        if where.is_relative_to(root.resolve()):
+            rel = where.relative_to(root.resolve()).as_posix()
+            return model_args | {"pretrained": f"{label}/{rel}" if label else rel}
+    return model_args
+
+
 def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStage) -> dict:
     """A small record of what lm-eval ran: versions, seeds, the task hash as lm-eval computes it."""
     from lm_eval.utils import hash_string
@@ -322,7 +338,7 @@ def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStag
         "task_hash": hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in logged)),
         "n_shot": result.get("n-shot", {}).get(name),
         "n_samples": result.get("n-samples", {}).get(name),
-        "model_args": model_args,
+        "model_args": portable(model_args),
         "model_dtype": str(config.get("model_dtype")),
         "config": {k: config.get(k) for k in keep},
         "eot_token_id": result.get("eot_token_id"),

@@ -267,3 +267,22 @@ def test_hub_task_offline_fails_clearly(built, monkeypatch):
     with pytest.raises(StageError, match="hub_task 'gsm8k'.*network access"):
         stage.main(["--config", str(configs["ev_hub"]), "--threads", "1"])
     assert not Path("runs/ev/ev_hub/metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        ("{root}/runs/x/sft/model", "runs/x/sft/model"),
+        ("{cache}/models/gguf-v1-abc", "$DISTILLC_CACHE/models/gguf-v1-abc"),
+        ("org/hub-model", "org/hub-model"),
+    ],
+)
+def test_metrics_record_model_folders_without_the_absolute_folder(tmp_path, monkeypatch, given, recorded):
+    """metrics.json names the model lm-eval loaded by a path that does not change with the run's folder."""
+    from runtime.eval import portable
+
+    cache = tmp_path / "elsewhere" / "cache"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISTILLC_CACHE", str(cache))
+    args = {"pretrained": given.format(root=tmp_path, cache=cache), "dtype": "float32"}
+    assert portable(args) == {"pretrained": recorded, "dtype": "float32"}
