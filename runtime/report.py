@@ -32,6 +32,7 @@ from .lib.common import atomic_write_json, atomic_write_text, derive_seed, log, 
 from .reporting import cards as report_cards
 from .reporting import cutoff as report_cutoff
 from .reporting import method as method
+from .reporting import regime
 from .reporting import seeds as report_seeds
 from .reporting.format import CURVES, NAMES
 from .reporting.page import render
@@ -117,6 +118,9 @@ def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
         return gold_targets(cfg, "distill", seed_of(sid))
 
     accuracy = [accuracy_row(e) for e in evals]
+    pseudo = {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])}
+    rvg = {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])}
+    sweep = report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed)
     compared = report_seeds.within_variants(
         evals, lock, lambda group: comparisons(group, cfg.lineage, st.bootstrap_samples, cfg.seed)
     )
@@ -133,12 +137,13 @@ def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
         "comparisons": compared,
         "sentences": [method.sentence(c) for c in compared if c["highlight"]],
         "ladder": method.ladder(compared, spec),
-        "sweep": report_seeds.summarize(lock, evals, accuracy, st.bootstrap_samples, cfg.seed),
+        "sweep": sweep,
+        "regime": sweep and regime.summarize(report_seeds.settings_of(lock), sweep, accuracy, pseudo, rvg),
         "voting": voting(cfg, evals, spec, gold),
         "cut_off": report_cutoff.collect(cfg, up),
-        "pseudo_labels": {p: pseudo_label_quality(cfg, p, gold(p)) for p in up.get("pseudo_reward", [])},
+        "pseudo_labels": pseudo,
         "reward_models": {r: read(cfg.stage_file(r, "metrics")) for r in up.get("reward_model", [])},
-        "reward_vs_gold": {r: reward_vs_gold(cfg, spec, r, seed_of(r)) for r in up.get("reward_model", [])},
+        "reward_vs_gold": rvg,
         "curves": curves(cfg),
         "examples": examples(evals, st.examples_per_model, lambda sid: question_texts(cfg, seed_of(sid))),
         "resources": {

@@ -20,6 +20,7 @@ from __future__ import annotations
 from compiler.spec.stages import all_roles
 
 from ..lib.common import derive_seed
+from . import regime
 from .format import NAMES, ci, pct, png, pvalue, section, signed, table
 from .stats import mcnemar_exact, paired_bootstrap, stratified_bootstrap, t_interval
 
@@ -70,12 +71,7 @@ def summarize(lock: dict, evals: list[dict], accuracy: list[dict], samples: int,
     sweep = lock.get("sweep")
     if not sweep:
         return None
-    settings: dict[str, list[dict]] = {}
-    spec_seed = (lock.get("spec") or {}).get("seed", 0)
-    for v in sweep["variants"]:
-        v = {**v, "values": {"seed": spec_seed, **v["values"]}}
-        rest = {k: x for k, x in v["values"].items() if k != "seed"}
-        settings.setdefault(", ".join(f"{k}={x}" for k, x in rest.items()) or "all", []).append(v)
+    settings = settings_of(lock)
     evals_by = {e["stage"]: e for e in evals}
     acc_by = {a["stage"]: a for a in accuracy if a.get("status") == "ok"}
     out = {
@@ -93,6 +89,18 @@ def summarize(lock: dict, evals: list[dict], accuracy: list[dict], samples: int,
     for r in out["per_seed"]:
         del r["pairs"]  # the per-question differences: only the pooled statistics need them
     return out
+
+
+def settings_of(lock: dict) -> dict[str, list[dict]]:
+    """The sweep's variants grouped by setting (their non-seed values, e.g. "teacher.stop_at_dev_accuracy=0.7";
+    "all" when only the seed is swept), in sweep order; each variant's values include its seed."""
+    settings: dict[str, list[dict]] = {}
+    spec_seed = (lock.get("spec") or {}).get("seed", 0)
+    for v in (lock.get("sweep") or {}).get("variants", []):
+        v = {**v, "values": {"seed": spec_seed, **v["values"]}}
+        rest = {k: x for k, x in v["values"].items() if k != "seed"}
+        settings.setdefault(", ".join(f"{k}={x}" for k, x in rest.items()) or "all", []).append(v)
+    return settings
 
 
 def _accuracy(name: str, vs: list[dict], evals_by: dict, acc_by: dict) -> list[dict]:
@@ -215,7 +223,8 @@ def sentence(r: dict) -> str:
 
 # ----------------------------------------------------------------------------- the page
 def sweep_section(s: dict) -> list[dict]:
-    """The page's "Across seeds and variants" section (none without a sweep)."""
+    """The page's "Regime map" (a sweep over more than the seed) and "Across seeds and variants" sections
+    (none without a sweep)."""
     sw = s.get("sweep")
     if not sw:
         return []
@@ -296,7 +305,10 @@ def sweep_section(s: dict) -> list[dict]:
         "(= exact McNemar on the pooled discordant pairs); the CI across seeds treats each seed's difference "
         "as one observation."
     ] + [r["sentence"] for r in sw["pooled"]]
-    return [section("Across seeds and variants", notes, [acc, per, pooled], ["sweep_accuracy"])]
+    return [
+        *regime.page_section(s.get("regime")),
+        section("Across seeds and variants", notes, [acc, per, pooled], ["sweep_accuracy"]),
+    ]
 
 
 def sweep_plots(s: dict) -> dict[str, str]:
@@ -305,6 +317,10 @@ def sweep_plots(s: dict) -> dict[str, str]:
     rows = [r for r in (sw or {}).get("accuracy", []) if r["mean"] is not None]
     if not rows:
         return {}
+    return _accuracy_plot(rows) | regime.plot(s.get("regime"))
+
+
+def _accuracy_plot(rows: list[dict]) -> dict[str, str]:
     from matplotlib.figure import Figure
 
     stages = list(dict.fromkeys(r["stage"] for r in rows))
