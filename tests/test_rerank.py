@@ -41,6 +41,9 @@ def test_the_reward_model_is_an_input_of_the_eval_job(tmp_path):
     order = [j.id for j in plan.jobs]
     assert order.index("rm") < order.index("eval_best")
     assert "rerank" not in plan.job("eval_sft").inputs  # an eval without rerank reads no reward model
+    # unset, the option is left out of the stage config: its bytes, which decide what Snakemake reruns, stay
+    assert job.config.model_dump(mode="json")["params"]["rerank"] == "rm"
+    assert "rerank" not in plan.job("eval_sft").config.model_dump(mode="json")["params"]
 
 
 # ----------------------------------------------------------------------------- the choice

@@ -538,8 +538,10 @@ class EvalStage(StageBase):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
     engine: Engine = Field("hf", description=ENGINE_HELP)
+    # Left out of the stage config while unset: adding the option reruns no finished eval (bytes decide reruns).
     rerank: str | None = Field(
         None,
+        exclude_if=lambda value: value is None,
         description="A reward_model stage (either head): with samples >= 2, also report best-of-k accuracy, "
         "each question's answer from the sample this reward model scores highest (ties: the first "
         "sample). Shows what the reward model is worth at test time, without RL.",
