@@ -19,7 +19,7 @@ from compiler.spec.contract import StageConfig
 from compiler.spec.lm_eval_filters import MAJORITY, PRIMARY
 from compiler.spec.stages import EvalStage
 
-from .lib import answers, decoding, eval_lm
+from .lib import answers, decoding, eval_lm, rerank, verifier
 from .lib import task as taskdata
 from .lib.common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
 from .lib.startup import settle
@@ -297,6 +297,19 @@ def sample_rows(
     return rows
 
 
+def best_of_k(cfg: StageConfig, stage: EvalStage, rows: list[dict], device, dtype) -> tuple[dict, dict]:
+    """(filters, record) of best-of-k reranking (`rerank`: a reward_model stage; runtime/lib/rerank.py): each
+    row's k responses scored by the reward model, the top-scored one kept (ties: the first) and judged;
+    the rows gain each response's score, the pick and its correctness. Prompts are the chat prompts lm-eval
+    sampled with (the task's system prompt, then the question), as the reward_model stage scores them."""
+    prompts = {q["id"]: taskdata.messages(q, cfg.task) for q in taskdata.questions(cfg.task, "test", cfg.spec_seed)}
+    path = cfg.input("rerank")
+    values = rerank.score(path, [prompts[r["question_id"]] for r in rows], rows, stage.batch_size, device, dtype)
+    record = {"reward_model": cfg.upstream["rerank"][0], "head": "verifier" if verifier.saved(path) else "scalar"}
+    log(f"{cfg.id}: scored {sum(map(len, values))} responses with reward model {record['reward_model']!r}")
+    return rerank.judge(rows, values, cfg.task.format), record | {"k": stage.samples}
+
+
 def portable(model_args: dict | None) -> dict | None:
     """lm-eval's model_args as metrics.json records them: a folder inside the run's root or the model cache
     is written relative to it (`runs/<spec>/...`, `$DISTILLC_CACHE/...`), so that the same run in another
@@ -361,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     first = primary(filters)
     built = _COUNTING.get("lm")  # the model lm-eval generated with: its cut-off records
     rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format, built)
+    reranked = best_of_k(cfg, stage, rows, device, dtype) if stage.rerank else None
+    if reranked:
+        filters |= reranked[0]
     metrics = {
         "model": cfg.models["model"].name,
         "stage": cfg.id,
@@ -372,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         "filter": first,
         "metrics": filters,
         **eval_lm.response_counts(rows, built),
+        **({"rerank": reranked[1]} if reranked else {}),
         "lm_eval": provenance(result, name, model_args, stage),
     }
     progress(cfg, len(rows), len(rows), "questions")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.spec.contract import ReportConfig
-from compiler.spec.lm_eval_filters import MAJORITY, SINGLE, strict
+from compiler.spec.lm_eval_filters import MAJORITY, RERANK, SINGLE, strict
 from compiler.spec.stagekind import BENCHMARK
 from compiler.spec.stages import ReportStage, all_roles
 
@@ -29,6 +29,7 @@ from .lib import task as taskdata
 from .lib.answers import same as same_answer
 from .lib.answers import vote
 from .lib.common import atomic_write_json, atomic_write_text, derive_seed, log, read_jsonl, start
+from .lib.rerank import CORRECT as RERANK_CORRECT
 from .reporting import cards as report_cards
 from .reporting import cutoff as report_cutoff
 from .reporting import method as method
@@ -106,6 +107,7 @@ def collect(cfg: ReportConfig, st: ReportStage, lock: dict) -> dict:
                 "model": model,
                 "role": role,
                 "label": method.eval_label(spec, e, model, role, NAMES),
+                "rerank_label": method.rerank_label(spec, e, model, role, NAMES),
                 "metrics": read(cfg.stage_file(e, "metrics")),
                 "samples": read(cfg.stage_file(e, "samples")) or [],
             }
@@ -162,6 +164,7 @@ def accuracy_row(e: dict) -> dict:
     lo, hi = wilson(round(acc * n), n) if acc is not None else (None, None)
     filters = m.get("metrics", {})
     strict_twin = filters.get(strict(m.get("filter") or "")) or {}  # the first complete "#### N" alone
+    best = (filters.get(RERANK) or {}).get("accuracy")  # best-of-k by the eval's reward model (`rerank`)
     return row | {
         "status": "ok",
         "task": m.get("task"),
@@ -172,6 +175,8 @@ def accuracy_row(e: dict) -> dict:
         "majority": (filters.get(MAJORITY) or {}).get("accuracy"),
         "single": (filters.get(SINGLE) or {}).get("accuracy"),
         "strict": strict_twin.get("accuracy"),
+        "rerank": best,
+        "rerank_ci95": list(wilson(round(best * n), n)) if best is not None else [None, None],
     }
 
 
@@ -194,8 +199,6 @@ def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, 
             chain_a, chain_b = lineage.get(a["model"], [a["model"]]), lineage.get(b["model"], [b["model"]])
             related = b["model"] in chain_a or chain_a[-1:] == chain_b[-1:]
             hl = key in HIGHLIGHT and (b["role"] == "teacher" or related)
-            only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
-            lo, hi = paired_bootstrap(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
             out.append(
                 {
                     "a": a["stage"],
@@ -206,21 +209,53 @@ def comparisons(evals: list[dict], lineage: dict[str, list[str]], samples: int, 
                     "a_role": a["role"],
                     "b_role": b["role"],
                     "label": f"{a['label']} vs {b['label']}",
-                    "n": len(shared),
-                    "acc_a": sum(x) / len(x),
-                    "acc_b": sum(y) / len(y),
-                    "diff": (sum(x) - sum(y)) / len(x),
-                    "ci95": [lo, hi],
-                    "a_only": only_a,
-                    "b_only": only_b,
-                    "p_mcnemar": mcnemar_exact(only_a, only_b),
                 }
+                | paired_numbers(x, y, samples, derive_seed(seed, a["stage"], b["stage"]))
             )
     order = {k: i for i, k in enumerate(HIGHLIGHT)}
     by_stage = {e["stage"]: e for e in evals}
-    return sorted(
+    ranked = sorted(
         out, key=lambda c: (not c["highlight"], order.get((by_stage[c["a"]]["role"], by_stage[c["b"]]["role"]), 99))
     )
+    return ranked + [c for e in have if (c := reranked(e, samples, seed))]
+
+
+def paired_numbers(x: list[int], y: list[int], samples: int, seed: int) -> dict:
+    """Two 0/1 columns over the same questions: accuracies, difference, its paired bootstrap CI, McNemar."""
+    only_a, only_b = sum(p > q for p, q in zip(x, y)), sum(q > p for p, q in zip(x, y))
+    lo, hi = paired_bootstrap(x, y, samples, seed)
+    return {
+        "n": len(x),
+        "acc_a": sum(x) / len(x),
+        "acc_b": sum(y) / len(y),
+        "diff": (sum(x) - sum(y)) / len(x),
+        "ci95": [lo, hi],
+        "a_only": only_a,
+        "b_only": only_b,
+        "p_mcnemar": mcnemar_exact(only_a, only_b),
+    }
+
+
+def reranked(e: dict, samples: int, seed: int) -> dict | None:
+    """Best-of-k by the eval's reward model vs its single sample, on the same questions (one eval's rows:
+    the response the reward model kept vs the first response), or None for an eval without `rerank`.
+    A and B are one stage; `a_filter` and `b_filter` say which reading of its samples each side is."""
+    rows = [r for r in e["samples"] if RERANK_CORRECT in r]
+    if not rows or not e["metrics"]:
+        return None
+    x, y = [int(bool(r[RERANK_CORRECT])) for r in rows], [int(bool(r["correct"])) for r in rows]
+    return {
+        "a": e["stage"],
+        "b": e["stage"],
+        "a_filter": RERANK,
+        "b_filter": e["metrics"].get("filter") or SINGLE,
+        "highlight": False,
+        "a_model": e["model"],
+        "b_model": e["model"],
+        "a_role": e["role"],
+        "b_role": e["role"],
+        "label": f"{e.get('rerank_label') or e['label'] + ', best of k by its reward model'} vs {e['label']}",
+    } | paired_numbers(x, y, samples, derive_seed(seed, e["stage"], RERANK))
 
 
 def reward_vs_gold(cfg: ReportConfig, spec: dict, rm: str, seed: int) -> dict | None:

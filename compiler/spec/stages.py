@@ -538,9 +538,17 @@ class EvalStage(StageBase):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
     engine: Engine = Field("hf", description=ENGINE_HELP)
+    # Left out of the stage config while unset: adding the option reruns no finished eval (bytes decide reruns).
+    rerank: str | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="A reward_model stage (either head): with samples >= 2, also report best-of-k accuracy, "
+        "each question's answer from the sample this reward model scores highest (ties: the first "
+        "sample). Shows what the reward model is worth at test time, without RL.",
+    )
 
     outputs: ClassVar = {"metrics": Output("metrics.json"), "samples": Output("samples.jsonl")}
-    refs: ClassVar = (Ref("model"),)
+    refs: ClassVar = (Ref("model"), Ref("rerank", ("reward_model",)))
     default_resources: ClassVar = Resources(gpus=0, cpus=1, mem_mb=4000, runtime_min=60)
     context: ClassVar = Context("model", "test", "limit", "max_new_tokens")
 
@@ -559,6 +567,27 @@ class EvalStage(StageBase):
                 "eval scores the task's test questions, but the task has none",
                 None,
                 "add task.test (questions with answers), or set hub_task",
+            )
+        self._check_rerank(pl, sid)
+
+    def _check_rerank(self, pl, sid: str) -> None:
+        """Best-of-k reranks the k samples of the spec's own questions: the eval stage scores them itself,
+        after lm-eval (a hub task's prompts and answers are lm-eval's own)."""
+        if self.rerank is None:
+            return
+        if self.hub_task is not None:
+            pl.problem(
+                ("stages", sid, "rerank"),
+                "rerank scores the samples of the spec's own test questions, not a hub task's",
+                self.rerank,
+                "remove hub_task (and sample the spec's test split), or remove rerank",
+            )
+        elif self.samples < 2:
+            pl.problem(
+                ("stages", sid, "rerank"),
+                f"rerank picks the best of several samples per question, but samples is {self.samples}",
+                self.rerank,
+                "set samples: 2 or more (e.g. samples: 4, temperature: 1.0), or remove rerank",
             )
 
     def sizes_context(self) -> Context | None:

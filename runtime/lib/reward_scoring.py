@@ -1,11 +1,13 @@
 """How a reward model scores a conversation: the one function the reward_model stage's own scores (held-out
-pairs, scores.jsonl), the report and RL use, for either head (a scalar head, or a generative verifier:
-runtime/lib/verifier.py). A library: the stage programs import it; it imports no stage program.
+pairs, scores.jsonl), RL and eval's best-of-k reranking (runtime/lib/rerank.py) use, for either head (a
+scalar head, or a generative verifier: runtime/lib/verifier.py). A library: the stage programs import it;
+it imports no stage program.
 """
 
 from __future__ import annotations
 
 from .verifier import CONFIG_KEY, is_verifier, p_yes
+from .verifier import saved as saved_verifier
 
 
 def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_length: int) -> list[float]:
@@ -34,13 +36,29 @@ def scores(model, tok, conversations: list[list[dict]], batch_size: int, max_len
     return out
 
 
+def load(path: str, device=None, dtype=None):
+    """(model, tokenizer, max_length) of the reward model a reward_model stage saved at `path`, either head,
+    in eval mode (no dropout: its scores are deterministic). max_length: where `scores` cuts a conversation,
+    as the stage scored: a verifier records its own; a scalar head records none, so its context (RL's
+    scalar rewards cut nothing either)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    kw = {} if dtype is None else {"dtype": dtype}
+    tok = AutoTokenizer.from_pretrained(path)
+    if saved_verifier(path):
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+        limit = getattr(model.config, CONFIG_KEY)["max_length"]
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kw)
+        model.config.pad_token_id = tok.pad_token_id  # the head reads each row at its last real token
+        limit = getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
+    return (model.to(device) if device is not None else model).eval(), tok, limit
+
+
 def verifier_reward(path: str, batch_size: int = 32):
     """A TRL reward function (GRPO/RLOO) scoring each completion by the saved verifier at `path`, through
     `scores`: the one scoring function the reward_model stage's own scores use."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    limit = getattr(model.config, CONFIG_KEY)["max_length"]  # as the reward_model stage scored: same cut
+    model, tok, limit = load(path)  # limit: as the reward_model stage scored, the same cut
 
     def verifier(prompts, completions, **kwargs):  # TRL logs a reward under its function's name
         convs = [

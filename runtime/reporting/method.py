@@ -37,6 +37,14 @@ def eval_label(spec: dict, eval_id: str, model: str, role: str, names: dict) -> 
     return f"{label}, one sample at T={st['temperature']:g}" if st.get("temperature") else label
 
 
+def rerank_label(spec: dict, eval_id: str, model: str, role: str, names: dict) -> str | None:
+    """'SFT student, best of 4 by reward model rm' for an eval with `rerank`, else None."""
+    st = (spec.get("stages") or {}).get(eval_id) or {}
+    if not st.get("rerank"):
+        return None
+    return f"{model_label(spec, model, role, names)}, best of {st.get('samples')} by reward model {st['rerank']}"
+
+
 # ----------------------------------------------------------------------------- reward model vs gold
 def rm_vs_gold(scores: list[dict], gold: dict[str, str], same) -> dict | None:
     """How well the reward model ranks one model's samples of held-out questions, judged by gold.

@@ -42,13 +42,15 @@ def sections(s: dict, bootstrap_samples: int) -> list[dict]:
 def accuracy(s: dict) -> dict:
     # strict-match beside the accuracy only where it differs somewhere (as lm-eval's gsm8k shows both)
     strict = any(a.get("strict") is not None and a["strict"] != a["accuracy"] for a in s["accuracy"])
+    best = any(a.get("rerank") is not None for a in s["accuracy"])  # an eval reranks with a reward model
     rows = [
         [a["model"], a["stage"], a.get("label") or NAMES.get(a["role"], a["role"])]
         + (
             [a.get("task") or "", a["n"], pct(a["accuracy"]), ci(a["ci95"]), pct(a["majority"])]
+            + ([pct(a.get("rerank")), ci(a.get("rerank_ci95"))] if best else [])
             + ([pct(a.get("strict"))] if strict else [])
             if a["status"] == "ok"
-            else ["not run"] * (6 if strict else 5)
+            else ["not run"] * (5 + 2 * best + strict)
         )
         for a in s["accuracy"]
     ]
@@ -59,7 +61,13 @@ def accuracy(s: dict) -> dict:
             "answer is N\", else the last number); strict-match counts the \"#### N\" alone "
             "(lm-eval's gsm8k strict-match and flexible-extract)."
         )
+    if best:
+        notes.append(
+            "Best-of-k by RM: the accuracy of the one sample per question that the eval's reward model "
+            "(`rerank`) scores highest (ties: the first sample); its 95% CI as above."
+        )
     headers = ["model", "stage", "role", "task", "n", "accuracy %", "95% CI", "majority-vote %"]
+    headers += ["best-of-k by RM %", "best-of-k 95% CI"] if best else []
     return section(
         "Accuracy",
         notes if rows else ["not run: the spec has no eval stage"],
@@ -73,7 +81,7 @@ def paired(s: dict, samples: int) -> dict:
     rows = [
         [
             c["label"],
-            f"{c['a']} vs {c['b']}",
+            _sides(c),
             c["n"],
             pct(c["acc_a"]),
             pct(c["acc_b"]),
@@ -91,6 +99,11 @@ def paired(s: dict, samples: int) -> dict:
         f"are highlighted. Difference = A - B in points; 95% CI: paired bootstrap ({samples} resamples "
         "of questions, fixed seed); p: exact two-sided McNemar test on the discordant questions."
     ]
+    if any("a_filter" in c for c in cs):
+        notes.append(
+            "A row \"X (rerank) vs X (single)\" compares within one eval: the sample its reward model scores "
+            "highest (best-of-k by RM) against the first sample, question by question."
+        )
     if not cs:
         notes = ["not run: fewer than two evals with per-question samples (hub-task evals have none)"]
     return section(
@@ -117,6 +130,13 @@ def paired(s: dict, samples: int) -> dict:
         if cs
         else [],
     )
+
+
+def _sides(c: dict) -> str:
+    """ "A vs B" by stage; a comparison within one eval (best-of-k by RM vs single sample) names the readings."""
+    if "a_filter" in c:
+        return f"{c['a']} ({c['a_filter']}) vs {c['b']} ({c['b_filter']})"
+    return f"{c['a']} vs {c['b']}"
 
 
 def in_words(s: dict) -> dict:
