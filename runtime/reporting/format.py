@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
+from typing import TYPE_CHECKING
 
 from compiler.spec.stagekind import Curve
 from compiler.spec.stages import STAGE_CLASSES, all_roles
 
 NAMES = {name: role.label for name, role in all_roles().items()}  # role -> its name in the report
 CURVES: dict[str, Curve] = {kind: cls.curve for kind, cls in STAGE_CLASSES.items() if cls.curve is not None}
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def pct(x) -> str:
@@ -40,7 +44,7 @@ def label_of(row: dict) -> str:
 
 
 def table(headers: list[str], rows: list[list], highlight: list[bool] | None = None, fold: str | None = None) -> dict:
-    """`fold`: the summary line of a table the page folds away (HTML <details>; Markdown prints it plainly)."""
+    """`fold`: the summary line of a table the HTML page folds away (<details>); Markdown prints it unfolded."""
     return {
         "headers": headers,
         "rows": [[str(c) for c in r] for r in rows],
@@ -81,7 +85,7 @@ def hbars(
     dots: list[list[float]] | None = None,
     groups: list[str] | None = None,
     xlim: tuple[float, float] = (0, 100),
-):
+) -> Figure:
     """A horizontal bar chart, one row per label, top to bottom in the order given: a matplotlib Figure
     (the caller writes it with png()).
 
@@ -94,7 +98,7 @@ def hbars(
     """
     from matplotlib.figure import Figure
 
-    wrapped = [textwrap.fill(str(x), LABEL_CHARS) for x in labels]
+    wrapped = [textwrap.fill(str(x), LABEL_CHARS, break_long_words=False, break_on_hyphens=False) for x in labels]
     lines = max([w.count("\n") + 1 for w in wrapped] + [1])
     fig = Figure(figsize=(8, 1.3 + len(labels) * (ROW_IN + LINE_IN * lines)), layout="constrained")
     ax = fig.subplots()

@@ -163,22 +163,9 @@ def in_words(s: dict, key: list[dict]) -> dict:
         )
     if notes and any(t["rows"] for t in key):
         notes.append('Key comparisons: the highlighted rows of "Paired comparisons" below (columns explained there).')
+    rungs = table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p", "verdict"], rows)
     return section(
-        "What the comparisons say",
-        notes or ["not run: no key comparison (need evals of the models)"],
-        [
-            *key,
-            *(
-                [
-                    table(
-                        ["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p", "verdict"],
-                        rows,
-                    )
-                ]
-                if rows
-                else []
-            ),
-        ],
+        "What the comparisons say", notes or ["not run: no key comparison (need evals of the models)"], [*key, rungs]
     )
 
 
