@@ -134,3 +134,21 @@ def test_the_map_section_has_a_row_per_setting_and_a_plot(inputs):
     assert len(tab["rows"]) == 2 and "rm AUC" in tab["headers"] and "RL student %" in tab["headers"]
     assert sec["notes"][1:] == [r["sentence"] for r in rows]
     assert regime.plot(rows)["regime_map"].startswith("data:image/png;base64,")
+
+
+def test_a_swept_report_answers_with_the_map_and_the_pooled_sentences(inputs):
+    """With a sweep the page's first section says the regime map's and the pooled comparisons' sentences,
+    not one variant's (an anecdote of one seed)."""
+    from runtime.reporting import page
+
+    rows = regime.summarize(*inputs)
+    pooled = [{"sentence": "RL student > SFT student in 2 of 2 seeds ..."}]
+    s = {
+        "sweep": {"pooled": pooled, "variants": ["a", "b", "c", "d"], "keys": ["strength", "seed"]},
+        "regime": rows,
+        "sentences": ["one variant's sentence"],
+    }
+    sec = page.in_words(s, [])
+    assert sec["title"] == "What the comparisons say"
+    assert sec["notes"][:3] == [rows[0]["sentence"], rows[1]["sentence"], pooled[0]["sentence"]]
+    assert "one variant's sentence" not in sec["notes"]

@@ -8,6 +8,7 @@ below are worked out by hand from those files, not by the report's code.
 
 from __future__ import annotations
 
+import html as html_text
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 from runtime import report
@@ -51,8 +53,8 @@ def write(path, content) -> None:
     path.write_text(content)
 
 
-def fake_eval(inputs: dict, sid: str, targets: list[str]) -> None:
-    correct = CORRECT[sid]
+def fake_eval(inputs: dict, sid: str, targets: list[str], correct: list[int] | None = None) -> None:
+    correct = correct or CORRECT[sid]
     rows = [
         {
             "question_id": f"test-{i:05d}",
@@ -482,6 +484,148 @@ def test_page_renders_in_a_headless_browser(tiny, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05 and (pixels[..., :3] < 0.5).mean() > 0.005, "blank screenshot"
+
+
+# ----------------------------------------------------------------------------- the page's layout
+STAGES = ["eval_teacher", "eval_teacher_sampled", "eval_student", "eval_rl_majority", "eval_sft", "eval_sft_all"]
+LABELS = [
+    "teacher",
+    "teacher, one sample at T=1",
+    "base student",
+    "RL student (majority-vote reward)",
+    "SFT student",
+    "SFT student (all teacher samples)",
+]
+
+
+def label_boxes(fig) -> tuple[list, object]:
+    """The window boxes of every y tick label (both sides) of a drawn figure, and the figure's box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # constrained layout places the labels when drawn
+    renderer = fig.canvas.get_renderer()
+    axes = [*fig.axes, *(c for a in fig.axes for c in a.child_axes)]  # the right axis is a child
+    labels = [t for a in axes for t in [*a.get_xticklabels(), *a.get_yticklabels()] if t.get_text()]
+    return [t.get_window_extent(renderer) for t in labels], fig.bbox
+
+
+def overlapping(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
+
+
+def test_bar_labels_never_overlap_and_rows_grow_the_figure():
+    """The accuracy plot's helper: 12 rows of long eval names, each label clear of every other and
+    inside the figure. The same names under vertical bars (the old plot) do run into each other."""
+    from matplotlib.figure import Figure
+
+    from runtime.reporting.format import hbars
+
+    names = [f"{LABELS[i % 6]} [{STAGES[i % 6]}{'' if i < 6 else '__seed_1'}]" for i in range(12)]
+    values = [10.0 + 7 * i for i in range(12)]
+    fig = hbars(
+        names,
+        values,
+        [(v - 4, v + 4) for v in values],
+        right=[f"{v:.1f} [{v - 4:.1f}, {v + 4:.1f}]" for v in values],
+        title="Accuracy per eval",
+        xlabel="accuracy %",
+    )
+    boxes, page = label_boxes(fig)
+    assert len(boxes) == 12 + 12 + 6  # left names, right numbers, the x axis's 0..100
+    assert overlapping(boxes) == []
+    assert all(page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1 for b in boxes)
+    taller = hbars(names * 2, values * 2, title="t", xlabel="x")
+    assert taller.get_figheight() > 1.8 * fig.get_figheight() - 1.5 and taller.get_figwidth() == fig.get_figwidth()
+
+    old = Figure(figsize=(7, 3.2), layout="constrained")  # the bar chart this replaced
+    old.subplots().bar(STAGES, values[:6])
+    assert overlapping(label_boxes(old)[0]), "the check cannot fail: the old plot's names should overlap"
+
+
+def test_bar_helper_draws_groups_and_dots():
+    """What the sweep's plot asks of the helper: a colour and a legend entry per group, a dot per seed."""
+    from runtime.reporting.format import hbars
+
+    fig = hbars(
+        ["eval_sft", "eval_sft", "eval_rl", "eval_rl"],
+        [40.0, 45.0, 50.0, 55.0],
+        [(35.0, 45.0), (None, None), (45.0, 55.0), (50.0, 60.0)],
+        dots=[[38.0, 42.0], [44.0, 46.0], [49.0], []],
+        groups=["lr=1e-4", "lr=3e-4", "lr=1e-4", "lr=3e-4"],
+        title="Accuracy per stage and setting",
+        xlabel="accuracy %",
+    )
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert [round(b.get_width()) for b in bars] == [40, 45, 50, 55]
+    assert bars[0].get_facecolor() == bars[2].get_facecolor() != bars[1].get_facecolor()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lr=1e-4", "lr=3e-4"]
+    from matplotlib.collections import PathCollection
+
+    assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == 5  # the dots
+    assert overlapping(label_boxes(fig)[0]) == []
+
+
+# Evals whose names and labels are long (eval_rl_majority vs eval_teacher_sampled, "RL student
+# (majority-vote reward) vs teacher, one sample at T=1"): with them, the old page's pairwise table
+# ran past a 1300-pixel window.
+RUNG = {"kind": "rl", "policy": "student_sft", "algorithm": "rloo", "response_length": 24}
+WIDE = {
+    "student_rl_majority": RUNG | {"reward": "majority", "votes": "teacher_votes"},
+    "student_rl_gold": RUNG | {"reward": "gold"},
+    "eval_teacher_sampled": {
+        "kind": "eval",
+        "model": "teacher",
+        "samples": 4,
+        "temperature": 1.0,
+        "max_new_tokens": 24,
+    },
+    "eval_rl_majority": {"kind": "eval", "model": "student_rl_majority", "max_new_tokens": 24},
+    "eval_rl_gold": {"kind": "eval", "model": "student_rl_gold", "max_new_tokens": 24},
+}
+PROBE = """<script>window.addEventListener("load", () => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });  // the folded tables count too
+  const root = document.documentElement;
+  const out = {
+    window: window.innerWidth, client: root.clientWidth, scroll: root.scrollWidth,
+    tables: Array.from(document.querySelectorAll("table")).map(t => t.getBoundingClientRect().right),
+    headings: Array.from(document.querySelectorAll("h2")).map(h => h.textContent),
+  };
+  document.body.insertAdjacentHTML("beforeend", `<pre id="probe">${JSON.stringify(out)}</pre>`);
+});</script>"""
+
+
+@pytest.fixture
+def wide(built):
+    spec = yaml.safe_load((REPO / "tests" / "report_spec.yaml").read_text())
+    spec["stages"] = {k: v for k, v in spec["stages"].items() if k != "report"} | WIDE | {"report": {"kind": "report"}}
+    configs = built(spec)
+    inputs = fake_run(configs)
+    cfg = load_config(configs["report"], "report")
+    targets = [r["target"] for r in gold(cfg.task, "test", cfg.spec_seed)[:10]]
+    for i, sid in enumerate(k for k, v in WIDE.items() if v["kind"] == "eval"):
+        fake_eval(inputs, sid, targets, [int(q % (i + 2) > 0) for q in range(10)])
+    return configs
+
+
+@pytest.mark.slow
+def test_page_leads_with_the_answer_and_fits_the_window(wide, tmp_path):
+    """In a real browser at 1300 and 1000 pixels: no horizontal scrolling, every table (the folded
+    one opened) inside the page, and the verdicts' section first."""
+    html, md, s = run_report(wide)
+    assert len(s["comparisons"]) == 21
+    assert "<details><summary>All 21 paired comparisons (" in html  # folded, closed
+    assert md.index("## What the comparisons say") < md.index("## Accuracy") < md.index("## Paired comparisons")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE + "\n</body>"))
+    for width in (1300, 1000):
+        dom = chromium("--dump-dom", f"--window-size={width},2000", probe.as_uri(), cwd=tmp_path)
+        found = re.search(r'<pre id="probe">(\{.*?\})</pre>', dom.stdout)
+        assert found, dom.stderr[-2000:]
+        p = json.loads(html_text.unescape(found[1]))
+        assert p["window"] == width and p["scroll"] <= p["client"] <= width, p
+        assert len(p["tables"]) == html.count("<table>") and max(p["tables"]) <= p["client"], (width, p)
+        assert p["headings"][0] == "What the comparisons say", p["headings"]
 
 
 def test_every_kind_with_a_curve_is_plotted():

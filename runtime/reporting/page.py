@@ -1,7 +1,10 @@
 """The report's page: computed numbers -> tables, plots and the two templates.
 
 Tables are built once here, as strings, and both report.html.j2 and report.md.j2
-print them: the Markdown can never disagree with the HTML. Plots (matplotlib,
+print them: the Markdown can never disagree with the HTML. The page leads with its answer (the
+verdicts in words, the key comparisons, the reward ladder, then the sweep across seeds), then the
+numbers they rest on (accuracy, every paired comparison, folded in the HTML), then the method's
+insides (voting, pseudo-labels, reward models, curves, samples). Plots (matplotlib,
 Agg, PNG metadata stripped so identical data give identical bytes) go only into
 the HTML, inline as base64, so the page needs no other file and no network.
 """
@@ -12,22 +15,24 @@ from compiler.spec.rewards import LADDER, REWARD_SOURCES
 
 from . import method as method
 from .cutoff import page_section as cut_off
-from .format import CURVES, NAMES, ci, num, pct, png, pvalue, section, signed, table
+from .format import CURVES, NAMES, ci, hbars, label_of, num, pct, png, pvalue, section, signed, table
 from .seeds import sweep_plots, sweep_section
 
 ENV_MARKER = "<!-- environment-dependent sections below: they may differ between identical runs -->"
 CI_NOTE = "95% CI: Wilson score interval from n and accuracy."
+KEY_ROWS_SHOWN = 12  # more key comparisons than this (a sweep: every variant's) are folded; the sweep pools them
 
 
 # ----------------------------------------------------------------------------- sections
 def sections(s: dict, bootstrap_samples: int) -> list[dict]:
-    """The page, in order; sections with env=True come last, after ENV_MARKER."""
+    """The page, in order: the answer first; sections with env=True come last, after ENV_MARKER."""
+    every_pair = paired(s, bootstrap_samples)
     return [
+        in_words(s, key_comparisons(every_pair)),
+        *sweep_section(s),
         accuracy(s),
         cut_off(s),
-        *sweep_section(s),
-        paired(s, bootstrap_samples),
-        in_words(s),
+        every_pair,
         voting(s),
         pseudo_labels(s),
         reward_models(s),
@@ -96,8 +101,9 @@ def paired(s: dict, samples: int) -> dict:
     notes = [
         "Every pair of evals with shared questions, joined by question id on the first (greedy) answer; "
         "the method's key pairs (RL vs SFT, RL vs teacher, SFT vs teacher, SFT vs its base student) "
-        f"are highlighted. Difference = A - B in points; 95% CI: paired bootstrap ({samples} resamples "
-        "of questions, fixed seed); p: exact two-sided McNemar test on the discordant questions."
+        f"are highlighted. n: shared questions; A - B in points; 95% CI: paired bootstrap ({samples} resamples "
+        "of questions, fixed seed); only A / only B: the questions only A / only B answered right (they decide "
+        "it); p: exact two-sided McNemar test on them."
     ]
     if any("a_filter" in c for c in cs):
         notes.append(
@@ -114,17 +120,18 @@ def paired(s: dict, samples: int) -> dict:
                 [
                     "comparison",
                     "A vs B",
-                    "shared n",
+                    "n",
                     "A %",
                     "B %",
                     "A - B",
                     "95% CI",
-                    "only A right",
-                    "only B right",
-                    "McNemar p",
+                    "only A",
+                    "only B",
+                    "p",
                 ],
                 rows,
                 [c["highlight"] for c in cs],
+                fold=f"All {len(cs)} paired comparisons ({sum(c['highlight'] for c in cs)} key ones highlighted)",
             )
         ]
         if cs
@@ -139,8 +146,22 @@ def _sides(c: dict) -> str:
     return f"{c['a']} vs {c['b']}"
 
 
-def in_words(s: dict) -> dict:
-    """One sentence per highlighted comparison, and the RL reward ladder's verdict."""
+def key_comparisons(every_pair: dict) -> list[dict]:
+    """The highlighted rows of the paired comparisons (the method's key pairs), as their own table."""
+    out = []
+    for t in every_pair["tables"]:
+        rows = [r for r, hl in zip(t["rows"], t["highlight"]) if hl]
+        fold = f"{len(rows)} key comparisons" if len(rows) > KEY_ROWS_SHOWN else None
+        out.append(table(["key comparison", *t["headers"][1:]], rows, fold=fold))
+    return out
+
+
+def in_words(s: dict, key: list[dict]) -> dict:
+    """The page's answer: one sentence per highlighted comparison, the RL reward ladder's verdict, and
+    their tables (`key`: the key comparisons' table). A sweep answers with its pooled sentences (the regime
+    map's first, one per setting): one variant's sentences or ladder would be one seed's anecdote."""
+    if s.get("sweep"):
+        return _sweep_words(s, key)
     notes = list(s.get("sentences") or [])
     lad = s.get("ladder") or {}
     rows = [
@@ -163,13 +184,22 @@ def in_words(s: dict) -> dict:
             "The gold rung is an ORACLE: its rl stage read gold distill answers. It bounds what RL can "
             "do here; it is not the method."
         )
+    if notes and any(t["rows"] for t in key):
+        notes.append('Key comparisons: the highlighted rows of "Paired comparisons" below (columns explained there).')
+    rungs = table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p", "verdict"], rows)
     return section(
-        "What the comparisons say",
-        notes or ["not run: no key comparison (need evals of the models)"],
-        [table(["RL reward (vs its SFT student)", "stage", "n", "RL - SFT", "95% CI", "McNemar p", "verdict"], rows)]
-        if rows
-        else [],
+        "What the comparisons say", notes or ["not run: no key comparison (need evals of the models)"], [*key, rungs]
     )
+
+
+def _sweep_words(s: dict, key: list[dict]) -> dict:
+    sw = s["sweep"]
+    notes = [r["sentence"] for r in s.get("regime") or []] + [r["sentence"] for r in sw["pooled"]]
+    notes.append(
+        f"Pooled over seeds ({len(sw['variants'])} variants of {', '.join(sw['keys'])}); each variant's own "
+        'comparisons are in "Across seeds and variants" and "Paired comparisons" below.'
+    )
+    return section("What the comparisons say", notes, key)
 
 
 def voting(s: dict) -> dict:
@@ -425,17 +455,17 @@ def plots(s: dict) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     out = {}
     acc = [a for a in s["accuracy"] if a["status"] == "ok" and a["ci95"][0] is not None]
     if acc:
-        fig = Figure(figsize=(7, 3.2), layout="constrained")
-        ax = fig.subplots()
-        ys = [100 * a["accuracy"] for a in acc]
-        err = [[y - 100 * a["ci95"][0] for y, a in zip(ys, acc)], [100 * a["ci95"][1] - y for y, a in zip(ys, acc)]]
-        ax.bar([a["stage"] for a in acc], ys, yerr=err, capsize=4, color="#4878a8")
-        ax.set(ylabel="accuracy % (95% Wilson CI)", ylim=(0, 100), title="Accuracy per model")
+        fig = hbars(
+            [f"{label_of(a)} [{a['stage']}]" for a in acc],
+            [100 * a["accuracy"] for a in acc],
+            [(100 * a["ci95"][0], 100 * a["ci95"][1]) for a in acc],
+            right=[f"{pct(a['accuracy'])} {ci(a['ci95'])}" for a in acc],
+            title="Accuracy per eval",
+            xlabel="accuracy % (bars: 95% Wilson CI)",
+        )
         out["accuracy"] = png(fig)
     for kind, curve in CURVES.items():  # every kind that declares a curve (compiler.spec.stagekind.Curve)
         keys = curve.keys

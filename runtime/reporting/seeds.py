@@ -21,7 +21,7 @@ from compiler.spec.stages import all_roles
 
 from ..lib.common import derive_seed
 from . import regime
-from .format import NAMES, ci, pct, png, pvalue, section, signed, table
+from .format import ci, hbars, label_of, pct, png, pvalue, section, signed, table
 from .stats import mcnemar_exact, paired_bootstrap, stratified_bootstrap, t_interval
 
 # The comparisons pooled across seeds: each report role against the roles its kind lists (compiler/spec/stages.py),
@@ -116,7 +116,7 @@ def _accuracy(name: str, vs: list[dict], evals_by: dict, acc_by: dict) -> list[d
                 "setting": name,
                 "stage": base,
                 "role": evals_by[stages[0]]["role"],
-                "label": _name(evals_by[stages[0]]),
+                "label": label_of(evals_by[stages[0]]),
                 "seeds": [v["values"].get("seed") for v in vs],
                 "accuracy": [acc_by.get(s, {}).get("accuracy") for s in stages],
                 "runs": len(accs),
@@ -135,11 +135,6 @@ def _of_role(v: dict, role: str, evals_by: dict) -> dict[str, dict]:
         for base, s in v["stages"].items()
         if s in evals_by and evals_by[s]["role"] == role and evals_by[s]["samples"]
     }
-
-
-def _name(e: dict) -> str:
-    """How the report names an eval's model: its label ("RL student (gold reward, oracle)"), else its role's name."""
-    return e.get("label") or NAMES[e["role"]]
 
 
 def _per_seed(name: str, vs: list[dict], evals_by: dict, samples: int, seed: int) -> list[dict]:
@@ -167,8 +162,8 @@ def _pair_row(
         "seed": v["values"].get("seed"),
         "a": a["stage"],
         "b": b["stage"],
-        "label": f"{_name(a)} vs {_name(b)}",
-        "names": [_name(a), _name(b)],
+        "label": f"{label_of(a)} vs {label_of(b)}",
+        "names": [label_of(a), label_of(b)],
         "key": key,
         "n": len(x),
         "diff": (sum(x) - sum(y)) / len(x),
@@ -234,7 +229,7 @@ def sweep_section(s: dict) -> list[dict]:
             [
                 r["setting"],
                 r["stage"],
-                r.get("label") or NAMES.get(r["role"], r["role"]),
+                label_of(r),
                 ", ".join(map(str, r["seeds"])),
                 " / ".join(pct(a) for a in r["accuracy"]),
                 pct(r["mean"]),
@@ -321,32 +316,19 @@ def sweep_plots(s: dict) -> dict[str, str]:
 
 
 def _accuracy_plot(rows: list[dict]) -> dict[str, str]:
-    from matplotlib.figure import Figure
-
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    """One horizontal bar per (setting, eval) at the mean over seeds, 95% t error bars, a dot per seed:
+    rows grouped by eval (the settings side by side, one colour each), named by role and stage id."""
+    order = list(dict.fromkeys(r["stage"] for r in rows))
+    rows = sorted(rows, key=lambda r: order.index(r["stage"]))  # stable: settings stay in sweep order
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    width = 0.8 / len(settings)
-    fig = Figure(figsize=(max(6, 1.2 * len(stages) * max(1, len(settings) / 2)), 3.6), layout="constrained")
-    ax = fig.subplots()
-    for j, name in enumerate(settings):
-        mine = {r["stage"]: r for r in rows if r["setting"] == name}
-        xs = [i + (j - (len(settings) - 1) / 2) * width for i, st in enumerate(stages) if st in mine]
-        rs = [mine[st] for st in stages if st in mine]
-        ys = [100 * r["mean"] for r in rs]
-        err = [
-            [y - 100 * r["ci95"][0] if r["ci95"][0] is not None else 0 for y, r in zip(ys, rs)],
-            [100 * r["ci95"][1] - y if r["ci95"][1] is not None else 0 for y, r in zip(ys, rs)],
-        ]
-        ax.bar(xs, ys, width * 0.9, yerr=err, capsize=3, label=name)
-        for x, r in zip(xs, rs):
-            pts = [100 * a for a in r["accuracy"] if a is not None]
-            ax.scatter([x] * len(pts), pts, s=10, color="black", zorder=3)
-    ax.set_xticks(range(len(stages)), stages, rotation=20, ha="right")
-    ax.set(
-        ylabel="accuracy % (mean over seeds, 95% t CI)",
-        ylim=(0, 100),
-        title="Accuracy per stage and variant (dots: seeds)",
+    fig = hbars(
+        [f"{label_of(r)} [{r['stage']}]" for r in rows],
+        [100 * r["mean"] for r in rows],
+        [tuple(None if x is None else 100 * x for x in r["ci95"]) for r in rows],  # type: ignore[misc]  # a pair
+        title="Accuracy per eval and setting (mean over seeds, 95% t CI; dots: seeds)",
+        xlabel="accuracy %",
+        right=[f"{pct(r['mean'])} {ci(r['ci95'])}" for r in rows],
+        dots=[[100 * a for a in r["accuracy"] if a is not None] for r in rows],
+        groups=[r["setting"] for r in rows] if len(settings) > 1 else None,
     )
-    if len(settings) > 1:
-        ax.legend(fontsize=8)
     return {"sweep_accuracy": png(fig)}
