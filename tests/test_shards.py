@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from compiler import cli
+
 from conftest import build_spec
 
 BIN = Path(sys.executable).parent
@@ -36,14 +37,14 @@ TASK = {
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
 
 
-def spec(generate: dict | None = None, evaluate: dict | None = None, **stages) -> dict:
+def spec(generate: dict | None = None, evaluate: dict | None = None, models: dict | None = None, **stages) -> dict:
     """One generate stage (4 batches of 8 distill questions), the pseudo_reward stage reading it, one eval
-    (3 batches of 8 test questions); `generate` and `evaluate` add fields to them."""
+    (3 batches of 8 test questions); `generate` and `evaluate` add fields to them, `models` models."""
     return {
         "name": "sh",
         "seed": 0,
         "task": TASK,
-        "models": {"m": TINY},
+        "models": {"m": TINY} | (models or {}),
         "stages": {
             "samples": {
                 "kind": "generate",
@@ -243,3 +244,186 @@ def test_status_shows_each_shard_under_its_stage(tmp_path):
     assert found["samples shard 1/2"][0] == "done", out
     assert found["samples shard 2/2"] == ("running", "3/16 questions (19%)"), out
     assert found["votes"][0] == "pending" and "1 running" in out and "3 pending" in out, out
+
+
+# ------------------------------------------------------------------ running the jobs (slow)
+def run_job(root: Path, job: str) -> None:
+    """A job as its rule runs it (in this process): `python -m runtime.<kind> --config stages/<job>.yaml`. A
+    join reads its shards' Snakemake benchmark files: stand-ins are written for the shards run here."""
+    import importlib
+
+    path = root / f"build/sh/stages/{job}.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    importlib.import_module(f"runtime.{cfg['kind']}").main(["--config", str(path), "--threads", "1"])
+    if cfg.get("shard"):
+        bench = root / f"runs/sh/benchmarks/{job}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n1.5\t0:00:01\t100.0\t1.25\n")
+
+
+def run_stage(root: Path, stage: str, count: int) -> None:
+    for k in range(1, count + 1) if count > 1 else ():
+        run_job(root, f"{stage}_shard{k}of{count}")
+    run_job(root, stage)  # the join, or the whole stage
+
+
+def outputs(root: Path, stage: str) -> dict[str, bytes]:
+    cfg = yaml.safe_load((root / f"build/sh/stages/{stage}.yaml").read_text())
+    return {name: (root / path).read_bytes() for name, path in cfg["outputs"].items() if name != "benchmark"}
+
+
+@pytest.mark.slow
+def test_generate_joins_to_the_same_bytes_for_1_2_3_shards_and_after_a_crash(tmp_path, monkeypatch):
+    from runtime import generate
+    from runtime.lib.errors import StageError
+
+    monkeypatch.chdir(tmp_path)
+    joined = {}
+    for count in (1, 2, 3):
+        build_spec(spec({"shards": count}), tmp_path)
+        run_stage(tmp_path, "samples", count)
+        joined[count] = outputs(tmp_path, "samples")["responses"]
+    rows = [json.loads(line) for line in joined[1].decode().splitlines()]
+    assert len(rows) == 32 * 3 and len({r["seed"] for r in rows}) == 4 * 2  # 4 batches x 2 temperatures
+    assert joined[2] == joined[1] and joined[3] == joined[1]
+    stats = json.loads((tmp_path / "runs/sh/samples/generate_stats.json").read_text())
+    assert (stats["shards"], stats["questions"], stats["responses"]) == (3, 32, 96)
+    assert stats["cut_off"] == sum(r["cut_off"] for r in rows) and stats["no_answer"] == sum(
+        r["answer"] is None for r in rows
+    )
+    bench = (tmp_path / "runs/sh/benchmarks/samples.tsv").read_text().splitlines()
+    assert bench == ["s\th:m:s\tmax_rss\tcpu_time", "4.5000\t0:00:04\t100.00\t3.7500"]  # 3 shards: summed, largest
+
+    # shard 2 of 2 dies after its first batch; run again, it resumes, and the join gives the same bytes
+    build_spec(spec({"shards": 2}), tmp_path)
+    run_job(tmp_path, "samples_shard1of2")
+    real_append, calls = generate.append_rows, []
+
+    def crash_on_second(path, new_rows):
+        calls.append(len(new_rows))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_append(path, new_rows)
+
+    monkeypatch.setattr(generate, "append_rows", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(tmp_path, "samples_shard2of2")
+    monkeypatch.setattr(generate, "append_rows", real_append)
+    run_job(tmp_path, "samples_shard2of2")
+    assert (
+        json.loads((tmp_path / "runs/sh/samples/shards/2of2/generate_stats.json").read_text())["resumed_questions"] == 8
+    )  # its first batch, kept from the killed run
+    run_job(tmp_path, "samples")
+    assert outputs(tmp_path, "samples")["responses"] == joined[1]
+
+    # shard files that do not hold the stage's questions in order are refused, not joined
+    first, second = (tmp_path / f"runs/sh/samples/shards/{k}of2/responses.jsonl" for k in (1, 2))
+    first_text = first.read_text()
+    first.write_text(second.read_text())
+    second.write_text(first_text)
+    with pytest.raises(StageError, match="distill-00016' is out of place"):
+        run_job(tmp_path, "samples")
+    assert outputs(tmp_path, "samples")["responses"] == joined[1]  # the joined file is left as it was
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> str:
+    """A model folder that answers in varied ways: a random tiny model writes one string for every question
+    greedily, which would make equal bytes prove little. 60 steps on gold solutions, ~5 s on 1 thread."""
+    import torch
+
+    from compiler.spec.contract import ModelRef
+    from compiler.spec.schema import InitModel, TaskSpec
+    from runtime.lib import models
+    from runtime.lib import task as taskdata
+
+    torch.set_num_threads(1)
+    task = TaskSpec.model_validate({"synthetic": TASK["synthetic"] | {"gold_size": 200}})
+    ref = ModelRef(name="m", source="init", base="m", init=InitModel(**TINY["init"]))
+    model, tok = models.load_causal_lm(ref, task, 0, padding_side="right")
+    rows = taskdata.gold(task, "gold", 0)
+    texts = [
+        tok.apply_chat_template(
+            taskdata.messages(r, task) + [{"role": "assistant", "content": r["answer"]}], tokenize=False
+        )
+        for r in rows
+    ]
+    enc = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt, gen = torch.optim.AdamW(model.parameters(), lr=1e-2), torch.Generator().manual_seed(0)
+    for _ in range(60):
+        idx = torch.randint(len(rows), (32,), generator=gen)
+        batch = {"input_ids": enc["input_ids"][idx], "attention_mask": enc["attention_mask"][idx]}
+        model(**batch, labels=labels[idx]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    path = tmp_path_factory.mktemp("trained") / "model"
+    models.save(model.eval(), tok, path)
+    return str(path)
+
+
+def eval_runs(tmp_path: Path, monkeypatch, model: str, evaluate: dict, counts: tuple[int, ...]) -> dict:
+    """The eval stage's outputs with each number of shards; checks the unsharded run's metrics against
+    lm-eval's own aggregates (the joins must compute what one job computes)."""
+    from runtime import eval as stage
+
+    monkeypatch.chdir(tmp_path)
+    own = []
+    real_scores = stage.scores
+    monkeypatch.setattr(stage, "scores", lambda results: own.append(real_scores(results)) or own[-1])
+    found = {}
+    for count in counts:
+        evaluate = evaluate | {"shards": count, "model": "t", "max_new_tokens": 24}
+        build_spec(spec(evaluate=evaluate, models={"t": {"path": model}}), tmp_path)
+        own.clear()
+        run_stage(tmp_path, "ev", count)
+        found[count] = outputs(tmp_path, "ev")
+        if count == 1:
+            metric, filters = own[0]
+            assert json.loads(found[1]["metrics"])["metrics"] == filters  # lm-eval's numbers, to the bit
+    return found
+
+
+@pytest.mark.slow
+def test_greedy_eval_joins_to_the_same_samples_and_metrics_for_1_2_3_shards(tmp_path, monkeypatch, trained):
+    found = eval_runs(tmp_path, monkeypatch, trained, {}, (1, 2, 3))
+    assert found[2] == found[1] and found[3] == found[1]
+    metrics = json.loads(found[1]["metrics"])
+    assert metrics["n"] == 24 and set(metrics["metrics"]) == {"greedy", "greedy_strict"}
+    assert metrics["generated_tokens"] > 0 and metrics["cut_off_share"] is not None
+    assert 0 < metrics["accuracy"] < 1 and metrics["stderr"] > 0  # numbers to agree on, not all zeros
+    assert len({r["responses"][0] for r in map(json.loads, found[1]["samples"].decode().splitlines())}) > 3
+    shard = json.loads((tmp_path / "runs/sh/ev/shards/2of3/metrics.json").read_text())
+    assert shard["n"] == len(shard["shard"]["doc_ids"]) < 24  # a shard's metrics are its questions'
+
+
+@pytest.mark.slow
+def test_sampled_eval_with_a_majority_vote_joins_to_the_same_bytes(tmp_path, monkeypatch, trained):
+    found = eval_runs(tmp_path, monkeypatch, trained, {"samples": 2, "temperature": 1.0, "batch_size": 4}, (1, 3))
+    assert found[3] == found[1]
+    metrics = json.loads(found[1]["metrics"])
+    assert set(metrics["metrics"]) == {"single", "single_strict", "majority", "majority_strict"}
+    rows = [json.loads(line) for line in found[1]["samples"].decode().splitlines()]
+    assert all(len(r["responses"]) == 2 for r in rows)
+    assert sum(r["responses"][0] != r["responses"][1] for r in rows) > 12  # sampled: the two usually differ
+
+
+@pytest.mark.slow
+def test_plan_lists_each_shard_job_and_why_it_would_run(tmp_path):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec({"shards": 2}, {"shards": 3}), sort_keys=False))
+    proc = subprocess.run(
+        [str(BIN / "distillc"), "plan", "spec.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  samples "))
+    assert lines[at + 1].startswith("    shard 1/2 (samples_shard1of2) ")
+    assert lines[at + 2].startswith("    shard 2/2 (samples_shard2of2) ")
+    assert (
+        "RUN  (Missing output files: benchmarks/samples_shard2of2.tsv, samples/shards/2of2/responses.jsonl)"
+        in (lines[at + 2])
+    )
+    assert "Input files updated by another job: samples_shard1of2, samples_shard2of2" in lines[at]
+    assert sum(line.startswith("    shard ") for line in lines) == 5
+    assert "note: ev runs as 3 shard jobs, then a join" in lines
+    assert "4 of 4 stages would run" in proc.stdout  # stages are counted, not jobs
