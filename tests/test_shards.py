@@ -145,6 +145,16 @@ def test_shards_1_builds_what_a_spec_without_shards_builds(tmp_path):
     assert '"shards"' not in (tmp_path / "one/build/sh/spec.lock.json").read_text()
 
 
+def test_a_swept_stage_is_sharded_in_each_variant_with_its_seed(tmp_path):
+    build_spec(spec({"shards": 2}) | {"sweep": {"seed": [0, 1]}}, tmp_path)
+    for seed in (0, 1):
+        stage = config(tmp_path, f"samples__seed_{seed}")
+        for k in (1, 2):
+            shard = config(tmp_path, f"samples__seed_{seed}_shard{k}of2")
+            assert (shard["id"], shard["seed"], shard["spec_seed"]) == (f"samples__seed_{seed}", seed, seed)
+            assert shard["shard"] == {"index": k, "count": 2} and shard["task"] == stage["task"]
+
+
 def validate(tmp_path: Path, capsys, data: dict) -> str:
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     assert cli.main(["validate", str(tmp_path / "spec.yaml"), "--root", str(tmp_path)]) == 2
