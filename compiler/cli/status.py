@@ -103,7 +103,7 @@ def stage_status(root: Path, build: Path, stage_id: str, done_ids: set[str], now
     job = job or stage_id
     config_file = build / "stages" / f"{job}.yaml"
     cfg = read_config(yaml.safe_load(config_file.read_text()))
-    name, part = (f"{cfg.id} {cfg.shard.label}", True) if cfg.shard else (cfg.id, False)
+    name, part = cfg.label, cfg.shard is not None
     info = _read_json(root / cfg.out_dir / "progress.json")
     text, eta = _progress_text(info)
     upstream_done = all(d in done_ids for ids in cfg.upstream.values() for d in ids)

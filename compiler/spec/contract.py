@@ -94,6 +94,12 @@ class StageConfig(Strict):
         return f"{self.run_dir}/{self.id}"
 
     @property
+    def label(self) -> str:
+        """The job as people read it (terminal lines, failures, `distillc status`): the stage id, and a
+        shard job's place ("teacher_samples shard 1/2")."""
+        return f"{self.id} {self.shard.label}" if self.shard else self.id
+
+    @property
     def joins(self) -> bool:
         """Is this the join of a sharded stage (it reads its shards' outputs and writes the stage's)?"""
         return self.shard is None and self.params.shard_count() > 1
