@@ -10,6 +10,7 @@ of the pipeline, and nothing downstream trains on its outputs.
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,19 @@ from compiler.spec.stages import EvalStage
 
 from .lib import answers, decoding, eval_lm, rerank, verifier
 from .lib import task as taskdata
-from .lib.common import StageError, atomic_write_json, log, progress, start, torch_setup, write_jsonl
+from .lib.common import (
+    StageError,
+    atomic_write_json,
+    derive_seed,
+    log,
+    progress,
+    read_json,
+    read_jsonl,
+    start,
+    torch_setup,
+    write_jsonl,
+)
+from .lib.shards import batches_here, join_benchmarks
 from .lib.startup import settle
 
 METRICS = ("exact_match", "acc")  # generate_until tasks score exact_match; loglikelihood ones acc
@@ -42,7 +55,7 @@ def write_questions(cfg: StageConfig, stage: EvalStage) -> list[dict]:
         raise StageError("eval: the task has no test questions (set task.test or task.synthetic.test_size)")
     task_yaml = read_task_yaml(cfg.build_input("lm_eval_task"))
     path = Path(task_yaml["dataset_kwargs"]["data_files"]["test"])
-    expected = (Path(cfg.out_dir) / "questions.jsonl").resolve()
+    expected = (Path(cfg.stage_dir) / "questions.jsonl").resolve()  # a shard's out_dir is inside it
     if path.resolve() != expected:
         raise StageError(
             f"eval: {cfg.build_input('lm_eval_task')} reads {path}, not {expected}: "
@@ -95,6 +108,7 @@ def make_lm(cfg: StageConfig, stage: EvalStage, device, dtype):
         model, tok = load_causal_lm(ref, cfg.task, cfg.spec_seed, dtype=dtype)
         lm = eval_lm.ruled_hflm()(pretrained=model.to(device).eval(), tokenizer=tok, batch_size=stage.batch_size)
         eval_lm.apply_rule(lm, answer_format(cfg, stage))
+        eval_lm.apply_batches(lm, *_COUNTING["batches"])
         count_progress(lm, cfg)
         _COUNTING["lm"] = lm
         return lm, None
@@ -130,6 +144,7 @@ def hf_with_progress(cfg: StageConfig, stage: EvalStage) -> str:
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 eval_lm.apply_rule(self, _COUNTING["answer_format"])
+                eval_lm.apply_batches(self, *_COUNTING["batches"])
                 count_progress(self, _COUNTING["cfg"])
                 _COUNTING["lm"] = self
 
@@ -152,12 +167,14 @@ def count_progress(lm, cfg: StageConfig, updates: int = 100) -> None:
     class Counter(CacheHook):
         def __init__(self) -> None:
             super().__init__(None)
-            self.done, self.total, self.shown = 0, 0, 0
+            self.done, self.total, self.shown, self.requests = 0, 0, 0, 0
             self.docs: set[tuple] = set()
 
         def add_partial(self, attr, req, res) -> None:
+            if getattr(lm, "skipping", False):  # another shard's batch: nothing was generated
+                return
             self.done += 1
-            questions = len(self.docs)
+            questions = len(self.docs) * self.total // max(self.requests, 1)  # a shard's share
             answered = min(self.done, self.total) * questions // max(self.total, 1)
             if answered - self.shown >= max(1, questions // updates) or (answered == questions > self.shown):
                 self.shown = answered
@@ -168,7 +185,8 @@ def count_progress(lm, cfg: StageConfig, updates: int = 100) -> None:
     for name in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
 
         def counted(requests, *args, _method=getattr(lm, name), **kwargs):  # noqa: B008 (binds this loop's method)
-            counter.total += len(requests)
+            counter.requests += len(requests)
+            counter.total += kept_requests(lm, len(requests))
             counter.docs |= {(r.task_name, r.doc_id) for r in requests}
             return _method(requests, *args, **kwargs)
 
@@ -365,19 +383,41 @@ def provenance(result: dict, name: str, model_args: dict | None, stage: EvalStag
 
 def main(argv: list[str] | None = None) -> None:
     cfg, stage, args = start(argv, "eval")
+    if cfg.joins:  # a sharded stage's join: no model, no lm-eval run
+        join(cfg, stage)
+        return
     device, dtype = torch_setup(cfg.seed, args.threads, stage.device, stage.precision)
     questions = write_questions(cfg, stage) if stage.hub_task is None else None
+    _COUNTING["batches"] = batch_plan(cfg, stage, questions)
     lm, model_args = make_lm(cfg, stage, device, dtype)
     progress(cfg, 0, len(questions) if questions is not None else stage.limit, "questions")
     name, result = run_lm_eval(cfg, stage, lm, model_args, device)
-    metric, filters = scores(result["results"][name])
-    first = primary(filters)
     built = _COUNTING.get("lm")  # the model lm-eval generated with: its cut-off records
-    rows = sample_rows(result["samples"][name], metric, first, questions, name, cfg.task.format, built)
-    reranked = best_of_k(cfg, stage, rows, device, dtype) if stage.rerank else None
+    metric, filters, logged = scored(cfg, result, name, questions, built)
+    first = primary(filters)
+    rows = sample_rows(logged, metric, first, questions, name, cfg.task.format, built)
+    reranked = best_of_k(cfg, stage, rows, device, dtype) if stage.rerank else None  # not sharded: refused
     if reranked:
         filters |= reranked[0]
-    metrics = {
+    metrics = record(cfg, name, metric, filters, rows, eval_lm.response_counts(rows, built))
+    if reranked:
+        metrics["rerank"] = reranked[1]
+    metrics["lm_eval"] = provenance(result, name, model_args, stage)
+    if cfg.shard is not None:  # what the join needs to score the whole stage as one job does
+        metrics["shard"] = shard_part(cfg, logged, metric)
+    progress(cfg, len(rows), len(rows), "questions")
+    write_jsonl(cfg.outputs["samples"], rows)
+    atomic_write_json(cfg.outputs["metrics"], metrics)
+    log(
+        f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"
+        + "".join(f"; {f} {v['accuracy']:.4f}" for f, v in filters.items() if f != first)
+    )
+
+
+def record(cfg: StageConfig, name: str, metric: str, filters: dict, rows: list[dict], counts: dict) -> dict:
+    """metrics.json, but for its lm-eval provenance: one record, written by one job or by the join."""
+    first = primary(filters)
+    return {
         "model": cfg.models["model"].name,
         "stage": cfg.id,
         "task": name,
@@ -387,17 +427,117 @@ def main(argv: list[str] | None = None) -> None:
         "metric": metric,
         "filter": first,
         "metrics": filters,
-        **eval_lm.response_counts(rows, built),
-        **({"rerank": reranked[1]} if reranked else {}),
-        "lm_eval": provenance(result, name, model_args, stage),
+        **counts,
     }
-    progress(cfg, len(rows), len(rows), "questions")
-    write_jsonl(cfg.outputs["samples"], rows)
+
+
+# ----------------------------------------------------------------------------- shards (compiler/spec/shards.py)
+def batch_plan(cfg: StageConfig, stage: EvalStage, questions: list[dict] | None) -> tuple:
+    """(seed of lm-eval's batch i, the batches this job generates) for eval_lm.apply_batches. Every batch has
+    its own seed, sharded or not, so that a shard samples its batches as one job does; greedy decoding
+    draws nothing. A shard generates its contiguous range of the batches (lm-eval batches requests:
+    `samples` per question)."""
+    keep = None
+    if cfg.shard is not None:
+        assert questions is not None, "the compiler refuses shards on a hub task"
+        keep = batches_here(cfg, len(questions) * stage.samples, stage.batch_size)
+    return (lambda i: derive_seed(cfg.seed, cfg.id, "eval batch", i)), keep
+
+
+def kept_requests(lm, requests: int) -> int:
+    """How many of `requests` fall in the batches this job generates (all, unless it is a shard)."""
+    keep = getattr(lm, "keep", None)
+    if keep is None:
+        return requests
+    size = int(lm.batch_size)
+    return max(0, min(requests, keep.stop * size) - keep.start * size)
+
+
+def scored(cfg: StageConfig, result: dict, name: str, questions, lm) -> tuple[str, dict, list[dict]]:
+    """(metric, {filter: accuracy and stderr}, logged samples) of the questions this job answered.
+
+    On the spec's own test split the scores are computed from lm-eval's per-question scores (doc_scores,
+    filter_scores: lm-eval's own formulas, in its order, so the same numbers to the bit), because a join
+    must score the questions of all its shards as one job would. A shard keeps only its questions.
+    """
+    logged = result["samples"][name]
+    metric, filters = scores(result["results"][name])
+    if questions is None:  # a hub task: lm-eval's own aggregates (any metric, any aggregation)
+        return metric, filters, logged
+    if cfg.shard is not None:
+        clash = lm.generated_docs & lm.skipped_docs
+        if clash:  # batch_size is a multiple of samples under shards: a question's repeats share a batch
+            raise StageError(f"eval: question {min(clash)}'s samples fell in two shards' batches")
+        logged = [s for s in logged if s["doc_id"] in lm.generated_docs]
+    return metric, filter_scores(doc_scores(logged, metric)), logged
+
+
+def doc_scores(logged: list[dict], metric: str) -> dict[str, dict[int, float]]:
+    """{filter: {doc id: the question's score}} from lm-eval's logged samples."""
+    out: dict[str, dict[int, float]] = {}
+    for s in logged:
+        out.setdefault(s["filter"], {})[s["doc_id"]] = s[metric]
+    return out
+
+
+def filter_scores(by_filter: dict[str, dict[int, float]]) -> dict[str, dict]:
+    """{filter: {"accuracy", "stderr"}} as lm-eval aggregates a `mean` metric: its mean and mean_stderr
+    (lm_eval.api.metrics) over the questions in doc order, with the same operations in the same order;
+    stderr None (lm-eval's "N/A") for fewer than two questions."""
+    out = {}
+    for filt, by_doc in by_filter.items():
+        xs = [by_doc[d] for d in sorted(by_doc)]
+        mu = sum(xs) / len(xs)
+        stderr = (
+            math.sqrt(sum([(x - mu) ** 2 for x in xs]) / (len(xs) - 1)) / math.sqrt(len(xs)) if len(xs) > 1 else None
+        )
+        out[filt] = {"accuracy": float(mu), "stderr": stderr}
+    return out
+
+
+def shard_part(cfg: StageConfig, logged: list[dict], metric: str) -> dict:
+    """What a shard's metrics.json adds for the join: its questions (doc ids, the order of its samples.jsonl)
+    and each filter's score of each."""
+    by_filter = doc_scores(logged, metric)
+    ids = sorted({s["doc_id"] for s in logged})
+    return {
+        "index": cfg.shard.index,  # type: ignore[union-attr]  # called for a shard
+        "count": cfg.shard.count,  # type: ignore[union-attr]
+        "doc_ids": ids,
+        "scores": {f: [by_doc[d] for d in ids] for f, by_doc in by_filter.items()},
+    }
+
+
+def join(cfg: StageConfig, stage: EvalStage) -> None:
+    """A sharded eval's samples.jsonl and metrics.json from its shards': samples in question order, every
+    filter scored over all the questions as one job scores them (filter_scores), the shards' lm-eval
+    provenance (the same in each: every shard's lm-eval saw the whole task) and their summed tokens."""
+    questions = len(taskdata.gold(cfg.task, "test", cfg.spec_seed)[: stage.limit])
+    parts = [read_json(p) for p in cfg.shard_inputs("metrics")]
+    rows: dict[int, dict] = {}
+    by_filter: dict[str, dict[int, float]] = {}
+    for path, part in zip(cfg.shard_inputs("samples"), parts):
+        ids, samples = part["shard"]["doc_ids"], read_jsonl(path)
+        if len(ids) != len(samples) or rows.keys() & set(ids):
+            raise StageError(f"{path}: does not match its shard's metrics.json (left by another run?); rerun the shard")
+        rows.update(zip(ids, samples))
+        for filt, values in part["shard"]["scores"].items():
+            by_filter.setdefault(filt, {}).update(zip(ids, values))
+    if sorted(rows) != list(range(questions)):
+        raise StageError(f"{cfg.id}: the shards answered {len(rows)} of the stage's {questions} questions")
+    if any(p["lm_eval"] != parts[0]["lm_eval"] for p in parts):
+        raise StageError(f"{cfg.id}: the shards ran different lm-eval setups (versions, task or model); rerun them")
+    ordered = [rows[d] for d in range(questions)]
+    filters = filter_scores(by_filter)
+    tokens = [p.get("generated_tokens") for p in parts]
+    counts = eval_lm.response_counts(ordered, None) | {"generated_tokens": None if None in tokens else sum(tokens)}
+    metrics = record(cfg, parts[0]["task"], parts[0]["metric"], filters, ordered, counts)
+    metrics["lm_eval"] = parts[0]["lm_eval"]
+    write_jsonl(cfg.outputs["samples"], ordered)
     atomic_write_json(cfg.outputs["metrics"], metrics)
-    log(
-        f"{cfg.id}: {name} {first} {metric} = {metrics['accuracy']:.4f} on {len(rows)} questions"
-        + "".join(f"; {f} {v['accuracy']:.4f}" for f, v in filters.items() if f != first)
-    )
+    join_benchmarks(cfg)
+    progress(cfg, questions, questions, "questions")
+    log(f"{cfg.id}: joined {len(parts)} shards: {metrics['filter']} {metrics['metric']} = {metrics['accuracy']:.4f}")
 
 
 if __name__ == "__main__":

@@ -267,3 +267,67 @@ def test_tiny_pipeline_runs_to_the_report_one_slurm_job_per_stage(cluster, tmp_p
     for stage in stages:  # each job wrote its Snakemake benchmark and its stage log
         assert (root / f"runs/tiny/benchmarks/{stage}.tsv").exists(), stage
         assert (root / f"runs/tiny/logs/{stage}.log").exists(), stage
+
+
+SHARDED = {
+    "name": "sh",
+    "seed": 0,
+    "task": {
+        "synthetic": {
+            "min_steps": 1,
+            "max_steps": 1,
+            "max_number": 9,
+            "gold_size": 40,
+            "dev_size": 8,
+            "distill_size": 32,
+            "test_size": 8,
+        }
+    },  # fmt: skip
+    "models": {"m": {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}},
+    "stages": {
+        "samples": {
+            "kind": "generate",
+            "model": "m",
+            "temperatures": [0.0, 1.0],
+            "samples_per_temperature": 2,
+            "max_new_tokens": 10,
+            "batch_size": 8,
+            "shards": 2,
+        },  # fmt: skip
+    },
+}
+
+
+@pytest.mark.slow
+def test_a_sharded_generate_runs_as_separate_slurm_jobs_and_joins_to_one_jobs_bytes(cluster, tmp_path):
+    """shards: 2 -> two SLURM jobs (one per shard, 2 of the 4 batches each) and a join job; the joined
+    responses are the bytes the same stage writes as one job (run here, locally)."""
+    root = tmp_path / "sharded"
+    root.mkdir()
+    shutil.copy(REPO / "Snakefile", root / "Snakefile")
+    (root / "spec.yaml").write_text(yaml.safe_dump(SHARDED, sort_keys=False))
+    distillc = [str(BIN / "distillc"), "build", "spec.yaml"]
+    subprocess.run(distillc, check=True, cwd=root, capture_output=True, text=True)
+    target = "runs/sh/samples/responses.jsonl"
+    code, out, seconds = snakemake(root, "--slurm-keep-successful-logs", target, timeout=300)
+    print(f"a generate stage in 2 shards + a join through SLURM: {seconds:.1f}s")
+    assert code == 0, out[-4000:]
+
+    jobs = slurm_jobs(out)
+    names = ["rule_samples_shard1of2", "rule_samples_shard2of2", "rule_samples"]
+    assert sorted(j["comment"] for j in jobs) == sorted(names), jobs
+    assert len({j["id"] for j in jobs}) == 3 and {j["state"] for j in jobs} == {"COMPLETED"}, jobs
+    for job in jobs:  # each ran inside its own SLURM job
+        assert (root / f".snakemake/slurm_logs/{job['comment']}/{job['id']}.log").exists()
+    for k in (1, 2):
+        shard = (root / f"runs/sh/samples/shards/{k}of2/responses.jsonl").read_text().splitlines()
+        assert len(shard) == 16 * 3, k  # 2 batches of 8 questions, 3 samples each
+
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "spec.yaml").write_text(yaml.safe_dump(SHARDED, sort_keys=False).replace("shards: 2", "shards: 1"))
+    subprocess.run(distillc, check=True, cwd=one, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    stage = [sys.executable, "-m", "runtime.generate", "--config", "build/sh/stages/samples.yaml", "--threads", "1"]
+    subprocess.run(stage, check=True, cwd=one, env=env, capture_output=True, text=True)
+    assert (root / target).read_bytes() == (one / target).read_bytes()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..plan.planner import Plan
 from ..plan.render import build_files
+from ..plan.shards import workflow_jobs
 from ..spec.errors import DistillcError
 from ..spec.stages import REPORT
 from .run import RUN_FLAGS, snakemake_command
@@ -28,7 +29,7 @@ JOB = re.compile(r"^(?:local)?rule (\w+):$")
 
 
 def reasons(plan: Plan, root: Path) -> dict[str, str]:
-    """Stage id -> why the next run would run it ('' when it would not)."""
+    """Job (a stage id, or a shard job's name) -> why the next run would run it ('' when it would not)."""
     with tempfile.TemporaryDirectory(prefix="distillc-plan-") as tmp:
         scratch = Path(tmp)
         _scratch_root(plan, root, scratch)
@@ -43,7 +44,7 @@ def reasons(plan: Plan, root: Path) -> dict[str, str]:
     if proc.returncode:
         tail = "\n    ".join(out.strip().splitlines()[-12:])
         raise DistillcError(f"snakemake --dry-run failed (exit {proc.returncode}):\n    {tail}")
-    why = {job.id: "" for job in plan.jobs}
+    why = {job.rule: "" for job in workflow_jobs(plan)}
     rule = None
     for line in out.splitlines():
         if m := JOB.match(line.strip()):
@@ -84,14 +85,23 @@ def _same_text(path: Path, text: str) -> bool:
 def describe(plan: Plan, root: Path) -> str:
     why = reasons(plan, root)
     width = max(len(j.id) for j in plan.jobs)
+    shards: dict[str, list] = {}  # stage id -> its shard jobs
+    for job in workflow_jobs(plan):
+        if job.config.shard is not None:
+            shards.setdefault(job.id, []).append(job)
     lines = [f"plan for {plan.spec.name}: {len(plan.jobs)} stages (run order)"]
     for job in plan.jobs:
         deps = ", ".join(job.deps) if job.config.kind != REPORT else "all stages"
         state = f"RUN  ({_short(plan, why[job.id])})" if why[job.id] else "ok"
         lines.append(f"  {job.id:<{width}}  {job.config.kind:<13} <- {deps or '-':<40} {state}")
-    todo = sum(1 for w in why.values() if w)
+        for shard in shards.get(job.id, []):  # its shard jobs, then its join (the stage's own line)
+            label = f"{shard.config.shard.label} ({shard.rule})"
+            state = f"RUN  ({_short(plan, why[shard.rule])})" if why[shard.rule] else "ok"
+            lines.append(f"    {label:<{width + 57}} {state}")
+    todo = sum(bool(why[j.id]) or any(why[s.rule] for s in shards.get(j.id, [])) for j in plan.jobs)
     lines.append(f"{todo} of {len(plan.jobs)} stages would run (Snakemake's dry run of `distillc run`)")
     lines += [f"note: {j.id} {note}" for j in plan.jobs if (note := j.config.params.plan_note())]
+    lines += [f"note: {sid} runs as {len(jobs)} shard jobs, then a join" for sid, jobs in shards.items()]
     if plan.sweep:
         from ..plan.expand import describe as describe_sweep
 
@@ -101,7 +111,7 @@ def describe(plan: Plan, root: Path) -> str:
 
 def _short(plan: Plan, reason: str) -> str:
     """Snakemake's reason, its file lists shortened: stage ids for upstream outputs, sorted."""
-    producer = {p.rstrip("/"): j.id for j in plan.jobs for p in [*j.outputs.values(), j.log, j.benchmark]}
+    producer = {p.rstrip("/"): j.rule for j in workflow_jobs(plan) for p in [*j.outputs.values(), j.log, j.benchmark]}
     clauses = []
     for clause in reason.split("; "):
         label, _, items = clause.partition(": ")

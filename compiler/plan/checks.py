@@ -12,6 +12,7 @@ from ..data.check import check_task
 from ..data.modelcheck import check_models
 from ..data.sizes import check_context
 from ..spec.schema import TaskSpec
+from ..spec.shards import shard_name
 from ..spec.stages import REPORT, ReportStage
 from .engines import check_engine
 
@@ -35,6 +36,7 @@ def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
         pl.spec = spec.model_copy(update={"stages": stages})
     for name in sorted(set(spec.models) & set(spec.stages)):
         pl.problem(("stages", name), f'"{name}" is both a model id and a stage id', name, "rename one of them")
+    _check_shard_names(pl)
     check_models(pl)
     task = pl.task()
     wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != REPORT}
@@ -70,3 +72,19 @@ def _order(pl, wired: dict) -> list[str]:
             "a stage cannot read (directly or indirectly) its own output",
         )
         return []
+
+
+def _check_shard_names(pl) -> None:
+    """A shard's job name must not be a stage or model id (rules, configs and logs are named by it)."""
+    taken = set(pl.spec.stages) | set(pl.spec.models)
+    for sid, st in pl.spec.stages.items():
+        count = st.shard_count()
+        for index in range(1, count + 1) if count > 1 else ():
+            name = shard_name(sid, index, count)
+            if name in taken:
+                pl.problem(
+                    ("stages", sid, "shards"),
+                    f'shard {index} of "{sid}" runs as job "{name}", which is also a stage or model id',
+                    count,
+                    f'rename "{name}"',
+                )

@@ -35,10 +35,16 @@ class Job:
     # Inputs read for what they say, whose change alone must rerun nothing (Snakemake's ancient()):
     # the lock changes with resources and package versions, which rerun no stage.
     ancient: tuple[str, ...] = ()
+    name: str = ""  # a shard job's own name (compiler/plan/shards.py); a stage's job is named by its id
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def rule(self) -> str:
+        """The Snakemake rule, and the name of the job's stage config and resources entry."""
+        return self.name or self.id
 
 
 @dataclass

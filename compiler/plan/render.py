@@ -21,6 +21,7 @@ from ..spec.files import atomic_write_text
 from ..spec.layout import LOCK_FILE, RESOURCES_FILE, TRACKING_FILE
 from ..spec.stages import EvalStage, lm_eval_task_name
 from .planner import Job, Plan
+from .shards import workflow_jobs
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("compiler", "templates"),
@@ -60,8 +61,10 @@ def render(plan: Plan, root: Path) -> dict[str, bool]:
 def build_files(plan: Plan, root: Path) -> dict[str, str]:
     """Every file of build/<spec>/ (path relative to it -> text); `distillc plan` renders the same."""
     files: dict[str, str] = {}
+    jobs = workflow_jobs(plan)  # a sharded stage: its shard jobs and its join
+    for job in jobs:
+        files[f"stages/{job.rule}.yaml"] = _stage_yaml(job)
     for job in plan.jobs:
-        files[f"stages/{job.id}.yaml"] = _stage_yaml(job)
         if "lm_eval_task" in job.inputs:  # a stage that declares it reads a local lm-eval task
             task_file = job.inputs["lm_eval_task"].removeprefix(plan.build_dir + "/")
             files[task_file] = _lm_eval_task(plan, job, root)
@@ -73,14 +76,14 @@ def build_files(plan: Plan, root: Path) -> dict[str, str]:
     priority = _priorities(plan)
     files[RESOURCES_FILE] = (
         json.dumps(
-            {j.id: {**_job_resources(j), "priority": priority[j.id]} for j in plan.jobs}, indent=2, sort_keys=True
+            {j.rule: {**_job_resources(j), "priority": priority[j.rule]} for j in jobs}, indent=2, sort_keys=True
         )
         + "\n"
     )
     # Every stage's outputs are targets: a deleted one (say a model dir) is rebuilt by a plain run,
     # where Snakemake would otherwise skip a missing intermediate file whose consumers are up to date.
     files["workflow.smk"] = TEMPLATES.get_template("workflow.smk.j2").render(
-        jobs=plan.jobs,
+        jobs=jobs,
         build_dir=plan.build_dir,
         spec_name=plan.spec.name,
         targets=[p.rstrip("/") for j in plan.jobs for p in j.outputs.values()],
@@ -143,7 +146,8 @@ def _priorities(plan: Plan) -> dict[str, int]:
     depth: dict[str, int] = {}
     for job in reversed(plan.jobs):  # topological order: every job after the jobs it reads
         depth[job.id] = 1 + max((depth[d] for d in below[job.id]), default=0)
-    return depth
+    shards = {j.rule: depth[j.id] + 1 for j in workflow_jobs(plan) if j.config.shard}  # above their join
+    return depth | shards
 
 
 def _lm_eval_task(plan: Plan, job: Job, root: Path) -> str:

@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from .layout import build_dir
 from .schema import InitModel, TaskSpec
+from .shards import SHARD_INPUT, Shard
 from .stagekind import BENCHMARK, LOCK, StageBase, Strict, input_key
 from .stages import REPORT, STAGE_CLASSES
 
@@ -59,6 +60,13 @@ class StageConfig(Strict):
     upstream: dict[str, list[str]] = Field({}, description="Role -> upstream stage ids (report: kind -> stage ids).")
     # Typed per kind: `kind` picks the stage class (compiler/spec/stages.py) that validates the fields.
     params: SerializeAsAny[StageBase] = Field(..., description="The stage's own fields, as its stage class.")
+    # Left out of the YAML when unset: a stage that is not sharded keeps the bytes it had before shards.
+    shard: Shard | None = Field(
+        None,
+        description="A shard job's part of a sharded stage (compiler/spec/shards.py); its out_dir and outputs "
+        "are the shard's own folder. Unset on an unsharded stage and on a sharded stage's join.",
+        exclude_if=lambda s: s is None,
+    )
 
     @field_validator("params", mode="before")
     @classmethod
@@ -79,6 +87,28 @@ class StageConfig(Strict):
     def stage(self):
         """The stage's own validated fields, as its schema class."""
         return self.params
+
+    @property
+    def stage_dir(self) -> str:
+        """The stage's own folder, runs/<spec>/<id>/: its out_dir, except in a shard job (whose is inside it)."""
+        return f"{self.run_dir}/{self.id}"
+
+    @property
+    def label(self) -> str:
+        """The job as people read it (terminal lines, failures, `distillc status`): the stage id, and a
+        shard job's place ("teacher_samples shard 1/2")."""
+        return f"{self.id} {self.shard.label}" if self.shard else self.id
+
+    @property
+    def joins(self) -> bool:
+        """Is this the join of a sharded stage (it reads its shards' outputs and writes the stage's)?"""
+        return self.shard is None and self.params.shard_count() > 1
+
+    def shard_inputs(self, output: str) -> list[str]:
+        """A join's inputs: every shard's `output` (or its BENCHMARK file), in shard order."""
+        if not self.joins:
+            raise UndeclaredInput(f"stage {self.id!r} is no join of shards")
+        return [self.inputs[input_key(SHARD_INPUT, output, k)] for k in range(1, self.params.shard_count() + 1)]
 
     def build_file(self, name: str) -> Path:
         """A file of this spec's build (compiler/spec/layout.py), e.g. TRACKING_FILE, LOCK_FILE."""

@@ -138,6 +138,14 @@ class StageBase(Strict):
     def check_data(self, pl, sid: str, sizes: dict) -> None:
         """Rules that need the task's data read (sizes: split -> compiler.data.sizes.SplitSizes)."""
 
+    def shard_count(self) -> int:
+        """How many jobs sample this stage (compiler/spec/shards.py); kinds with a `shards` field say theirs."""
+        return 1
+
+    def batch_units(self, questions: int) -> int:
+        """What a sharded kind's fixed batches hold (batch_size of them each), of a split of `questions`."""
+        raise NotImplementedError(f"a {self.kind} stage samples in no fixed batches")
+
     def plan_note(self) -> str | None:
         """A line `distillc plan` prints under the stage, when the user must know something."""
         return None

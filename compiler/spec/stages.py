@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .rewards import RewardValue
+from .shards import batches, shards_field
 from .stagekind import ENGINE_HELP, Context, Curve, Engine, Output, Ref, Resources, Role, StageBase, Strict
 
 TEACHER, STUDENT = "teacher", "student"  # the roles a pseudo_reward stage gives the models it samples
@@ -41,6 +42,7 @@ class GenerateStage(StageBase):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling cut-off.")
     batch_size: int = Field(256, ge=1, description="Prompts per generate call (x samples).")
     max_questions: int | None = Field(None, ge=1, description="Answer only the first N questions.")
+    shards: int = shards_field()
     engine: Engine = Field("hf", description=ENGINE_HELP)
 
     outputs: ClassVar = {"responses": Output("responses.jsonl", passed_on=True)}
@@ -56,6 +58,16 @@ class GenerateStage(StageBase):
                 "raise samples_per_temperature instead"
             )
         return self
+
+    def shard_count(self) -> int:
+        return self.shards
+
+    def batch_units(self, questions: int) -> int:
+        """What its batches hold, of a split of `questions`: batch_size questions each (x every sample)."""
+        return min(questions, self.max_questions or questions)
+
+    def check_data(self, pl, sid: str, sizes: dict) -> None:
+        _check_shards(pl, sid, self, sizes.get(self.split), "questions")
 
     def check(self, pl, sid: str) -> None:
         if self.split == "test" and _no_test(pl):  # test samples: majority-vote accuracy
@@ -537,6 +549,7 @@ class EvalStage(StageBase):
     batch_size: int = Field(64, ge=1, description="lm-eval batch size.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N questions.")
     num_fewshot: int = Field(0, ge=0, le=32, description="Few-shot examples (hub tasks).")
+    shards: int = shards_field()
     engine: Engine = Field("hf", description=ENGINE_HELP)
     # Left out of the stage config while unset: adding the option reruns no finished eval (bytes decide reruns).
     rerank: str | None = Field(
@@ -560,6 +573,32 @@ class EvalStage(StageBase):
             )
         return self
 
+    @model_validator(mode="after")
+    def _shards_split_whole_questions(self):
+        if self.shards > 1 and self.hub_task is not None:
+            raise ValueError(
+                f"shards: {self.shards} splits the spec's own test questions into lm-eval batches; a hub task "
+                "(lm-eval's own data and prompts) runs as one job; hint: remove shards, or hub_task"
+            )
+        if self.shards > 1 and self.batch_size % self.samples:
+            raise ValueError(
+                f"with shards, batch_size ({self.batch_size}) must be a multiple of samples ({self.samples}), so "
+                "that no question's samples fall in two shards' batches; hint: set batch_size to "
+                f"{max(self.samples, self.batch_size // self.samples * self.samples)}"
+            )
+        return self
+
+    def shard_count(self) -> int:
+        return self.shards
+
+    def batch_units(self, questions: int) -> int:
+        """What its batches hold, of a split of `questions`: lm-eval batches requests, `samples` per question."""
+        return min(questions, self.limit or questions) * self.samples
+
+    def check_data(self, pl, sid: str, sizes: dict) -> None:
+        if self.hub_task is None:
+            _check_shards(pl, sid, self, sizes.get("test"), "questions" if self.samples == 1 else "samples")
+
     def check(self, pl, sid: str) -> None:
         if self.hub_task is None and _no_test(pl):
             pl.problem(
@@ -582,6 +621,13 @@ class EvalStage(StageBase):
                 self.rerank,
                 "remove hub_task (and sample the spec's test split), or remove rerank",
             )
+        elif self.shards > 1:
+            pl.problem(
+                ("stages", sid, "rerank"),
+                f"rerank scores every sample of the stage in one job, but shards is {self.shards}",
+                self.rerank,
+                "remove shards (or set shards: 1) on this eval, or remove rerank",
+            )
         elif self.samples < 2:
             pl.problem(
                 ("stages", sid, "rerank"),
@@ -597,6 +643,26 @@ class EvalStage(StageBase):
         if self.hub_task is not None:
             return {}
         return {"lm_eval_task": f"{build_dir}/lm_eval/{sid}/{lm_eval_task_name(spec_name, sid)}.yaml"}
+
+
+def _check_shards(pl, sid: str, st, split, unit: str) -> None:
+    """A shard samples at least one whole batch: refuse more shards than the stage has batches (where the
+    split's size is known here; a hub split is checked when the stage starts)."""
+    if st.shards == 1 or split is None:
+        return
+    units = st.batch_units(len(split.lengths))
+    total = batches(units, st.batch_size)
+    if st.shards <= total:
+        return
+    step = getattr(st, "samples", 1)  # eval: a batch holds whole questions' samples
+    fit = units // st.shards // step * step
+    pl.problem(
+        ("stages", sid, "shards"),
+        f"shards: {st.shards}, but the stage has only {total} batch{'es' if total != 1 else ''} "
+        f"({units} {unit} / batch_size {st.batch_size}): each shard samples whole batches",
+        st.shards,
+        f"lower shards to {total}" + (f", or batch_size to {fit}" if fit else ", or add questions"),
+    )
 
 
 def lm_eval_task_name(spec_name: str, stage_id: str) -> str:

@@ -65,13 +65,13 @@ def start(argv: list[str] | None, kind: str):
     _STAGE.update(kind=kind, config=args.config)
     terminal.attach(args.progress_fd)
     cfg = load_config(args.config, kind)
-    _STAGE["id"] = cfg.id
-    terminal.say(cfg.id, f"{kind} started")
+    _STAGE["id"] = cfg.label  # a shard job: "<id> shard k/N"
+    terminal.say(cfg.label, f"{kind} started")
     startup.begin(cfg)
     random.seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    log(f"{kind} stage {cfg.id!r} (spec {cfg.spec_name}, seed {cfg.seed})")
+    log(f"{kind} stage {cfg.label!r} (spec {cfg.spec_name}, seed {cfg.seed})")
     stage = cfg.stage()
     if getattr(stage, "engine", "hf") != "hf":  # the compiler refuses it; a hand-edited config must not get further
         raise StageError(
@@ -245,7 +245,7 @@ def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = 
     )
     if total:
         log(f"progress: {done}/{total} {unit}" + (f", {note}" if note else ""))
-        terminal.progress(cfg.id, done, total, unit, note)
+        terminal.progress(cfg.label, done, total, unit, note)
 
 
 def progress_callback(cfg: StageConfig, offset: int = 0, every_s: float = 1.0):

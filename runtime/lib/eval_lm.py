@@ -6,9 +6,16 @@ and rl stop (every stop token of the model; the first complete final answer wher
 cuts and strips the text as generate does, and records per response whether it was cut off
 (reached max_gen_toks without a stop) and how many tokens it generated. Only `_model_generate`,
 `generate_until` and `tok_batch_encode` are overridden; what lm-eval scores is its own.
+
+Seeds belong to lm-eval's batches (`apply_batches`): batch i of its (length-sorted) order draws from its
+own seed, so a shard of a sharded eval (compiler/spec/shards.py), which runs the same batches and
+generates only its contiguous range of them, samples exactly what one job samples there.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
 
 from . import decoding
 
@@ -25,12 +32,19 @@ def ruled_hflm():
 
     class RuledHFLM(HFLM):
         answer_format: str | None = None  # set by `apply_rule`: stop at this format's first complete answer
+        batch_seed: Callable[[int], int] | None = None  # set by `apply_batches`: batch index -> its seed
+        keep: range | None = None  # set by `apply_batches`: the batches this job generates (None: all)
+        skipping = False  # the current batch is another shard's
+        batch = 0  # the index of the next batch in lm-eval's order
+        queued: dict[str, deque[int]]  # set by `generate_until`: prompt -> its requests' doc ids, in order
 
         def tok_batch_encode(self, strings, *args, **kwargs):
             self._contexts = list(strings)  # the batch's prompts, in the rows' order: keys for cut_offs
             return super().tok_batch_encode(strings, *args, **kwargs)
 
         def _model_generate(self, context, max_length, stop, **generation_kwargs):
+            if self.batch_seed is not None and not self.start_batch(self._contexts):
+                return context  # another shard's batch: nothing generated (an empty response), nothing recorded
             kw = without_zero_temperature(generation_kwargs)  # as HFLM does
             length = context.shape[1]
             criteria = stop_sequences_criteria(self.tokenizer, stop, length, context.shape[0])
@@ -65,9 +79,27 @@ def ruled_hflm():
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             fmt = self.answer_format
+            self.queued = {}  # see start_batch
+            for r in requests:
+                self.queued.setdefault(r.args[0], deque()).append(r.doc_id)
             return [
                 decoding.trim(s, fmt or "", fmt is not None) for s in super().generate_until(requests, disable_tqdm)
             ]
+
+        def start_batch(self, contexts: list[str]) -> bool:
+            """Count the batch and note its questions; seed it and return True when this job generates it.
+
+            Which question a prompt of the batch is: lm-eval sorts requests with Python's stable sort, so
+            among equal prompts (a question's repeats, or two questions asked alike) the batches meet them
+            in request order; the first request still queued under that prompt is the one.
+            """
+            index, self.batch = self.batch, self.batch + 1
+            docs = [self.queued[c].popleft() for c in contexts]
+            self.skipping = self.keep is not None and index not in self.keep
+            (self.skipped_docs if self.skipping else self.generated_docs).update(docs)
+            if not self.skipping:
+                torch.manual_seed(self.batch_seed(index))  # type: ignore[misc]  # set with keep, by apply_batches
+            return not self.skipping
 
     _CLASS["cls"] = RuledHFLM
     return RuledHFLM
@@ -78,6 +110,13 @@ def apply_rule(lm, answer_format: str | None) -> None:
     lm.answer_format = answer_format
     lm.cut_offs = {}
     lm.generated_tokens = 0
+
+
+def apply_batches(lm, batch_seed: Callable[[int], int], keep: range | None) -> None:
+    """Seed each of lm-eval's batches by its index (`batch_seed`), and generate only the batches in `keep`
+    (a shard's; None: all). Records which questions were generated here and which were left to others."""
+    lm.batch_seed, lm.keep, lm.batch = batch_seed, keep, 0
+    lm.generated_docs, lm.skipped_docs, lm.queued = set(), set(), {}
 
 
 def without_zero_temperature(kwargs: dict) -> dict:
