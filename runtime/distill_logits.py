@@ -18,7 +18,7 @@ from pathlib import Path
 from compiler.spec.contract import StageConfig
 from compiler.spec.stages import DistillLogitsStage
 
-from .lib import models
+from .lib import models, ranks
 from .lib import task as taskdata
 from .lib.checkpoints import resume_dir, train_or_load
 from .lib.common import (
@@ -41,9 +41,10 @@ def training_rows(cfg: StageConfig) -> list[dict]:
     the selection is recorded in the stage folder (task.TRAINING_DATA)."""
     keep = cfg.stage().keep_cut_off
     pairs, dropped = taskdata.distilled_responses(cfg, "distill_logits", keep)
-    atomic_write_json(
-        Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep)
-    )
+    if ranks.is_main():
+        atomic_write_json(
+            Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep)
+        )
     if dropped:
         log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not pairs:
@@ -142,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     model, state = train_or_load(trainer, ckpt)  # resumes from the last complete checkpoint, if any
     log(f"trained to step {state.global_step} in {time.perf_counter() - t0:.1f} s")
-    models.save_model_dir(model, tok, cfg.outputs["model"], state.log_history, cfg)
+    if not ranks.main_alone():
+        return
+    models.save_model_dir(model, tok, cfg.outputs["model"], state.log_history, cfg, None, ranks.batch(trainer.args))
     shutil.rmtree(ckpt)  # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 
