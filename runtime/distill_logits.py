@@ -104,6 +104,11 @@ def gkd_config(cfg: StageConfig, stage: DistillLogitsStage, device, dtype, out_d
         use_cpu=device.type == "cpu",
         seed=cfg.seed,
         **tracking_args(cfg),
+        # In several processes each one's loss is the mean over its own response tokens (DDP averages the
+        # gradients): TRL 1.12's GKD divides by the token count of ALL processes but, unlike the Trainer's own
+        # loss, never scales back by their number, so loss and gradients came out 1/N (measured: 2 processes
+        # logged exactly half the 1-process loss). With one process this setting changes nothing.
+        average_tokens_across_devices=False,
         # recomputing activations saves GPU memory; on CPU it only costs time (and turns off the KV cache
         # of the on-policy samples)
         activation_checkpointing=device.type != "cpu",
