@@ -18,7 +18,7 @@ from pathlib import Path
 from compiler.spec.contract import StageConfig
 from compiler.spec.stages import DistillLogitsStage
 
-from .lib import models
+from .lib import models, ranks
 from .lib import task as taskdata
 from .lib.checkpoints import resume_dir, train_or_load
 from .lib.common import (
@@ -41,9 +41,10 @@ def training_rows(cfg: StageConfig) -> list[dict]:
     the selection is recorded in the stage folder (task.TRAINING_DATA)."""
     keep = cfg.stage().keep_cut_off
     pairs, dropped = taskdata.distilled_responses(cfg, "distill_logits", keep)
-    atomic_write_json(
-        Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep)
-    )
+    if ranks.is_main():
+        atomic_write_json(
+            Path(cfg.out_dir) / taskdata.TRAINING_DATA, taskdata.training_data_record(len(pairs), dropped, keep)
+        )
     if dropped:
         log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not pairs:
@@ -103,6 +104,11 @@ def gkd_config(cfg: StageConfig, stage: DistillLogitsStage, device, dtype, out_d
         use_cpu=device.type == "cpu",
         seed=cfg.seed,
         **tracking_args(cfg),
+        # In several processes each one's loss is the mean over its own response tokens (DDP averages the
+        # gradients): TRL 1.12's GKD divides by the token count of ALL processes but, unlike the Trainer's own
+        # loss, never scales back by their number, so loss and gradients came out 1/N (measured: 2 processes
+        # logged exactly half the 1-process loss). With one process this setting changes nothing.
+        average_tokens_across_devices=False,
         # recomputing activations saves GPU memory; on CPU it only costs time (and turns off the KV cache
         # of the on-policy samples)
         activation_checkpointing=device.type != "cpu",
@@ -142,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     model, state = train_or_load(trainer, ckpt)  # resumes from the last complete checkpoint, if any
     log(f"trained to step {state.global_step} in {time.perf_counter() - t0:.1f} s")
-    models.save_model_dir(model, tok, cfg.outputs["model"], state.log_history, cfg)
+    if not ranks.main_alone():
+        return
+    models.save_model_dir(model, tok, cfg.outputs["model"], state.log_history, cfg, None, ranks.batch(trainer.args))
     shutil.rmtree(ckpt)  # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 

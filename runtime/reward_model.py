@@ -19,7 +19,7 @@ from pathlib import Path
 from compiler.spec.contract import StageConfig
 from compiler.spec.stages import RewardModelStage
 
-from .lib import models, verifier
+from .lib import models, ranks, verifier
 from .lib import task as taskdata
 from .lib.checkpoints import resume_dir, train_or_load
 from .lib.common import (
@@ -276,9 +276,13 @@ def main(argv=None) -> None:
     )
     trainer.add_callback(progress_callback(cfg))
     model, state = train_or_load(trainer, ckpt)
+    if not ranks.main_alone():  # scoring and the files are rank 0's (runtime/lib/ranks.py)
+        return
     history = train_log(state)
+    batch = ranks.batch(trainer.args)
     metrics = {
         "loss_type": loss_type(st),
+        **batch,
         "loss": history[-1]["loss"] if history else None,
         "first_loss": history[0]["loss"] if history else None,
         "steps": state.global_step,
@@ -297,9 +301,8 @@ def main(argv=None) -> None:
     scored = score_responses(model, tok, cfg, st)
     if scored:
         log(f"scored {len(scored)} responses of {cfg.upstream['score'][0]!r}")
-    models.save_model_dir(
-        model, tok, cfg.outputs["model"], history, cfg, {"held-out pairwise accuracy": metrics["eval_accuracy"]}
-    )
+    result = {"held-out pairwise accuracy": metrics["eval_accuracy"]}
+    models.save_model_dir(model, tok, cfg.outputs["model"], history, cfg, result, batch)
     write_jsonl(cfg.outputs["scores"], scored)
     atomic_write_json(cfg.outputs["metrics"], metrics)
 

@@ -28,6 +28,11 @@ saved beside the outputs, and a rerun restarts from them for the remaining
 episodes (the learning rate continues its linear decay; Adam's moments restart).
 PPOTrainer builds its own Accelerator without mixed precision, so PPO trains in
 fp32 whatever `precision` says; grpo/rloo follow it.
+
+In several processes (`resources.processes`, runtime/lib/ranks.py) `batch_size` and `episodes` keep
+their meaning: each process samples and scores batch_size / N responses of every rollout (`per_process`).
+grpo/rloo gather the rewards before the group baselines, so their advantages are those of one
+process; TRL's PPO whitens the advantages over each process's own responses, not over the rollout.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pathlib import Path
 from compiler.spec.contract import StageConfig
 from compiler.spec.stages import RlStage
 
-from .lib import answers, decoding, models, verifier
+from .lib import answers, decoding, models, ranks, verifier
 from .lib import task as taskdata
 from .lib.checkpoints import current, resume_dir, swap_in, train_or_load
 from .lib.common import StageError, derive_seed, log, progress_callback, read_jsonl, start, torch_setup, write_jsonl
@@ -106,6 +111,13 @@ def load_reward_model(path: str, policy_tok=None):
     return rm.eval(), tok
 
 
+def per_process(n: int) -> int:
+    """Each process's share of `n` responses: rl's batch_size is one rollout's responses, whatever the
+    number of processes (so is `episodes`), and each process samples and scores its part of it. The
+    compiler checks that the processes divide it."""
+    return n // ranks.world()
+
+
 def trainer_args(cfg: StageConfig, st: RlStage, device, dtype) -> dict:
     import torch
 
@@ -166,8 +178,8 @@ def ppo_config(cfg: StageConfig, st: RlStage, out: Path, done: int, total: int, 
         output_dir=str(out),
         total_episodes=(total - done) * st.batch_size,
         response_length=st.response_length,
-        per_device_train_batch_size=st.batch_size,
-        local_rollout_forward_batch_size=st.batch_size,
+        per_device_train_batch_size=per_process(st.batch_size),
+        local_rollout_forward_batch_size=per_process(st.batch_size),
         num_mini_batches=st.mini_batches,
         num_ppo_epochs=st.ppo_epochs,
         kl_coef=st.kl_coef,
@@ -208,7 +220,7 @@ def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
     policy, value, previous, done = ppo_start(cfg, ckpt / "latest")
     total = math.ceil(st.episodes / st.batch_size)
     if done >= total:
-        return policy, tok, previous
+        return policy, tok, previous, None
     data = Dataset.from_dict({"input_ids": prompt_ids(prompts, tok)})
     if len(data) < st.batch_size:
         raise StageError(f"{len(data)} distill questions but batch_size {st.batch_size}: lower batch_size")
@@ -216,7 +228,7 @@ def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
     class Snapshot(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             step = done + state.global_step
-            if step % st.save_every_steps == 0 and step < total:
+            if step % st.save_every_steps == 0 and step < total and ranks.is_main():
                 snapshot(ckpt, policy, value, tok, previous + history_rows(state, PPO_NAMES, done), step)
 
     eos = policy.generation_config.eos_token_id  # TRL narrows it to its one stop token: put back after
@@ -235,7 +247,7 @@ def run_ppo(cfg: StageConfig, st: RlStage, prompts, device, dtype):
     trainer.train()
     gc.unfreeze()
     policy.generation_config.eos_token_id = eos
-    return policy, tok, previous + history_rows(trainer.state, PPO_NAMES, done)
+    return policy, tok, previous + history_rows(trainer.state, PPO_NAMES, done), ranks.batch(trainer.args)
 
 
 # ----------------------------------------------------------------------------- grpo / rloo
@@ -245,8 +257,9 @@ def policy_path(cfg: StageConfig) -> str:
     if ref.source != "init":
         return models.local_folder(ref)
     path = resume_dir(cfg, "init_policy")
-    if not (path / "config.json").exists():
+    if not (path / "config.json").exists() and ranks.is_main():
         models.save(*models.load_causal_lm(ref, cfg.task, cfg.spec_seed), path)  # type: ignore[call-arg]  # (model, tokenizer), path
+    ranks.barrier()
     return str(path)
 
 
@@ -303,7 +316,7 @@ def run_group(cfg: StageConfig, st: RlStage, questions, targets, device, dtype):
     args = config_cls(
         output_dir=str(ckpt),
         max_steps=rollouts * st.mini_batches * st.ppo_epochs,
-        per_device_train_batch_size=st.batch_size // st.mini_batches,
+        per_device_train_batch_size=per_process(st.batch_size // st.mini_batches),
         steps_per_generation=st.mini_batches,
         num_iterations=st.ppo_epochs,
         num_generations=st.num_generations,
@@ -326,7 +339,7 @@ def run_group(cfg: StageConfig, st: RlStage, questions, targets, device, dtype):
         callbacks=[log_callback({}), progress_callback(cfg)],
     )
     policy, state = train_or_load(trainer, ckpt)
-    return policy, tok, history_rows(state, {})
+    return policy, tok, history_rows(state, {}), ranks.batch(trainer.args)
 
 
 def final_results(rows: list[dict]) -> dict[str, float | None]:
@@ -373,12 +386,14 @@ def main(argv=None) -> None:
             f"{st.batch_size}: lower batch_size"
         )
     if st.algorithm == "ppo":
-        policy, tok, rows = run_ppo(cfg, st, [m for _, m in questions], device, dtype)
+        policy, tok, rows, batch = run_ppo(cfg, st, [m for _, m in questions], device, dtype)
     else:
-        policy, tok, rows = run_group(cfg, st, questions, targets, device, dtype)
+        policy, tok, rows, batch = run_group(cfg, st, questions, targets, device, dtype)
+    if not ranks.main_alone():  # the files are rank 0's (runtime/lib/ranks.py)
+        return
     if rows:
         log(f"{st.algorithm}: {len(rows)} steps, reward {rows[0]['reward']:.4f} -> {rows[-1]['reward']:.4f}")
-    models.save_model_dir(policy, tok, cfg.outputs["model"], rows, cfg, final_results(rows))
+    models.save_model_dir(policy, tok, cfg.outputs["model"], rows, cfg, final_results(rows), batch)
     write_jsonl(cfg.outputs["log"], rows)
 
 

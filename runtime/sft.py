@@ -16,7 +16,7 @@ from pathlib import Path
 from compiler.spec.contract import StageConfig
 from compiler.spec.stages import SftStage
 
-from .lib import models
+from .lib import models, ranks
 from .lib import task as taskdata
 from .lib.checkpoints import last_checkpoint, resume_dir
 from .lib.common import (
@@ -49,10 +49,11 @@ def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
     else:
         pairs, dropped = taskdata.distilled_responses(cfg, "sft", stage.keep_cut_off)
         rows = [_row(prompt, text) for prompt, text in pairs]
-        atomic_write_json(
-            Path(cfg.out_dir) / taskdata.TRAINING_DATA,
-            taskdata.training_data_record(len(rows), dropped, stage.keep_cut_off),
-        )
+        if ranks.is_main():
+            atomic_write_json(
+                Path(cfg.out_dir) / taskdata.TRAINING_DATA,
+                taskdata.training_data_record(len(rows), dropped, stage.keep_cut_off),
+            )
         if dropped:
             log(f"left out {dropped} responses cut off at max_new_tokens (keep_cut_off: true keeps them)")
     if not rows:
@@ -66,8 +67,14 @@ def training_rows(cfg: StageConfig, stage: SftStage) -> list[dict]:
 
 # ----------------------------------------------------------------------------- dev accuracy
 def dev_accuracy(model, tok, task, dev: list[dict], max_new_tokens: int) -> float:
-    """Greedy accuracy on gold dev questions, answers read as everywhere else (runtime.lib.answers)."""
-    return greedy_accuracy(model, tok, task, dev, max_new_tokens, DEV_BATCH)
+    """Greedy accuracy on gold dev questions, answers read as everywhere else (runtime.lib.answers).
+
+    In several processes each greedily answers its share (every N-th question) and the hits are
+    summed: every process gets the same number, so all stop at the same step.
+    """
+    mine = dev[ranks.rank() :: ranks.world()]
+    hits = round(greedy_accuracy(model, tok, task, mine, max_new_tokens, DEV_BATCH) * len(mine)) if mine else 0
+    return ranks.total([hits])[0] / len(dev)
 
 
 def max_new_tokens(tok, dev: list[dict]) -> int:
@@ -199,11 +206,12 @@ def main(argv: list[str] | None = None) -> None:
         acc = dev_accuracy(trainer.model, gen_tok, cfg.task, dev, max_new_tokens(gen_tok, dev))
         history.append({"step": step, "dev_accuracy": acc})
         log(f"final dev accuracy {acc:.3f}")
+    if not ranks.main_alone():
+        return
     final = trainer.model.merge_and_unload() if stage.lora is not None else trainer.model
     dev_acc = [r["dev_accuracy"] for r in history if r.get("dev_accuracy") is not None]
-    models.save_model_dir(
-        final, tok, cfg.outputs["model"], history, cfg, {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None
-    )
+    result = {"greedy dev accuracy": dev_acc[-1]} if dev_acc else None
+    models.save_model_dir(final, tok, cfg.outputs["model"], history, cfg, result, ranks.batch(trainer.args))
     shutil.rmtree(ckpt)  # done: a forced rerun starts fresh
     log(f"wrote {cfg.outputs['model']}")
 

@@ -1,5 +1,5 @@
 """The planner's checks over the whole spec: ids, models (compiler/data/modelcheck.py), every stage's
-wiring, engines, data and sizes, and the run order. Problems collect on the planner
+wiring, engines, processes, data and sizes, and the run order. Problems collect on the planner
 (compiler/plan.py), so that one pass reports all of them; each kind's own rules are its class's
 `check` and `check_data`.
 """
@@ -15,6 +15,7 @@ from ..spec.schema import TaskSpec
 from ..spec.shards import shard_name
 from ..spec.stages import REPORT, ReportStage
 from .engines import check_engine
+from .processes import check_processes
 
 
 def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
@@ -42,6 +43,7 @@ def check_all(pl) -> tuple[TaskSpec, dict, list[str]]:
     wired = {sid: pl.wire(sid) for sid in stages if stages[sid].kind != REPORT}
     for sid, st in stages.items():
         check_engine(pl, sid, st.default_resources.gpus)
+        check_processes(pl, sid)
     _check_data(pl, task, wired)
     return task, wired, _order(pl, wired)
 

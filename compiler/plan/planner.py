@@ -320,13 +320,11 @@ def _make_job(pl: Planner, sid, task, models, inputs, up, st, **facts) -> Job:
         params=st.model_copy(update={"resources": Resources()}),
         **facts,
     )
-    defaults = st.default_resources.model_dump()
-    given = {k: v for k, v in st.resources.model_dump().items() if v is not None}
     return Job(
         config=config,
         inputs=config.inputs,
         outputs=outputs,
-        resources=Resources(**{**defaults, **given}),
+        resources=st.resources.resolved(st.default_resources),
         log=f"{pl.run_dir}/logs/{sid}.log",
         benchmark=f"{pl.run_dir}/benchmarks/{sid}.tsv",
         deps=sorted({u for ids in up.values() for u in ids}),

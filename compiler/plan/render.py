@@ -121,13 +121,19 @@ def _job_resources(job: Job) -> dict:
     for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("constraint", "constraint")):
         if getattr(r, key):
             res[name] = getattr(r, key)
-    trains = job.config.params.trains
-    launch = (
-        f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m"
-        if trains and (r.gpus or 0) > 1
-        else "-m"
-    )
-    return {"threads": r.cpus, "resources": res, "launch": launch}
+    return {"threads": r.cpus, "resources": res, "launch": _launch(job)}
+
+
+def _launch(job: Job) -> str:
+    """What runs the stage program (`{python} {launch} runtime.<kind> ...`): `-m`, one process; a training
+    stage in several: accelerate's launcher on GPUs (one process per GPU), else the CPU launcher
+    (runtime/lib/launch.py, which splits the stage's threads among its processes)."""
+    r, trains = job.resources, job.config.params.trains
+    if trains and (r.gpus or 0) > 1:
+        return f"-m accelerate.commands.launch --multi_gpu --num_processes {r.gpus} -m"
+    if trains and not r.gpus and (r.processes or 1) > 1:
+        return f"-m runtime.lib.launch --processes {r.processes}"
+    return "-m"
 
 
 def _priorities(plan: Plan) -> dict[str, int]:

@@ -26,12 +26,31 @@ class Resources(Strict):
     """What one job asks the scheduler for; unset fields take the stage kind's default."""
 
     gpus: int | None = Field(None, ge=0, le=64, description="GPUs on one node; >1 launches with accelerate.")
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Training stages: run in this many data-parallel processes (default: gpus if any, else 1); "
+        "without GPUs, CPU processes (gloo), each with cpus // processes threads. Each process takes its own "
+        "rows of every batch, so a step sees batch_size x processes rows (rl: batch_size is split).",
+    )
     cpus: int | None = Field(None, ge=1, le=512, description="CPU cores (threads) for the job.")
     mem_mb: int | None = Field(None, ge=100, description="Memory in MB.")
     runtime_min: int | None = Field(None, ge=1, description="Wall-time limit in minutes.")
     partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="SLURM partition.")
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="SLURM account.")
     constraint: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-&|]{1,128}$", description="SLURM constraint.")
+
+    def resolved(self, defaults: Resources) -> Resources:
+        """These resources, unset fields from the kind's `defaults`: `processes` defaults to the GPUs (one
+        process drives one GPU), else 1; without GPUs, unset `cpus` grow to one core per process."""
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        out = Resources(**{**defaults.model_dump(), **given})
+        if out.processes is None:
+            out.processes = out.gpus if out.gpus else 1
+        if self.cpus is None and not out.gpus:
+            out.cpus = max(out.cpus or 1, out.processes)
+        return out
 
 
 Device = Literal["auto", "cpu", "cuda"]

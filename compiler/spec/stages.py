@@ -408,6 +408,17 @@ class RlStage(StageBase):
                 self.engine,
                 "set algorithm: grpo (or rloo), or engine: hf",
             )
+        n = self.resources.resolved(self.default_resources).processes or 1
+        per_step = self.batch_size // (1 if self.algorithm == "ppo" else self.mini_batches)  # one step's responses
+        if n > 1 and per_step % n:
+            pl.problem(
+                ("stages", sid, "batch_size"),
+                f"the {n} processes split each step's {per_step} responses (batch_size"
+                + ("" if self.algorithm == "ppo" else " / mini_batches")
+                + f"), so {n} must divide {per_step}",
+                self.batch_size,
+                f"set batch_size to a multiple of {n * (1 if self.algorithm == 'ppo' else self.mini_batches)}",
+            )
 
     def check_data(self, pl, sid: str, sizes: dict) -> None:
         if "distill" not in sizes:

@@ -9,6 +9,8 @@ outputs; this survives). Three rules, each in one place:
   (the Trainer writes it last); a folder a kill left half-written is deleted.
 - `swap_in`: a new folder replaces an old one by renames, and `current` finds the
   complete one at every instant, even after a kill between the two renames.
+In several processes (runtime/lib/ranks.py) rank 0 alone empties and prunes the folder, the
+others wait for it, then every process reads the same checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from compiler.spec.contract import StageConfig
 
+from . import ranks
 from .common import log, side_dir
 
 STAMP = "fingerprint.txt"
@@ -29,11 +32,15 @@ STAMP = "fingerprint.txt"
 def fingerprint(cfg: StageConfig) -> str:
     """What resumable state depends on: the resolved config and the input files (path, size, mtime).
 
-    `resources` are left out: a job killed at its time limit and rerun with more time resumes.
+    `resources` are left out: a job killed at its time limit and rerun with more time resumes. The
+    number of processes is in (when more than one): it changes the batch of every step and the
+    RNG states a checkpoint holds, so a run in 2 processes never resumes one made in 1.
     """
     data = cfg.model_dump(mode="json")
     if isinstance(data.get("params"), dict):
         data["params"].pop("resources", None)
+    if ranks.world() > 1:
+        data["processes"] = ranks.world()
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
     for key in sorted(cfg.inputs):
         path = Path(cfg.inputs[key])
@@ -46,14 +53,17 @@ def fingerprint(cfg: StageConfig) -> str:
 
 def resume_dir(cfg: StageConfig, name: str = "checkpoints") -> Path:
     """side_dir(cfg, name), emptied unless an earlier run of this very config and inputs wrote it."""
-    path = side_dir(cfg, name)
-    stamp, stamp_file = fingerprint(cfg), path / STAMP
-    if not stamp_file.exists() or stamp_file.read_text() != stamp:
-        if any(path.iterdir()):
-            log(f"{path}: left by another config or other inputs: starting over")
-        shutil.rmtree(path)
-        path.mkdir(parents=True)
-        stamp_file.write_text(stamp)
+    path = Path(cfg.out_dir) / name
+    if ranks.is_main():
+        path = side_dir(cfg, name)
+        stamp, stamp_file = fingerprint(cfg), path / STAMP
+        if not stamp_file.exists() or stamp_file.read_text() != stamp:
+            if any(path.iterdir()):
+                log(f"{path}: left by another config or other inputs: starting over")
+            shutil.rmtree(path)
+            path.mkdir(parents=True)
+            stamp_file.write_text(stamp)
+    ranks.barrier()
     return path
 
 
@@ -65,8 +75,10 @@ def last_checkpoint(path: Path) -> str | None:
             json.loads((d / "trainer_state.json").read_text())
             complete.append(d)
         except (OSError, ValueError):
-            log(f"dropping incomplete checkpoint {d}")
-            shutil.rmtree(d)
+            if ranks.is_main():
+                log(f"dropping incomplete checkpoint {d}")
+                shutil.rmtree(d)
+    ranks.barrier()  # every process has read the folder before any trains (and writes into it)
     if complete:
         log(f"resuming from {complete[-1]}")
     return str(complete[-1]) if complete else None

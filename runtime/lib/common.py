@@ -25,7 +25,7 @@ from compiler.data.rows import DataError, iter_jsonl
 from compiler.spec.contract import StageConfig, read_config
 from compiler.spec.files import atomic_write_text
 
-from . import startup, terminal
+from . import ranks, startup, terminal
 from .errors import EXIT_STAGE_FAILED, StageError
 
 _STAGE: dict[str, Any] = {"kind": "?", "id": None, "config": None}  # what run_stage names when a stage fails
@@ -63,6 +63,7 @@ def start(argv: list[str] | None, kind: str):
     """Parse args, load the config, seed Python's RNG; return (cfg, stage params, args)."""
     args = parse_args(argv, kind)
     _STAGE.update(kind=kind, config=args.config)
+    ranks.join()  # one of several processes (runtime/lib/launch.py): meet the others first
     terminal.attach(args.progress_fd)
     cfg = load_config(args.config, kind)
     _STAGE["id"] = cfg.label  # a shard job: "<id> shard k/N"
@@ -72,6 +73,8 @@ def start(argv: list[str] | None, kind: str):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     log(f"{kind} stage {cfg.label!r} (spec {cfg.spec_name}, seed {cfg.seed})")
+    if ranks.world() > 1:
+        log(f"{ranks.world()} processes, {args.threads or 'default'} thread(s) each")
     stage = cfg.stage()
     if getattr(stage, "engine", "hf") != "hf":  # the compiler refuses it; a hand-edited config must not get further
         raise StageError(
@@ -108,6 +111,9 @@ def torch_setup(seed: int, threads: int | None, device: str = "auto", precision:
 
 
 def log(message: str) -> None:
+    """A line of the stage's log (stderr); in several processes, rank 0's only: the log reads as one process's."""
+    if not ranks.is_main():
+        return
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -158,9 +164,9 @@ def run_stage(main) -> None:
 
 def _fail(message: str) -> None:
     who = f"stage {_STAGE['id']!r}" if _STAGE["id"] else f"stage config {_STAGE['config']}"
-    text = " ".join(message.split())  # one line, whatever the message held
+    text = " ".join(message.split()) + (f" ({ranks.who()})" if ranks.world() > 1 else "")  # one line
     print(f"distillc: {who} ({_STAGE['kind']}) failed: {text}", file=sys.stderr, flush=True)
-    terminal.say(_STAGE["id"] or _STAGE["kind"], f"FAILED: {text}")
+    terminal.say(_STAGE["id"] or _STAGE["kind"], f"FAILED: {text}", every_process=True)
     sys.exit(EXIT_STAGE_FAILED)
 
 
@@ -225,8 +231,11 @@ def progress(cfg: StageConfig, done: int, total: int | None = None, unit: str = 
     a failed job; the pid and host let `distillc status` tell running from dead.
     Times are only shown to people (elapsed, ETA), never used in a result.
     A few of these calls also print a short line on Snakemake's terminal (runtime/lib/terminal.py);
-    `note` (e.g. "loss 0.83") goes on that line.
+    `note` (e.g. "loss 0.83") goes on that line. A stage in several processes records rank 0's
+    (they step together): one stage in `distillc status`, one line per update.
     """
+    if not ranks.is_main():
+        return
     now = time.time()
     started = _STARTED.setdefault(cfg.id, now)
     atomic_write_json(

@@ -67,8 +67,9 @@ def own_results(cfg: StageConfig, results: dict[str, float | None] | None, datas
     ]
 
 
-def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) -> str:
-    """The README.md of this stage's model folder; `results`: metric name -> value this stage measured."""
+def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None, batch: dict | None = None) -> str:
+    """The README.md of this stage's model folder; `results`: metric name -> value this stage measured;
+    `batch`: the optimizer step's batch (runtime/lib/ranks.py `batch`), which processes change."""
     from huggingface_hub import ModelCard, ModelCardData
 
     lock, st = _lock(cfg), cfg.stage()
@@ -95,6 +96,7 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
             "spec_hash": lock.get("spec_hash"),
             "upstream": cfg.upstream,
             "init": root.get("init") if root.get("init") else None,
+            "batch": batch,
         },
     )
     start = f"`{ref.name}`" + (f" (from `{hub_base}`)" if hub_base and ref.name != hub_base else "")
@@ -116,6 +118,12 @@ def card_text(cfg: StageConfig, results: dict[str, float | None] | None = None) 
     ]
     if getattr(st, "reward", None) in REWARD_SOURCES:  # an rl stage: how it was rewarded
         body.insert(-1, f"- algorithm: {st.algorithm}; reward: {REWARD_SOURCES[st.reward].card}")
+    if batch:
+        body.insert(
+            -1,
+            f"- batch: {batch['effective_batch_size']} per optimizer step ({batch['per_device_batch_size']} per "
+            f"process x {batch['processes']} process(es) x {batch['grad_accum']} accumulation)",
+        )
     body += [f"- {e.metric_name}: {e.metric_value:.4f}" for e in evals]
     body += [
         "",

@@ -17,11 +17,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from compiler.data.modelcheck import package_folder
 from compiler.spec.contract import ModelRef
 
+from . import ranks
 from .errors import StageError
 
 CACHE_ENV = "DISTILLC_CACHE"
@@ -120,11 +122,14 @@ def _entry_name(kind: str, *facts) -> str:
 def build_once(name: str, build) -> Path:
     """The cache entry `name`, made by `build(folder)` if it is not there yet: into a temp folder,
     renamed into place when complete, under a file lock (the second of two builders waits, then
-    finds it made)."""
+    finds it made). In a stage of several processes rank 0 builds and the others wait for the entry:
+    once they are joined, transformers' save_pretrained writes nothing on another rank."""
     from filelock import FileLock
 
     root = cache_root() / "models"
     final = root / name
+    while not ranks.is_main() and not final.is_dir():  # rank 0 builds it (or fails, and the launcher ends us)
+        time.sleep(0.5)
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)

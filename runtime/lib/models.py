@@ -15,6 +15,7 @@ from compiler.spec.chat import CHAT_TEMPLATE, SPECIAL, TEMPLATE_WORDS
 from compiler.spec.contract import ModelRef, StageConfig
 from compiler.spec.schema import InitModel, TaskSpec
 
+from . import ranks
 from . import task as taskdata
 from .common import derive_seed
 from .model_folders import local_folder
@@ -137,11 +138,11 @@ def load_sequence_classifier(ref: ModelRef, task: TaskSpec, spec_seed: int, dtyp
 
     tok = load_tokenizer(ref, task, spec_seed, padding_side="right")
     if ref.source == "init":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:  # build the LM, reload its body with a scalar head
+        with ranks.shared_folder() as tmp:  # build the LM, reload its body with a scalar head
             lm, _ = load_causal_lm(ref, task, spec_seed)
-            lm.save_pretrained(tmp)
+            if ranks.is_main():  # joined processes: save_pretrained writes on rank 0 only
+                lm.save_pretrained(tmp)
+            ranks.barrier()
             model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=dtype)
     else:
         where, kw = pretrained(ref)
@@ -156,9 +157,18 @@ def save(model, tokenizer, path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg: StageConfig, results: dict | None = None) -> None:
+def save_model_dir(
+    model,
+    tokenizer,
+    out,
+    log_rows: list[dict],
+    cfg: StageConfig,
+    results: dict | None = None,
+    batch: dict | None = None,
+) -> None:
     """Write weights, tokenizer, train_log.jsonl and a model card beside `out`, then rename:
-    no half-written model is visible. `results`: metric name -> value the stage measured (for the card)."""
+    no half-written model is visible. `results`: metric name -> value the stage measured, `batch`:
+    the optimizer step's batch (ranks.batch), both for the card. Rank 0 calls it (runtime/lib/ranks.py)."""
     import tempfile
     from pathlib import Path
 
@@ -172,5 +182,5 @@ def save_model_dir(model, tokenizer, out, log_rows: list[dict], cfg: StageConfig
     tmp.chmod(0o755)
     save(model, tokenizer, tmp)
     write_jsonl(tmp / "train_log.jsonl", log_rows)
-    atomic_write_text(tmp / "README.md", card_text(cfg, results))
+    atomic_write_text(tmp / "README.md", card_text(cfg, results, batch))
     swap_in(tmp, out_path)

@@ -14,19 +14,23 @@ from __future__ import annotations
 import os
 import time
 
+from . import ranks
+
 REPORT_EVERY = 10  # lines per stage: one per 10% of its total ...
 QUIET_S = 30.0  # ... or one after 30 s that saw progress
-_STATE: dict = {"stream": None, "done": None, "at": 0.0, "first": None, "seen": None}
+_STATE: dict = {"stream": None, "done": None, "at": 0.0, "first": None, "seen": None, "main": True}
 
 
 def attach(fd: int | None) -> None:
     """Use `fd` for progress lines if it is an open descriptor of this process.
 
-    A process under a launcher (accelerate: LOCAL_RANK is set) gets --progress-fd from its
+    A process under accelerate's launcher (LOCAL_RANK is set) gets --progress-fd from its
     command line but not the descriptor itself, which may be another file there: skip it.
+    runtime/lib/launch.py passes it on: there rank 0 prints progress, every rank its failure.
     """
-    if fd is None or "LOCAL_RANK" in os.environ:
+    if fd is None or ("LOCAL_RANK" in os.environ and ranks.LAUNCHER not in os.environ):
         return
+    _STATE["main"] = ranks.is_main()
     try:
         os.fstat(fd)
         _STATE["stream"] = os.fdopen(fd, "w", buffering=1, closefd=False)
@@ -34,10 +38,14 @@ def attach(fd: int | None) -> None:
         _STATE["stream"] = None
 
 
-def say(stage: str, text: str) -> None:
-    """One line on the terminal: `[stage] text` (a no-op without a terminal channel)."""
+def say(stage: str, text: str, every_process: bool = False) -> None:
+    """One line on the terminal: `[stage] text` (a no-op without a terminal channel).
+
+    A stage in several processes says things once, from rank 0; `every_process`: a failure,
+    which any of them may meet.
+    """
     stream = _STATE["stream"]
-    if stream is None:
+    if stream is None or not (_STATE["main"] or every_process):
         return
     try:
         stream.write(f"[{stage}] {text}\n")  # one short write: lines of parallel jobs do not mix
