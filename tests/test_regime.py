@@ -27,7 +27,7 @@ def test_the_map_runs_the_demo_ladder():
     for sid, st in the_map.items():
         assert st == seeds[sid] or (sid == "teacher" and {**st, "epochs": seeds[sid]["epochs"]} == seeds[sid]), sid
     sweep = yaml.safe_load((REPO / "specs/regime_map.yaml").read_text())["sweep"]
-    assert sweep["seed"] == [0, 1, 2] and len(sweep["teacher.stop_at_dev_accuracy"]) >= 3
+    assert sweep["seed"] == [0, 1, 2] and len(sweep["teacher.stop_at_dev_accuracy"]) >= 2
 
 
 def variant(setting: float, seed: int) -> dict:
