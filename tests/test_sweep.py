@@ -304,7 +304,12 @@ def test_a_sweep_runs_to_one_report_and_a_new_value_reruns_only_its_stages(tmp_p
     assert {r["stage"] for r in sw["accuracy"]} == {"eval_teacher", "eval_sft", "eval_rl"}
     assert all(len(r["accuracy"]) == 2 and None not in r["accuracy"] for r in sw["accuracy"])
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
-    assert "## Across seeds and variants" in md and md.count("question-seed pairs") == 6
+    answer, rest = md.split("## What the comparisons say")[1].split("## Regime map")
+    across = rest.split("## Across seeds and variants")[1]
+    for r in sw["pooled"]:  # the page answers with the pooled sentences, and the sweep section says them again
+        assert r["sentence"] in answer and r["sentence"] in across, r["sentence"]
+    assert md.count("question-seed pairs") == 2 * 6
+    assert "## Regime map" in md and len(json.loads((out / "summary.json").read_text())["regime"]) == 2
     assert 'alt="sweep_accuracy" src="data:image/png;base64,' in html
     spec["sweep"]["student_rl.learning_rate"].insert(0, 1.0e-3)  # a new value, at the front of the list
     build(tmp_path, spec)
