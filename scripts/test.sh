@@ -2,7 +2,7 @@
 # The test suite, from a fresh machine: install the project, the browser the report
 # test uses, then run pytest (extra arguments go to pytest).
 #   bash scripts/test.sh --fast   the fast tier: no training, no Snakemake or lm-eval run (under a minute)
-#   bash scripts/test.sh          everything (CI): the fast tier and the tests marked slow (~12 min on 2 cores)
+#   bash scripts/test.sh          everything (CI): the fast tier and the tests marked slow (~20 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0
