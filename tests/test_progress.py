@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_spec
+from conftest import build_spec, synthetic_task
 
 pytestmark = pytest.mark.slow  # every test here trains a model, runs lm-eval or Snakemake
 
@@ -27,17 +27,7 @@ QUESTIONS = 120
 SPEC = {
     "name": "prog",
     "seed": 0,
-    "task": {
-        "synthetic": {
-            "min_steps": 1,
-            "max_steps": 1,
-            "max_number": 9,
-            "gold_size": 0,
-            "dev_size": 0,
-            "distill_size": 4,
-            "test_size": QUESTIONS,
-        }
-    },
+    "task": synthetic_task(gold_size=0, dev_size=0, distill_size=4, test_size=QUESTIONS),
     "models": {"m": {"init": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 64}}},
     "stages": {"ev": {"kind": "eval", "model": "m", "max_new_tokens": 16, "batch_size": 2}},
 }

@@ -20,20 +20,10 @@ import yaml
 
 from compiler import cli
 
-from conftest import build_spec
+from conftest import build_spec, synthetic_task
 
 BIN = Path(sys.executable).parent
-TASK = {
-    "synthetic": {
-        "min_steps": 1,
-        "max_steps": 1,
-        "max_number": 9,
-        "gold_size": 40,
-        "dev_size": 8,
-        "distill_size": 32,
-        "test_size": 24,
-    }
-}
+TASK = synthetic_task(test_size=24)
 TINY = {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}
 
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import REPO, STARTED_MARK, build_spec
+from conftest import REPO, STARTED_MARK, build_spec, synthetic_task
 
 # The executor plugin is the `slurm` extra (scripts/test.sh installs it): without it there is no
 # profiles/slurm to test.
@@ -272,17 +272,7 @@ def test_tiny_pipeline_runs_to_the_report_one_slurm_job_per_stage(cluster, tmp_p
 SHARDED = {
     "name": "sh",
     "seed": 0,
-    "task": {
-        "synthetic": {
-            "min_steps": 1,
-            "max_steps": 1,
-            "max_number": 9,
-            "gold_size": 40,
-            "dev_size": 8,
-            "distill_size": 32,
-            "test_size": 8,
-        }
-    },  # fmt: skip
+    "task": synthetic_task(),
     "models": {"m": {"init": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 64}}},
     "stages": {
         "samples": {
