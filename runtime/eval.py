@@ -10,7 +10,6 @@ of the pipeline, and nothing downstream trains on its outputs.
 
 from __future__ import annotations
 
-import math
 import subprocess
 from pathlib import Path
 
@@ -481,18 +480,9 @@ def doc_scores(logged: list[dict], metric: str) -> dict[str, dict[int, float]]:
 
 
 def filter_scores(by_filter: dict[str, dict[int, float]]) -> dict[str, dict]:
-    """{filter: {"accuracy", "stderr"}} as lm-eval aggregates a `mean` metric: its mean and mean_stderr
-    (lm_eval.api.metrics) over the questions in doc order, with the same operations in the same order;
-    stderr None (lm-eval's "N/A") for fewer than two questions."""
-    out = {}
-    for filt, by_doc in by_filter.items():
-        xs = [by_doc[d] for d in sorted(by_doc)]
-        mu = sum(xs) / len(xs)
-        stderr = (
-            math.sqrt(sum([(x - mu) ** 2 for x in xs]) / (len(xs) - 1)) / math.sqrt(len(xs)) if len(xs) > 1 else None
-        )
-        out[filt] = {"accuracy": float(mu), "stderr": stderr}
-    return out
+    """{filter: {"accuracy", "stderr"}} over the questions in doc order, as lm-eval aggregates them
+    (eval_lm.mean_metric)."""
+    return {filt: eval_lm.mean_metric([by_doc[d] for d in sorted(by_doc)]) for filt, by_doc in by_filter.items()}
 
 
 def shard_part(cfg: StageConfig, logged: list[dict], metric: str) -> dict:

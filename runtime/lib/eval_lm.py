@@ -14,6 +14,7 @@ generates only its contiguous range of them, samples exactly what one job sample
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -149,3 +150,13 @@ def response_counts(rows: list[dict], lm) -> dict:
         "no_answer_share": sum(a is None for r in rows for a in r["answers"]) / n if n else None,
         "generated_tokens": getattr(lm, "generated_tokens", None),
     }
+
+
+def mean_metric(xs: list[float]) -> dict:
+    """{"accuracy", "stderr"} as lm-eval aggregates a `mean` metric: its mean and mean_stderr
+    (lm_eval.api.metrics) over the questions in doc order, with the same operations in the same order;
+    stderr None (lm-eval's "N/A") for fewer than two questions. Every accuracy eval reports that lm-eval did not
+    compute itself (a sharded stage's join, best-of-k reranking) comes from here, so it reads as lm-eval's."""
+    mu = sum(xs) / len(xs)
+    stderr = math.sqrt(sum([(x - mu) ** 2 for x in xs]) / (len(xs) - 1)) / math.sqrt(len(xs)) if len(xs) > 1 else None
+    return {"accuracy": float(mu), "stderr": stderr}

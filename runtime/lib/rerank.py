@@ -16,7 +16,7 @@ import math
 
 from compiler.spec.lm_eval_filters import RERANK, strict
 
-from . import answers
+from . import answers, eval_lm
 
 # What each samples.jsonl row records: every response's score (in response order), the index of the
 # response kept, and whether its answer is right (as "correct" is for the single sample).
@@ -52,15 +52,8 @@ def judge(rows: list[dict], scores: list[list[float]], fmt: str) -> dict[str, di
 
 
 def accuracy(correct: list[bool]) -> dict:
-    """{"accuracy", "stderr"} as lm-eval reports a mean metric: the standard error of the mean with the
-    n - 1 sample deviation (lm_eval.api.metrics.mean_stderr); None below two questions."""
-    n = len(correct)
-    if not n:
-        return {"accuracy": None, "stderr": None}
-    mean = sum(correct) / n
-    if n < 2:
-        return {"accuracy": mean, "stderr": None}
-    return {"accuracy": mean, "stderr": math.sqrt(sum((c - mean) ** 2 for c in correct) / (n - 1) / n)}
+    """{"accuracy", "stderr"} as lm-eval reports a mean metric (eval_lm.mean_metric); None with no questions."""
+    return eval_lm.mean_metric([float(c) for c in correct]) if correct else {"accuracy": None, "stderr": None}
 
 
 def score(path: str, prompts: list[list[dict]], rows: list[dict], batch_size: int, device, dtype) -> list[list[float]]:
