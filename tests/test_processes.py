@@ -178,6 +178,42 @@ def test_launched_processes_meet_and_end_together(tmp_path):
     assert all(gone(p) for p in pids), "a worker outlived its launcher"
 
 
+WHITEN_WORKER = """
+import os
+import torch
+from runtime.lib import ranks
+from runtime.rl import rollout_whiten
+ranks.join()
+torch.manual_seed(0)  # the same rollout in both processes; each whitens its own rows of it
+values, mask = torch.randn(8, 12) * 3 + 1, torch.rand(8, 12) > 0.3
+mine = slice(4 * ranks.rank(), 4 * ranks.rank() + 4)
+out = [rollout_whiten(values[mine], mask[mine]), rollout_whiten(values[mine], mask[mine], shift_mean=False)]
+torch.save(out, os.path.join(os.environ["OUT"], f"rank{ranks.rank()}.pt"))
+"""
+
+
+@pytest.mark.slow
+def test_ppo_in_two_processes_whitens_advantages_over_the_whole_rollout(tmp_path):
+    """Each of 2 processes whitens its half of a rollout with runtime.rl.rollout_whiten: together they give what
+    TRL's masked_whiten gives the whole rollout in one process, which TRL's per-process whitening does not."""
+    import torch
+    from trl.experimental.ppo.ppo_trainer import masked_whiten
+
+    (tmp_path / "whiten_mod.py").write_text(WHITEN_WORKER)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}", "OUT": str(tmp_path)}
+    cmd = [sys.executable, "-m", "runtime.lib.launch", "--processes", "2", "whiten_mod", "--threads", "2"]
+    assert subprocess.run(cmd, env=env, timeout=300).returncode == 0
+    halves = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    torch.manual_seed(0)
+    values, mask = torch.randn(8, 12) * 3 + 1, torch.rand(8, 12) > 0.3
+    for i, shift in enumerate((True, False)):
+        together = torch.cat([h[i] for h in halves])
+        one = masked_whiten(values, mask, shift_mean=shift)
+        assert torch.allclose(together[mask], one[mask], atol=1e-5), shift
+        apart = torch.cat([masked_whiten(values[r * 4 : r * 4 + 4], mask[r * 4 : r * 4 + 4], shift) for r in (0, 1)])
+        assert not torch.allclose(apart[mask], one[mask], atol=1e-2)  # what TRL alone would do in 2 processes
+
+
 # ------------------------------------------------------------------ running (slow)
 AUDIT = """
 import json, os, sys
