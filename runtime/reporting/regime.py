@@ -237,7 +237,7 @@ def plot(regime: list[dict] | None) -> dict[str, str]:
     ax.set(
         xlabel="pseudo-label precision % (the teacher's majority vote against gold)",
         ylabel="accuracy % (pooled over seeds, 95% CI)",
-        title="Regime map: what each rung is worth as the teacher gets stronger",
     )
+    fig.suptitle("Regime map: what each rung is worth as the teacher gets stronger")  # over the axes and legend
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return {"regime_map": png(fig)}
