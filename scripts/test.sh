@@ -25,4 +25,5 @@ if [ $fast = 1 ]; then
 fi
 # Two workers, one test file each at a time: the SLURM tests mostly wait on the scheduler,
 # so the other worker's tests run in those gaps (about half the wall time of one worker).
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+# The slowest files first, in conftest's order (SLOWEST_FIRST), not xdist's (most tests first).
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"

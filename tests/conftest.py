@@ -128,6 +128,30 @@ def kill_at_first_checkpoint(kind: str, config, checkpoints: Path, timeout: floa
 STARTED_MARK = Path(os.environ.get("TMPDIR", "/tmp")) / "distillc-test-slurm-started"
 
 
+# The slowest test files, longest first (pytest --durations=0 on 2 quiet cores, 2026-12-02: seconds of test time).
+# scripts/test.sh runs them first (`--dist loadfile --no-loadscope-reorder`), so that the two longest start at
+# once on the two workers and the short files fill the gaps after; xdist's default order (most tests first) ran
+# them last, one worker idle at the end. Files not named here follow in their usual order.
+SLOWEST_FIRST = (
+    "test_slurm.py",  # 595
+    "test_pipeline.py",  # 593
+    "test_processes.py",  # 212
+    "test_sweep.py",  # 189
+    "test_smol.py",  # 121
+    "test_rerank.py",  # 77
+    "test_model_folders.py",  # 77
+    "test_run.py",  # 73
+    "test_decoding_real.py",  # 56
+    "test_sft.py",  # 48
+    "test_eval.py",  # 46
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+
+
 def pytest_sessionfinish(session):
     """Stop the SLURM test cluster that this run started, once every test (on every worker) is done."""
     if hasattr(session.config, "workerinput") or not STARTED_MARK.exists():
