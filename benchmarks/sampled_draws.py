@@ -77,13 +77,19 @@ def analyse(draws: list[list[dict]]) -> None:
         print(f"draw {k + 1}: single {100 * single:.1f}, majority of 8 {100 * majority_accuracy(by_q[k], target):.1f}")
     within = [a[i] == a[j] for d in by_q for a in d.values() for i, j in itertools.combinations(range(len(a)), 2)]
     across = [x == y for d1, d2 in itertools.combinations(by_q, 2) for q in questions for x in d1[q] for y in d2[q]]
-    print(f"answer agreement of two samples: within a draw {mean(within):.4f}, across draws {mean(across):.4f}")
-    pooled = {q: [a for d in by_q for a in d[q]] for q in questions}
-    rate = {q: mean([same(a, target[q]) for a in pooled[q]]) for q in questions}
-    expected = math.sqrt(sum(p * (1 - p) for p in rate.values())) / n
-    positions = [mean([same(d[q][i], target[q]) for q in questions]) for d in by_q for i in range(len(d[questions[0]]))]
     print(
-        f"one sample position's accuracy: mean {100 * mean(positions):.1f}, sd {100 * statistics.stdev(positions):.2f} "
+        f"answer agreement of two samples: within a draw {statistics.fmean(within):.4f}, across draws {statistics.fmean(across):.4f}"
+    )
+    pooled = {q: [a for d in by_q for a in d[q]] for q in questions}
+    rate = {q: statistics.fmean([same(a, target[q]) for a in pooled[q]]) for q in questions}
+    expected = math.sqrt(sum(p * (1 - p) for p in rate.values())) / n
+    positions = [
+        statistics.fmean([same(d[q][i], target[q]) for q in questions])
+        for d in by_q
+        for i in range(len(d[questions[0]]))
+    ]
+    print(
+        f"one sample position's accuracy: mean {100 * statistics.fmean(positions):.1f}, sd {100 * statistics.stdev(positions):.2f} "
         f"points over {len(positions)} positions (independent draws: {100 * expected:.2f})"
     )
     rng = random.Random(0)
@@ -92,21 +98,16 @@ def analyse(draws: list[list[dict]]) -> None:
         for _ in range(2000)
     )
     print(
-        f"majority of 8 from independent draws of the pooled answers: mean {100 * mean(sims):.1f}, "
+        f"majority of 8 from independent draws of the pooled answers: mean {100 * statistics.fmean(sims):.1f}, "
         f"95% range [{100 * sims[50]:.1f}, {100 * sims[1949]:.1f}]"
     )
     for k, d in enumerate(by_q):
         acc = majority_accuracy(d, target)
-        print(f"  draw {k + 1}: {100 * acc:.1f} at quantile {mean([s <= acc for s in sims]):.3f}")
+        print(f"  draw {k + 1}: {100 * acc:.1f} at quantile {statistics.fmean([s <= acc for s in sims]):.3f}")
 
 
 def majority_accuracy(answers: dict, target: dict) -> float:
-    return mean([same(majority(a), target[q]) for q, a in answers.items()])
-
-
-def mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs)
+    return statistics.fmean([same(majority(a), target[q]) for q, a in answers.items()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Read a GGUF checkpoint's header in pure Python: is it a GGUF file, how deep is the model, which
-tokens does its tokenizer hold. The compiler checks models with it before any compute (it must not
-import torch or the `gguf` package's numpy); the weights are the runtime's (runtime/lib/model_folders.py).
+tokens does its tokenizer hold. The compiler checks models with it before any compute, so it reads bytes
+itself rather than through torch or the `gguf` package (numpy); the weights are the runtime's
+(runtime/lib/model_folders.py).
 
 The layout (github.com/ggml-org/ggml, docs/gguf.md): b"GGUF", a uint32 version, uint64 tensor and
 metadata counts, then metadata as (string key, uint32 type, value), little-endian.
